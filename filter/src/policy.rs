@@ -1,0 +1,30 @@
+//! The verifier's own rules on top of the protocol: clock skew, validity, required coverage.
+
+use crate::component::Component;
+
+/// What an accepted Web Bot Auth signature must satisfy beyond RFC 9421.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Tolerated clock difference in seconds, both ways.
+    pub clock_skew_seconds: i64,
+    /// Longest accepted `expires - created`.
+    pub max_validity_seconds: i64,
+    /// Components every accepted signature must cover.
+    pub required_components: Vec<Component>,
+    /// Accept RFC 9421 Appendix B test keys.
+    pub allow_test_keys: bool,
+    /// Refuse signatures without `nonce`.
+    pub require_nonce: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            clock_skew_seconds: 60,
+            max_validity_seconds: 86_400,
+            required_components: Vec::new(),
+            allow_test_keys: false,
+            require_nonce: false,
+        }
+    }
+}

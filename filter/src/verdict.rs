@@ -1,0 +1,202 @@
+//! The result of verifying a request: outcome, reason token and the verified identity.
+
+use std::fmt;
+
+/// The four outcomes of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Verified,
+    Invalid,
+    Unverified,
+    Unsigned,
+}
+
+impl Outcome {
+    /// All outcomes, for stats.
+    pub const ALL: [Outcome; 4] = [
+        Outcome::Verified,
+        Outcome::Invalid,
+        Outcome::Unverified,
+        Outcome::Unsigned,
+    ];
+
+    /// The token sent upstream.
+    pub fn token(self) -> &'static str {
+        match self {
+            Outcome::Verified => "verified",
+            Outcome::Invalid => "invalid",
+            Outcome::Unverified => "unverified",
+            Outcome::Unsigned => "unsigned",
+        }
+    }
+}
+
+/// Why a request is `invalid` or `unverified` (the contract's reason tokens).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    Malformed,
+    MissingParameter,
+    MissingComponent,
+    Expired,
+    CreatedInFuture,
+    ValidityTooLong,
+    UnsupportedAlgorithm,
+    BadSignature,
+    UnknownAgent,
+    UnknownKey,
+    DirectoryUnavailable,
+    TestKey,
+    Replayed,
+    NonceRequired,
+}
+
+impl Reason {
+    /// All reasons, for stats.
+    pub const ALL: [Reason; 14] = [
+        Reason::Malformed,
+        Reason::MissingParameter,
+        Reason::MissingComponent,
+        Reason::Expired,
+        Reason::CreatedInFuture,
+        Reason::ValidityTooLong,
+        Reason::UnsupportedAlgorithm,
+        Reason::BadSignature,
+        Reason::UnknownAgent,
+        Reason::UnknownKey,
+        Reason::DirectoryUnavailable,
+        Reason::TestKey,
+        Reason::Replayed,
+        Reason::NonceRequired,
+    ];
+
+    /// The token sent upstream.
+    pub fn token(self) -> &'static str {
+        match self {
+            Reason::Malformed => "malformed",
+            Reason::MissingParameter => "missing_parameter",
+            Reason::MissingComponent => "missing_component",
+            Reason::Expired => "expired",
+            Reason::CreatedInFuture => "created_in_future",
+            Reason::ValidityTooLong => "validity_too_long",
+            Reason::UnsupportedAlgorithm => "unsupported_algorithm",
+            Reason::BadSignature => "bad_signature",
+            Reason::UnknownAgent => "unknown_agent",
+            Reason::UnknownKey => "unknown_key",
+            Reason::DirectoryUnavailable => "directory_unavailable",
+            Reason::TestKey => "test_key",
+            Reason::Replayed => "replayed",
+            Reason::NonceRequired => "nonce_required",
+        }
+    }
+
+    /// Not enough information to decide is `unverified`; everything else is `invalid`.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Reason::UnknownAgent | Reason::UnknownKey | Reason::DirectoryUnavailable => {
+                Outcome::Unverified
+            }
+            _ => Outcome::Invalid,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.token())
+    }
+}
+
+/// The identity a valid signature establishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The agent's URL as configured (normalized).
+    pub agent_url: String,
+    /// The agent's configured name.
+    pub agent_name: String,
+    /// The JWK thumbprint of the key that verified.
+    pub key_id: String,
+    pub label: String,
+    /// The covered components, serialized as in `Signature-Input`.
+    pub covered: String,
+    pub created: i64,
+    pub expires: i64,
+    pub nonce: Option<String>,
+    /// The signature bytes (the replay identity when there is no nonce).
+    pub signature: Vec<u8>,
+}
+
+/// A signature that did not verify, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub reason: Reason,
+    /// The label concerned, when the failure is about one signature.
+    pub label: Option<String>,
+    /// The normalized agent URL concerned, when known.
+    pub agent: Option<String>,
+    /// A human-readable explanation (for problem bodies and `explain`).
+    pub detail: String,
+}
+
+impl Failure {
+    pub fn new(reason: Reason, detail: impl Into<String>) -> Self {
+        Failure {
+            reason,
+            label: None,
+            agent: None,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn outcome(&self) -> Outcome {
+        self.reason.outcome()
+    }
+}
+
+/// The verdict on a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Verified(Box<Verified>),
+    /// `invalid` or `unverified`, depending on the reason.
+    Failed(Failure),
+    /// No Web Bot Auth signature at all.
+    Unsigned,
+}
+
+impl Verdict {
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            Verdict::Verified(_) => Outcome::Verified,
+            Verdict::Failed(f) => f.outcome(),
+            Verdict::Unsigned => Outcome::Unsigned,
+        }
+    }
+
+    pub fn reason(&self) -> Option<Reason> {
+        match self {
+            Verdict::Failed(f) => Some(f.reason),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn tokens_and_outcomes() {
+        assert_eq!(Reason::ALL.len(), 14);
+        let unverified: Vec<_> = Reason::ALL
+            .iter()
+            .filter(|r| r.outcome() == Outcome::Unverified)
+            .map(|r| r.token())
+            .collect();
+        assert_eq!(unverified, ["unknown_agent", "unknown_key", "directory_unavailable"]);
+        assert_eq!(Verdict::Unsigned.outcome().token(), "unsigned");
+        let f = Verdict::Failed(Failure::new(Reason::Replayed, "again"));
+        assert_eq!(f.outcome(), Outcome::Invalid);
+        assert_eq!(f.reason().map(Reason::token), Some("replayed"));
+    }
+}

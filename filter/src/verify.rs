@@ -1,0 +1,336 @@
+//! Verification of a request's Web Bot Auth signatures (RFC 9421 section 3.2 plus the profile).
+
+use crate::agent_url::normalize_agent_url;
+use crate::base::{signature_base, Message};
+use crate::component::{ComponentName, Derived};
+use crate::jwk::VerifyError;
+use crate::keyring::{KeySource, Lookup};
+use crate::policy::Policy;
+use crate::request::HttpRequest;
+use crate::signature::parse_signature;
+use crate::signature_agent::{parse_signature_agent, SignatureAgent};
+use crate::signature_input::{parse_signature_input, SignatureInput};
+use crate::verdict::{Failure, Outcome, Reason, Verdict, Verified};
+
+/// One step of verification, as `explain` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub label: Option<String>,
+    pub name: &'static str,
+    pub passed: bool,
+    pub detail: String,
+}
+
+/// Collects the steps of a verification when asked to; free when not.
+#[derive(Debug, Default)]
+pub struct Trace {
+    pub checks: Vec<Check>,
+    /// The signature base built for each label, in order.
+    pub bases: Vec<(String, String)>,
+}
+
+/// Verifies a request's Web Bot Auth signatures.
+pub fn verify_request(req: &HttpRequest, policy: &Policy, keys: &dyn KeySource, now: i64) -> Verdict {
+    verify_traced(req, policy, keys, now, None)
+}
+
+/// As [`verify_request`], recording each check into `trace`.
+pub fn verify_traced(
+    req: &HttpRequest,
+    policy: &Policy,
+    keys: &dyn KeySource,
+    now: i64,
+    mut trace: Option<&mut Trace>,
+) -> Verdict {
+    let mut t = Tracer(trace.as_deref_mut());
+    let input_value = req.header("signature-input");
+    let sig_value = req.header("signature");
+    let (input_value, sig_value) = match (input_value, sig_value) {
+        (None, None) => {
+            t.check(None, "signature headers present", false, "no Signature-Input or Signature");
+            return Verdict::Unsigned;
+        }
+        (Some(i), Some(s)) => (i, s),
+        (Some(_), None) => return t.fail(malformed("Signature-Input without Signature")),
+        (None, Some(_)) => return t.fail(malformed("Signature without Signature-Input")),
+    };
+    let inputs = match parse_signature_input(&input_value) {
+        Ok(i) => i,
+        Err(e) => return t.fail(malformed(e.to_string())),
+    };
+    t.check(None, "parse Signature-Input", true, format!("{} label(s)", inputs.len()));
+    let signatures = match parse_signature(&sig_value) {
+        Ok(s) => s,
+        Err(e) => return t.fail(malformed(e.to_string())),
+    };
+    t.check(None, "parse Signature", true, format!("{} label(s)", signatures.len()));
+    let wba: Vec<&SignatureInput> = inputs.iter().filter(|i| i.is_web_bot_auth()).collect();
+    if wba.is_empty() {
+        t.check(None, "select tag=\"web-bot-auth\"", false, "no label carries the web-bot-auth tag");
+        return Verdict::Unsigned;
+    }
+    t.check(
+        None,
+        "select tag=\"web-bot-auth\"",
+        true,
+        wba.iter().map(|i| i.label.as_str()).collect::<Vec<_>>().join(", "),
+    );
+    let agent = match req.header("signature-agent") {
+        None => None,
+        Some(v) => match parse_signature_agent(&v) {
+            Ok(a) => Some(a),
+            Err(e) => return t.fail(malformed(e.to_string())),
+        },
+    };
+    let mut best: Option<Failure> = None;
+    for input in wba {
+        let sig = signatures
+            .iter()
+            .find(|(l, _)| *l == input.label)
+            .map(|(_, b)| b.as_slice());
+        match verify_one(req, input, sig, agent.as_ref(), policy, keys, now, &mut t) {
+            Ok(v) => return Verdict::Verified(Box::new(v)),
+            Err(mut f) => {
+                f.label = Some(input.label.clone());
+                // Evidence of a bad signature outranks a lack of information.
+                let replace = match &best {
+                    None => true,
+                    Some(b) => b.outcome() == Outcome::Unverified && f.outcome() == Outcome::Invalid,
+                };
+                if replace {
+                    best = Some(f);
+                }
+            }
+        }
+    }
+    match best {
+        Some(f) => Verdict::Failed(f),
+        None => Verdict::Unsigned,
+    }
+}
+
+fn malformed(detail: impl Into<String>) -> Failure {
+    Failure::new(Reason::Malformed, detail)
+}
+
+struct Tracer<'a>(Option<&'a mut Trace>);
+
+impl Tracer<'_> {
+    fn check(&mut self, label: Option<&str>, name: &'static str, passed: bool, detail: impl Into<String>) {
+        if let Some(t) = self.0.as_deref_mut() {
+            t.checks.push(Check {
+                label: label.map(str::to_string),
+                name,
+                passed,
+                detail: detail.into(),
+            });
+        }
+    }
+
+    fn fail(&mut self, f: Failure) -> Verdict {
+        self.check(None, "parse signature headers", false, f.detail.clone());
+        Verdict::Failed(f)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verify_one(
+    req: &HttpRequest,
+    input: &SignatureInput,
+    signature: Option<&[u8]>,
+    agent: Option<&SignatureAgent>,
+    policy: &Policy,
+    keys: &dyn KeySource,
+    now: i64,
+    t: &mut Tracer<'_>,
+) -> Result<Verified, Failure> {
+    let label = input.label.as_str();
+    let step = |t: &mut Tracer<'_>, name, r: Result<String, Failure>| match r {
+        Ok(detail) => {
+            t.check(Some(label), name, true, detail);
+            Ok(())
+        }
+        Err(f) => {
+            t.check(Some(label), name, false, format!("{}: {}", f.reason, f.detail));
+            Err(f)
+        }
+    };
+
+    let signature = signature.ok_or_else(|| malformed(format!("no Signature member for label {label:?}")));
+    step(t, "signature present", signature.as_ref().map(|s| format!("{} bytes", s.len())).map_err(Clone::clone))?;
+    let signature = signature?;
+
+    let p = &input.params;
+    let missing = |name: &str| Failure::new(Reason::MissingParameter, format!("the {name} parameter is required"));
+    let params = (|| {
+        let created = p.created.ok_or_else(|| missing("created"))?;
+        let expires = p.expires.ok_or_else(|| missing("expires"))?;
+        let keyid = p.keyid.clone().ok_or_else(|| missing("keyid"))?;
+        if let Some(alg) = &p.alg {
+            if alg != "ed25519" {
+                return Err(Failure::new(
+                    Reason::UnsupportedAlgorithm,
+                    format!("alg {alg:?} is not supported (ed25519 is)"),
+                ));
+            }
+        }
+        if policy.require_nonce && p.nonce.is_none() {
+            return Err(Failure::new(Reason::NonceRequired, "this verifier requires a nonce"));
+        }
+        Ok((created, expires, keyid))
+    })();
+    step(t, "required parameters", params.as_ref().map(|_| "created, expires, keyid, tag".to_string()).map_err(Clone::clone))?;
+    let (created, expires, keyid) = params?;
+
+    // Coverage: the target, the signature's own Signature-Agent member, the operator's list.
+    let coverage = (|| {
+        let covers_target = input.components.iter().any(|c| {
+            matches!(c.name, ComponentName::Derived(Derived::Authority | Derived::TargetUri))
+        });
+        if !covers_target {
+            return Err(Failure::new(
+                Reason::MissingComponent,
+                "the signature must cover \"@authority\" or \"@target-uri\"",
+            ));
+        }
+        let agent_components: Vec<_> = input.components.iter().filter(|c| c.is_field("signature-agent")).collect();
+        if agent_components.is_empty() {
+            return Err(Failure::new(Reason::MissingComponent, "the signature must cover \"signature-agent\""));
+        }
+        let agent = agent.ok_or_else(|| {
+            Failure::new(Reason::MissingComponent, "the covered Signature-Agent header is absent")
+        })?;
+        // Prefer the member keyed by the label; otherwise the first member the signature covers.
+        let member = agent_components
+            .iter()
+            .find(|c| c.key.as_deref() == Some(label))
+            .and_then(|c| agent.member_for(c))
+            .or_else(|| agent_components.iter().find_map(|c| agent.member_for(c)))
+            .ok_or_else(|| {
+                Failure::new(
+                    Reason::MissingComponent,
+                    "no covered Signature-Agent member is present in the Signature-Agent header",
+                )
+            })?;
+        for r in &policy.required_components {
+            if !input.covers(&r.serialized) {
+                return Err(Failure::new(
+                    Reason::MissingComponent,
+                    format!("this verifier requires {} to be covered", r.serialized),
+                ));
+            }
+        }
+        Ok(member)
+    })();
+    step(t, "covered components", coverage.as_ref().map(|_| input.covered.clone()).map_err(Clone::clone))?;
+    let member = coverage?;
+
+    let fresh = (|| {
+        if expires <= created {
+            return Err(malformed("expires is not after created"));
+        }
+        if created > now.saturating_add(policy.clock_skew_seconds) {
+            return Err(Failure::new(
+                Reason::CreatedInFuture,
+                format!("created {created} is {}s in the future", created - now),
+            ));
+        }
+        if now > expires.saturating_add(policy.clock_skew_seconds) {
+            return Err(Failure::new(
+                Reason::Expired,
+                format!("expired {}s ago", now.saturating_sub(expires)),
+            ));
+        }
+        if expires.saturating_sub(created) > policy.max_validity_seconds {
+            return Err(Failure::new(
+                Reason::ValidityTooLong,
+                format!(
+                    "valid for {}s, more than the {}s this verifier accepts",
+                    expires.saturating_sub(created),
+                    policy.max_validity_seconds
+                ),
+            ));
+        }
+        Ok(format!("created {created}, expires {expires}, now {now}"))
+    })();
+    step(t, "freshness", fresh)?;
+
+    let resolved = (|| {
+        let kind = member.kind.ok_or_else(|| {
+            Failure::new(Reason::UnknownAgent, format!("Signature-Agent {:?} has an unknown type", member.url))
+        })?;
+        let url = normalize_agent_url(kind, &member.url).map_err(|e| {
+            Failure::new(Reason::UnknownAgent, format!("Signature-Agent {:?}: {e}", member.url))
+        })?;
+        let with_agent = |reason, detail: String| Failure {
+            agent: Some(url.clone()),
+            ..Failure::new(reason, detail)
+        };
+        let (key, agent_name) = match keys.lookup(kind, &url, &keyid) {
+            Lookup::Found { key, agent_name } => (key, agent_name),
+            Lookup::UnknownAgent => {
+                return Err(with_agent(Reason::UnknownAgent, format!("{url} is not a trusted agent")))
+            }
+            Lookup::UnknownKey => {
+                return Err(with_agent(Reason::UnknownKey, format!("{url} has no key {keyid:?}")))
+            }
+            Lookup::Unavailable => {
+                return Err(with_agent(
+                    Reason::DirectoryUnavailable,
+                    format!("the keys of {url} are not available"),
+                ))
+            }
+        };
+        if key.is_test_key() && !policy.allow_test_keys {
+            return Err(with_agent(Reason::TestKey, "the key is a published RFC 9421 test key".into()));
+        }
+        if !key.valid_at(now) {
+            return Err(with_agent(Reason::UnknownKey, format!("key {keyid:?} is outside its nbf/exp window")));
+        }
+        if key.algorithm().is_none() {
+            return Err(with_agent(
+                Reason::UnsupportedAlgorithm,
+                format!("key {keyid:?} is not an Ed25519 key"),
+            ));
+        }
+        Ok((url, key, agent_name))
+    })();
+    step(t, "key lookup (agent, keyid)", resolved.as_ref().map(|(u, _, _)| format!("{u} / {keyid}")).map_err(Clone::clone))?;
+    let (url, key, agent_name) = resolved?;
+
+    let base = signature_base(Message::Request(req), input).map_err(|e| {
+        let reason = match e {
+            crate::base::BaseError::MissingField(_)
+            | crate::base::BaseError::MissingMember { .. }
+            | crate::base::BaseError::MissingQueryParam(_) => Reason::MissingComponent,
+            _ => Reason::Malformed,
+        };
+        Failure::new(reason, e.to_string())
+    });
+    step(t, "signature base", base.as_ref().map(|_| "built".to_string()).map_err(Clone::clone))?;
+    let base = base?;
+    if let Some(tr) = t.0.as_deref_mut() {
+        tr.bases.push((label.to_string(), base.clone()));
+    }
+
+    let checked = key.verify(base.as_bytes(), signature).map_err(|e| match e {
+        VerifyError::UnsupportedAlgorithm => Failure::new(Reason::UnsupportedAlgorithm, "unsupported key type"),
+        VerifyError::BadSignature => Failure {
+            agent: Some(url.clone()),
+            ..Failure::new(Reason::BadSignature, "the signature does not match the signature base")
+        },
+    });
+    step(t, "ed25519 signature", checked.as_ref().map(|_| "valid".to_string()).map_err(Clone::clone))?;
+
+    Ok(Verified {
+        agent_url: url,
+        agent_name: agent_name.to_string(),
+        key_id: key.thumbprint.clone(),
+        label: label.to_string(),
+        covered: input.covered.clone(),
+        created,
+        expires,
+        nonce: p.nonce.clone(),
+        signature: signature.to_vec(),
+    })
+}
