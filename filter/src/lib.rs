@@ -17,3 +17,8 @@ pub mod verdict;
 pub mod verify;
 pub mod sign;
 pub mod directory;
+pub mod config;
+pub mod plan;
+pub mod host;
+pub mod request_filter;
+pub mod stats;

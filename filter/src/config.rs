@@ -1,0 +1,319 @@
+//! The filter's configuration (the plugin `configuration` JSON of the contract), validated at
+//! load: unknown fields, wrong types and bad values are refused with one clear message.
+
+use std::fmt;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::agent_url::{normalize_agent_url, AgentType};
+use crate::component::Component;
+use crate::jwk::{Jwk, Key};
+use crate::keyring::{AgentKeys, KeyRing};
+use crate::policy::Policy;
+
+/// What the filter does with a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Never rejects, only annotates.
+    Observe,
+    /// Rejects `invalid`.
+    Enforce,
+    /// Rejects everything but `verified`.
+    Require,
+}
+
+/// Bounds on key directory fetches.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DirectorySettings {
+    pub timeout_ms: u64,
+    pub max_bytes: u64,
+    pub max_keys: u64,
+    pub min_refresh_seconds: u64,
+    pub max_cache_seconds: u64,
+    pub negative_cache_seconds: u64,
+}
+
+impl Default for DirectorySettings {
+    fn default() -> Self {
+        DirectorySettings {
+            timeout_ms: 2000,
+            max_bytes: 65_536,
+            max_keys: 32,
+            min_refresh_seconds: 60,
+            max_cache_seconds: 86_400,
+            negative_cache_seconds: 60,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    name: String,
+    url: String,
+    #[serde(rename = "type", default = "default_type")]
+    kind: String,
+    #[serde(default)]
+    cluster: Option<String>,
+    #[serde(default)]
+    keys: Vec<Value>,
+}
+
+fn default_type() -> String {
+    "directory".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    mode: Mode,
+    header_prefix: String,
+    clock_skew_seconds: u64,
+    max_validity_seconds: u64,
+    require_nonce: bool,
+    replay_protection: bool,
+    required_components: Vec<String>,
+    allow_test_keys: bool,
+    agents: Vec<RawAgent>,
+    directory: DirectorySettings,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            mode: Mode::Enforce,
+            header_prefix: "x-web-bot-auth-".into(),
+            clock_skew_seconds: 60,
+            max_validity_seconds: 86_400,
+            require_nonce: false,
+            replay_protection: true,
+            required_components: Vec::new(),
+            allow_test_keys: false,
+            agents: Vec::new(),
+            directory: DirectorySettings::default(),
+        }
+    }
+}
+
+/// A trusted agent as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    pub name: String,
+    pub kind: AgentType,
+    /// Normalized URL.
+    pub url: String,
+    pub cluster: Option<String>,
+    pub keys: Vec<Key>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub mode: Mode,
+    /// Lowercase.
+    pub header_prefix: String,
+    pub policy: Policy,
+    pub replay_protection: bool,
+    pub agents: Vec<AgentConfig>,
+    pub directory: DirectorySettings,
+}
+
+/// A configuration error: the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid web-bot-auth configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(msg: impl Into<String>) -> ConfigError {
+    ConfigError(msg.into())
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration. An empty configuration means defaults.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
+        let raw: RawConfig = if bytes.iter().all(u8::is_ascii_whitespace) {
+            RawConfig::default()
+        } else {
+            serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?
+        };
+        let prefix = raw.header_prefix.to_ascii_lowercase();
+        if prefix.is_empty()
+            || !prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        {
+            return Err(err(format!(
+                "header_prefix {:?} must be a non-empty header name prefix",
+                raw.header_prefix
+            )));
+        }
+        for protected in ["signature", "signature-input", "signature-agent"] {
+            if protected.starts_with(&prefix) {
+                return Err(err(format!("header_prefix {prefix:?} would remove the {protected} header")));
+            }
+        }
+        let to_i64 = |v: u64, field: &str| i64::try_from(v).map_err(|_| err(format!("{field} is too large")));
+        let mut required = Vec::with_capacity(raw.required_components.len());
+        for c in &raw.required_components {
+            required.push(Component::parse(c).map_err(|e| err(format!("required_components: {e}")))?);
+        }
+        let d = &raw.directory;
+        if d.timeout_ms == 0 || d.max_bytes == 0 || d.max_keys == 0 {
+            return Err(err("directory: timeout_ms, max_bytes and max_keys must be positive"));
+        }
+        if d.negative_cache_seconds > 300 {
+            return Err(err("directory.negative_cache_seconds must be at most 300"));
+        }
+        if d.min_refresh_seconds > d.max_cache_seconds {
+            return Err(err("directory.min_refresh_seconds must not exceed directory.max_cache_seconds"));
+        }
+        let mut agents: Vec<AgentConfig> = Vec::with_capacity(raw.agents.len());
+        for (i, a) in raw.agents.iter().enumerate() {
+            let at = format!("agents[{i}]");
+            let kind = AgentType::from_name(&a.kind).ok_or_else(|| {
+                err(format!("{at}.type {:?} is not one of directory, jwks_uri, cimd", a.kind))
+            })?;
+            let url = normalize_agent_url(kind, &a.url).map_err(|e| err(format!("{at}.url {:?}: {e}", a.url)))?;
+            if a.name.trim().is_empty() {
+                return Err(err(format!("{at}.name must not be empty")));
+            }
+            if a.cluster.as_deref().is_some_and(str::is_empty) {
+                return Err(err(format!("{at}.cluster must not be empty")));
+            }
+            if a.cluster.is_none() && a.keys.is_empty() {
+                return Err(err(format!("{at} needs a cluster or pinned keys")));
+            }
+            if agents.iter().any(|b| b.url == url) {
+                return Err(err(format!("{at}.url {url} is listed twice")));
+            }
+            let mut keys = Vec::with_capacity(a.keys.len());
+            for (j, k) in a.keys.iter().enumerate() {
+                let key = Jwk::from_value(k)
+                    .and_then(|jwk| jwk.to_key())
+                    .map_err(|e| err(format!("{at}.keys[{j}]: {e}")))?;
+                keys.push(key);
+            }
+            agents.push(AgentConfig {
+                name: a.name.clone(),
+                kind,
+                url,
+                cluster: a.cluster.clone(),
+                keys,
+            });
+        }
+        Ok(Config {
+            mode: raw.mode,
+            header_prefix: prefix,
+            policy: Policy {
+                clock_skew_seconds: to_i64(raw.clock_skew_seconds, "clock_skew_seconds")?,
+                max_validity_seconds: to_i64(raw.max_validity_seconds, "max_validity_seconds")?,
+                required_components: required,
+                allow_test_keys: raw.allow_test_keys,
+                require_nonce: raw.require_nonce,
+            },
+            replay_protection: raw.replay_protection,
+            agents,
+            directory: raw.directory,
+        })
+    }
+
+    /// The pinned keys as a key source; agents without pinned keys are known but not loaded.
+    pub fn pinned_keys(&self) -> KeyRing {
+        KeyRing {
+            agents: self
+                .agents
+                .iter()
+                .map(|a| AgentKeys {
+                    name: a.name.clone(),
+                    kind: a.kind,
+                    url: a.url.clone(),
+                    keys: a.keys.clone(),
+                    loaded: !a.keys.is_empty(),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const KEY: &str = r#"{"kty":"OKP","crv":"Ed25519","x":"JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"}"#;
+
+    fn load(s: &str) -> Result<Config, String> {
+        Config::from_json(s.as_bytes()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load("").expect("empty");
+        assert_eq!(c.mode, Mode::Enforce);
+        assert_eq!(c.header_prefix, "x-web-bot-auth-");
+        assert_eq!(c.policy, Policy::default());
+        assert!(c.replay_protection);
+        assert_eq!(c.directory, DirectorySettings::default());
+        assert_eq!(load("{}").expect("{}"), c);
+    }
+
+    #[test]
+    fn full_configuration() {
+        let c = load(&format!(
+            r#"{{"mode":"require","header_prefix":"X-Bot-","required_components":["@method","@path"],
+            "agents":[{{"name":"a","url":"https://Agent.Example/","cluster":"c","keys":[{KEY}]}},
+                      {{"name":"j","url":"https://j.example/k.json","type":"jwks_uri","cluster":"j"}}],
+            "directory":{{"timeout_ms":500}}}}"#
+        ))
+        .expect("config");
+        assert_eq!(c.mode, Mode::Require);
+        assert_eq!(c.header_prefix, "x-bot-");
+        assert_eq!(c.policy.required_components.len(), 2);
+        assert_eq!(c.agents[0].url, "https://agent.example");
+        assert_eq!(c.agents[0].keys.len(), 1);
+        assert_eq!(c.agents[1].kind, AgentType::JwksUri);
+        assert_eq!(c.directory.timeout_ms, 500);
+        assert_eq!(c.directory.max_keys, 32);
+        let ring = c.pinned_keys();
+        assert!(ring.agents[0].loaded);
+        assert!(!ring.agents[1].loaded);
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        let cases: &[(&str, &str)] = &[
+            (r#"{"mdoe":"observe"}"#, "unknown field `mdoe`"),
+            (r#"{"mode":"block"}"#, "unknown variant `block`"),
+            (r#"{"clock_skew_seconds":"60"}"#, "invalid type: string"),
+            (r#"{"clock_skew_seconds":-1}"#, "invalid value"),
+            (r#"{"directory":{"timeout":1}}"#, "unknown field `timeout`"),
+            (r#"{"directory":{"negative_cache_seconds":301}}"#, "negative_cache_seconds"),
+            (r#"{"header_prefix":""}"#, "header_prefix"),
+            (r#"{"header_prefix":"sig"}"#, "header_prefix"),
+            (r#"{"required_components":["@bogus"]}"#, "required_components"),
+            (r#"{"agents":[{"name":"a","url":"https://a.example"}]}"#, "agents[0] needs a cluster or pinned keys"),
+            (r#"{"agents":[{"name":"a","url":"http://a.example","cluster":"c"}]}"#, "agents[0].url"),
+            (r#"{"agents":[{"name":"a","url":"https://a.example","cluster":"c","type":"x"}]}"#, "agents[0].type"),
+            (r#"{"agents":[{"name":"a","url":"https://a.example","keys":[{"kty":"OKP"}]}]}"#, "agents[0].keys[0]"),
+            (r#"{"agents":[{"name":"a","url":"https://a.example","cluster":"c","extra":1}]}"#, "unknown field `extra`"),
+            (r#"{"agents":[{"name":"a","url":"https://a.example","cluster":"c"},{"name":"b","url":"https://A.example:443","cluster":"c"}]}"#, "listed twice"),
+            ("not json", "expected"),
+        ];
+        for (input, needle) in cases {
+            let e = load(input).expect_err(input);
+            assert!(e.contains(needle), "{input}: {e}");
+            assert!(e.starts_with("invalid web-bot-auth configuration: "), "{e}");
+            assert!(!e.contains('\n'), "one line: {e}");
+        }
+    }
+}
