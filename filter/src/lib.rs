@@ -22,3 +22,6 @@ pub mod plan;
 pub mod host;
 pub mod request_filter;
 pub mod stats;
+
+#[cfg(feature = "envoy")]
+mod envoy;
