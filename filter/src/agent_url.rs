@@ -87,7 +87,11 @@ pub fn normalize_agent_url(kind: AgentType, url: &str) -> Result<String, UrlErro
         }
         AgentType::JwksUri | AgentType::Cimd => {
             let path = remove_dot_segments(&normalize_percent(path));
-            let path = if path.is_empty() { "/".to_string() } else { path };
+            let path = if path.is_empty() {
+                "/".to_string()
+            } else {
+                path
+            };
             Ok(format!("https://{authority}{path}"))
         }
     }
@@ -110,7 +114,8 @@ pub fn fetch_target(kind: AgentType, normalized: &str) -> (String, String) {
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
-    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
 }
 
 fn normalize_host_port(authority: &str) -> Result<String, UrlError> {
@@ -231,9 +236,18 @@ mod tests {
     #[test]
     fn directory_origins() {
         let n = |u| normalize_agent_url(AgentType::Directory, u);
-        assert_eq!(n("https://Agent.Example").as_deref(), Ok("https://agent.example"));
-        assert_eq!(n("HTTPS://agent.example:443/").as_deref(), Ok("https://agent.example"));
-        assert_eq!(n("https://agent.example:8443").as_deref(), Ok("https://agent.example:8443"));
+        assert_eq!(
+            n("https://Agent.Example").as_deref(),
+            Ok("https://agent.example")
+        );
+        assert_eq!(
+            n("HTTPS://agent.example:443/").as_deref(),
+            Ok("https://agent.example")
+        );
+        assert_eq!(
+            n("https://agent.example:8443").as_deref(),
+            Ok("https://agent.example:8443")
+        );
         assert_eq!(n("https://[::1]:8443").as_deref(), Ok("https://[::1]:8443"));
         assert_eq!(n("http://agent.example"), Err(UrlError::NotHttps));
         assert_eq!(n("https://agent.example/keys"), Err(UrlError::NotAnOrigin));
@@ -252,8 +266,14 @@ mod tests {
             Ok("https://a.example/a/~user/%2F")
         );
         assert_eq!(n("https://a.example").as_deref(), Ok("https://a.example/"));
-        assert_eq!(n("https://a.example/%e2%82%ac").as_deref(), Ok("https://a.example/%E2%82%AC"));
-        assert_eq!(n("https://a.example/100%").as_deref(), Ok("https://a.example/100%"));
+        assert_eq!(
+            n("https://a.example/%e2%82%ac").as_deref(),
+            Ok("https://a.example/%E2%82%AC")
+        );
+        assert_eq!(
+            n("https://a.example/100%").as_deref(),
+            Ok("https://a.example/100%")
+        );
     }
 
     #[test]

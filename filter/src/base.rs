@@ -43,7 +43,10 @@ impl fmt::Display for BaseError {
         match self {
             Self::MissingField(n) => write!(f, "covered field {n:?} is not in the message"),
             Self::MissingMember { field, key } => {
-                write!(f, "covered field {field:?} has no dictionary member {key:?}")
+                write!(
+                    f,
+                    "covered field {field:?} has no dictionary member {key:?}"
+                )
             }
             Self::MissingQueryParam(n) => write!(f, "the query has no parameter {n:?}"),
             Self::NotStructured(n) => write!(f, "field {n:?} is not a valid structured field"),
@@ -95,7 +98,9 @@ pub fn component_lines(msg: Message<'_>, c: &Component, out: &mut String) -> Res
         ComponentName::Derived(d) => {
             let value = match (d, response) {
                 (Derived::Status, Some(resp)) => resp.status.to_string(),
-                (Derived::Status, None) => return Err(BaseError::ResponseOnly(c.serialized.clone())),
+                (Derived::Status, None) => {
+                    return Err(BaseError::ResponseOnly(c.serialized.clone()))
+                }
                 // Other derived components describe the request, even for a response.
                 (Derived::Method, _) => request.method.clone(),
                 (Derived::TargetUri, _) => request.target_uri(),
@@ -135,7 +140,11 @@ fn line(out: &mut String, c: &Component, value: &str) {
 }
 
 /// The value of an HTTP field component (RFC 9421 section 2.1) with `sf`, `key` or `bs`.
-fn field_value(headers: &[(String, String)], name: &str, c: &Component) -> Result<String, BaseError> {
+fn field_value(
+    headers: &[(String, String)],
+    name: &str,
+    c: &Component,
+) -> Result<String, BaseError> {
     let mut lines = field_values(headers, name).peekable();
     if lines.peek().is_none() {
         return Err(BaseError::MissingField(name.to_string()));
@@ -161,14 +170,17 @@ fn field_value(headers: &[(String, String)], name: &str, c: &Component) -> Resul
         let dict: Dictionary = sfv::Parser::new(&combined)
             .parse()
             .map_err(|_| BaseError::NotStructured(name.to_string()))?;
-        let entry = dict.get(key.as_str()).ok_or_else(|| BaseError::MissingMember {
-            field: name.to_string(),
-            key: key.clone(),
-        })?;
+        let entry = dict
+            .get(key.as_str())
+            .ok_or_else(|| BaseError::MissingMember {
+                field: name.to_string(),
+                key: key.clone(),
+            })?;
         return Ok(serialize_entry(entry));
     }
     if c.sf {
-        return reserialize(name, &combined).ok_or_else(|| BaseError::NotStructured(name.to_string()));
+        return reserialize(name, &combined)
+            .ok_or_else(|| BaseError::NotStructured(name.to_string()));
     }
     Ok(combined)
 }
@@ -198,20 +210,48 @@ enum SfType {
 
 fn known_type(name: &str) -> Option<SfType> {
     Some(match name {
-        "signature" | "signature-input" | "signature-agent" | "accept-signature"
-        | "content-digest" | "repr-digest" | "want-content-digest" | "want-repr-digest"
-        | "priority" | "cache-status" | "proxy-status" | "example-dict" => SfType::Dictionary,
+        "signature"
+        | "signature-input"
+        | "signature-agent"
+        | "accept-signature"
+        | "content-digest"
+        | "repr-digest"
+        | "want-content-digest"
+        | "want-repr-digest"
+        | "priority"
+        | "cache-status"
+        | "proxy-status"
+        | "example-dict" => SfType::Dictionary,
         "accept-ch" | "cdn-cache-control" => SfType::List,
-        "example-integer" | "example-decimal" | "example-string" | "example-token"
-        | "example-bytesequence" | "example-boolean" => SfType::Item,
+        "example-integer"
+        | "example-decimal"
+        | "example-string"
+        | "example-token"
+        | "example-bytesequence"
+        | "example-boolean" => SfType::Item,
         _ => return None,
     })
 }
 
 fn reserialize(name: &str, value: &str) -> Option<String> {
-    let dict = || sfv::Parser::new(value).parse::<Dictionary>().ok().and_then(|d| d.serialize());
-    let list = || sfv::Parser::new(value).parse::<List>().ok().and_then(|l| l.serialize());
-    let item = || sfv::Parser::new(value).parse::<Item>().ok().map(|i| i.serialize());
+    let dict = || {
+        sfv::Parser::new(value)
+            .parse::<Dictionary>()
+            .ok()
+            .and_then(|d| d.serialize())
+    };
+    let list = || {
+        sfv::Parser::new(value)
+            .parse::<List>()
+            .ok()
+            .and_then(|l| l.serialize())
+    };
+    let item = || {
+        sfv::Parser::new(value)
+            .parse::<Item>()
+            .ok()
+            .map(|i| i.serialize())
+    };
     match known_type(name) {
         Some(SfType::Dictionary) => dict(),
         Some(SfType::List) => list(),
@@ -244,7 +284,10 @@ fn decode_form_component(s: &str) -> Vec<u8> {
             b'+' => out.push(b' '),
             b'%' => {
                 let hex = |c: u8| (c as char).to_digit(16);
-                match (b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+                match (
+                    b.get(i + 1).copied().and_then(hex),
+                    b.get(i + 2).copied().and_then(hex),
+                ) {
                     (Some(h), Some(l)) => {
                         out.push((h * 16 + l) as u8);
                         i += 2;
@@ -287,7 +330,10 @@ mod tests {
             authority: "www.example.com".into(),
             path: "/path".into(),
             query: query.map(str::to_string),
-            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -313,13 +359,25 @@ mod tests {
     #[test]
     fn request_errors() {
         let r = req(None, &[("x", "1")]);
-        assert!(matches!(base(&r, "\"@status\""), Err(BaseError::ResponseOnly(_))));
-        assert!(matches!(base(&r, "\"x\";req"), Err(BaseError::ResponseOnly(_))));
+        assert!(matches!(
+            base(&r, "\"@status\""),
+            Err(BaseError::ResponseOnly(_))
+        ));
+        assert!(matches!(
+            base(&r, "\"x\";req"),
+            Err(BaseError::ResponseOnly(_))
+        ));
         assert!(matches!(base(&r, "\"x\";tr"), Err(BaseError::Trailer(_))));
         assert_eq!(base(&r, "\"y\""), Err(BaseError::MissingField("y".into())));
-        assert!(matches!(base(&r, "\"x\";key=\"a\""), Err(BaseError::NotStructured(_))));
+        assert!(matches!(
+            base(&r, "\"x\";key=\"a\""),
+            Err(BaseError::NotStructured(_))
+        ));
         let r = req(None, &[("x", "b=2")]);
-        assert!(matches!(base(&r, "\"x\";key=\"a\""), Err(BaseError::MissingMember { .. })));
+        assert!(matches!(
+            base(&r, "\"x\";key=\"a\""),
+            Err(BaseError::MissingMember { .. })
+        ));
     }
 
     #[test]

@@ -56,7 +56,10 @@ pub enum ComponentError {
     UnknownParameter(String),
     BadParameterValue(String),
     MissingName,
-    ParameterNotAllowed { component: String, parameter: &'static str },
+    ParameterNotAllowed {
+        component: String,
+        parameter: &'static str,
+    },
     SfWithBs(String),
     Unparsable(String),
 }
@@ -137,7 +140,9 @@ impl Component {
                 "path" => Derived::Path,
                 "query" => Derived::Query,
                 "status" => Derived::Status,
-                "query-param" => Derived::QueryParam(qname.take().ok_or(ComponentError::MissingName)?),
+                "query-param" => {
+                    Derived::QueryParam(qname.take().ok_or(ComponentError::MissingName)?)
+                }
                 _ => return Err(ComponentError::UnknownDerived(raw.to_string())),
             };
             let not_allowed = |parameter| ComponentError::ParameterNotAllowed {
@@ -240,23 +245,44 @@ mod tests {
         assert_eq!(c.key.as_deref(), Some("sig1"));
         assert_eq!(c.serialized, "\"signature-agent\";key=\"sig1\"");
         let c = Component::parse("\"@query-param\";name=\"q\"").expect("parse");
-        assert_eq!(c.name, ComponentName::Derived(Derived::QueryParam("q".into())));
+        assert_eq!(
+            c.name,
+            ComponentName::Derived(Derived::QueryParam("q".into()))
+        );
         let c = Component::parse("\"@authority\";req").expect("parse");
         assert!(c.req);
     }
 
     #[test]
     fn refuses_bad_identifiers() {
-        assert_eq!(Component::parse("@nope"), Err(ComponentError::UnknownDerived("@nope".into())));
-        assert_eq!(Component::parse("@query-param"), Err(ComponentError::MissingName));
-        assert!(matches!(Component::parse("Host"), Err(ComponentError::UppercaseName(_))));
-        assert!(matches!(Component::parse("host;foo"), Err(ComponentError::UnknownParameter(_))));
-        assert!(matches!(Component::parse("host;sf;bs"), Err(ComponentError::SfWithBs(_))));
+        assert_eq!(
+            Component::parse("@nope"),
+            Err(ComponentError::UnknownDerived("@nope".into()))
+        );
+        assert_eq!(
+            Component::parse("@query-param"),
+            Err(ComponentError::MissingName)
+        );
+        assert!(matches!(
+            Component::parse("Host"),
+            Err(ComponentError::UppercaseName(_))
+        ));
+        assert!(matches!(
+            Component::parse("host;foo"),
+            Err(ComponentError::UnknownParameter(_))
+        ));
+        assert!(matches!(
+            Component::parse("host;sf;bs"),
+            Err(ComponentError::SfWithBs(_))
+        ));
         assert!(matches!(
             Component::parse("@method;sf"),
             Err(ComponentError::ParameterNotAllowed { .. })
         ));
-        assert!(matches!(Component::parse("host;key=1"), Err(ComponentError::BadParameterValue(_))));
+        assert!(matches!(
+            Component::parse("host;key=1"),
+            Err(ComponentError::BadParameterValue(_))
+        ));
         assert!(Component::parse("\"unterminated").is_err());
     }
 }

@@ -158,31 +158,44 @@ impl Config {
         }
         for protected in ["signature", "signature-input", "signature-agent"] {
             if protected.starts_with(&prefix) {
-                return Err(err(format!("header_prefix {prefix:?} would remove the {protected} header")));
+                return Err(err(format!(
+                    "header_prefix {prefix:?} would remove the {protected} header"
+                )));
             }
         }
-        let to_i64 = |v: u64, field: &str| i64::try_from(v).map_err(|_| err(format!("{field} is too large")));
+        let to_i64 = |v: u64, field: &str| {
+            i64::try_from(v).map_err(|_| err(format!("{field} is too large")))
+        };
         let mut required = Vec::with_capacity(raw.required_components.len());
         for c in &raw.required_components {
-            required.push(Component::parse(c).map_err(|e| err(format!("required_components: {e}")))?);
+            required
+                .push(Component::parse(c).map_err(|e| err(format!("required_components: {e}")))?);
         }
         let d = &raw.directory;
         if d.timeout_ms == 0 || d.max_bytes == 0 || d.max_keys == 0 {
-            return Err(err("directory: timeout_ms, max_bytes and max_keys must be positive"));
+            return Err(err(
+                "directory: timeout_ms, max_bytes and max_keys must be positive",
+            ));
         }
         if d.negative_cache_seconds > 300 {
             return Err(err("directory.negative_cache_seconds must be at most 300"));
         }
         if d.min_refresh_seconds > d.max_cache_seconds {
-            return Err(err("directory.min_refresh_seconds must not exceed directory.max_cache_seconds"));
+            return Err(err(
+                "directory.min_refresh_seconds must not exceed directory.max_cache_seconds",
+            ));
         }
         let mut agents: Vec<AgentConfig> = Vec::with_capacity(raw.agents.len());
         for (i, a) in raw.agents.iter().enumerate() {
             let at = format!("agents[{i}]");
             let kind = AgentType::from_name(&a.kind).ok_or_else(|| {
-                err(format!("{at}.type {:?} is not one of directory, jwks_uri, cimd", a.kind))
+                err(format!(
+                    "{at}.type {:?} is not one of directory, jwks_uri, cimd",
+                    a.kind
+                ))
             })?;
-            let url = normalize_agent_url(kind, &a.url).map_err(|e| err(format!("{at}.url {:?}: {e}", a.url)))?;
+            let url = normalize_agent_url(kind, &a.url)
+                .map_err(|e| err(format!("{at}.url {:?}: {e}", a.url)))?;
             if a.name.trim().is_empty() {
                 return Err(err(format!("{at}.name must not be empty")));
             }
@@ -250,7 +263,8 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    const KEY: &str = r#"{"kty":"OKP","crv":"Ed25519","x":"JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"}"#;
+    const KEY: &str =
+        r#"{"kty":"OKP","crv":"Ed25519","x":"JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"}"#;
 
     fn load(s: &str) -> Result<Config, String> {
         Config::from_json(s.as_bytes()).map_err(|e| e.to_string())
@@ -297,16 +311,40 @@ mod tests {
             (r#"{"clock_skew_seconds":"60"}"#, "invalid type: string"),
             (r#"{"clock_skew_seconds":-1}"#, "invalid value"),
             (r#"{"directory":{"timeout":1}}"#, "unknown field `timeout`"),
-            (r#"{"directory":{"negative_cache_seconds":301}}"#, "negative_cache_seconds"),
+            (
+                r#"{"directory":{"negative_cache_seconds":301}}"#,
+                "negative_cache_seconds",
+            ),
             (r#"{"header_prefix":""}"#, "header_prefix"),
             (r#"{"header_prefix":"sig"}"#, "header_prefix"),
-            (r#"{"required_components":["@bogus"]}"#, "required_components"),
-            (r#"{"agents":[{"name":"a","url":"https://a.example"}]}"#, "agents[0] needs a cluster or pinned keys"),
-            (r#"{"agents":[{"name":"a","url":"http://a.example","cluster":"c"}]}"#, "agents[0].url"),
-            (r#"{"agents":[{"name":"a","url":"https://a.example","cluster":"c","type":"x"}]}"#, "agents[0].type"),
-            (r#"{"agents":[{"name":"a","url":"https://a.example","keys":[{"kty":"OKP"}]}]}"#, "agents[0].keys[0]"),
-            (r#"{"agents":[{"name":"a","url":"https://a.example","cluster":"c","extra":1}]}"#, "unknown field `extra`"),
-            (r#"{"agents":[{"name":"a","url":"https://a.example","cluster":"c"},{"name":"b","url":"https://A.example:443","cluster":"c"}]}"#, "listed twice"),
+            (
+                r#"{"required_components":["@bogus"]}"#,
+                "required_components",
+            ),
+            (
+                r#"{"agents":[{"name":"a","url":"https://a.example"}]}"#,
+                "agents[0] needs a cluster or pinned keys",
+            ),
+            (
+                r#"{"agents":[{"name":"a","url":"http://a.example","cluster":"c"}]}"#,
+                "agents[0].url",
+            ),
+            (
+                r#"{"agents":[{"name":"a","url":"https://a.example","cluster":"c","type":"x"}]}"#,
+                "agents[0].type",
+            ),
+            (
+                r#"{"agents":[{"name":"a","url":"https://a.example","keys":[{"kty":"OKP"}]}]}"#,
+                "agents[0].keys[0]",
+            ),
+            (
+                r#"{"agents":[{"name":"a","url":"https://a.example","cluster":"c","extra":1}]}"#,
+                "unknown field `extra`",
+            ),
+            (
+                r#"{"agents":[{"name":"a","url":"https://a.example","cluster":"c"},{"name":"b","url":"https://A.example:443","cluster":"c"}]}"#,
+                "listed twice",
+            ),
             ("not json", "expected"),
         ];
         for (input, needle) in cases {

@@ -34,9 +34,13 @@ impl fmt::Display for DirectoryError {
         match self {
             Self::NotJson => write!(f, "the key directory is not valid JSON"),
             Self::NoKeys => write!(f, "the key directory has no \"keys\" array"),
-            Self::TooManyKeys { count, max } => write!(f, "the key directory lists {count} keys, more than {max}"),
+            Self::TooManyKeys { count, max } => {
+                write!(f, "the key directory lists {count} keys, more than {max}")
+            }
             Self::BadKey { index, error } => write!(f, "key {index}: {error}"),
-            Self::KidMismatch { index } => write!(f, "key {index}: kid is not the key's JWK thumbprint"),
+            Self::KidMismatch { index } => {
+                write!(f, "key {index}: kid is not the key's JWK thumbprint")
+            }
         }
     }
 }
@@ -45,17 +49,31 @@ impl std::error::Error for DirectoryError {}
 
 /// Parses a JWK Set. For [`AgentType::Directory`], a `kid` must be the key's thumbprint.
 /// Keys are indexed by thumbprint whatever their `kid`.
-pub fn parse_key_set(body: &[u8], kind: AgentType, max_keys: usize) -> Result<Vec<Key>, DirectoryError> {
+pub fn parse_key_set(
+    body: &[u8],
+    kind: AgentType,
+    max_keys: usize,
+) -> Result<Vec<Key>, DirectoryError> {
     let v: Value = serde_json::from_slice(body).map_err(|_| DirectoryError::NotJson)?;
-    let arr = v.get("keys").and_then(Value::as_array).ok_or(DirectoryError::NoKeys)?;
+    let arr = v
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or(DirectoryError::NoKeys)?;
     if arr.len() > max_keys {
-        return Err(DirectoryError::TooManyKeys { count: arr.len(), max: max_keys });
+        return Err(DirectoryError::TooManyKeys {
+            count: arr.len(),
+            max: max_keys,
+        });
     }
     let mut keys = Vec::with_capacity(arr.len());
     for (index, k) in arr.iter().enumerate() {
         let jwk = Jwk::from_value(k).map_err(|error| DirectoryError::BadKey { index, error })?;
-        let key = jwk.to_key().map_err(|error| DirectoryError::BadKey { index, error })?;
-        if kind == AgentType::Directory && jwk.kid.as_deref().is_some_and(|kid| kid != key.thumbprint) {
+        let key = jwk
+            .to_key()
+            .map_err(|error| DirectoryError::BadKey { index, error })?;
+        if kind == AgentType::Directory
+            && jwk.kid.as_deref().is_some_and(|kid| kid != key.thumbprint)
+        {
             return Err(DirectoryError::KidMismatch { index });
         }
         keys.push(key);
@@ -110,7 +128,10 @@ impl fmt::Display for ProofError {
             Self::MissingParameter(p) => write!(f, "the response signature lacks {p}"),
             Self::CreatedInFuture => write!(f, "the response signature is created in the future"),
             Self::Expired => write!(f, "the response signature has expired"),
-            Self::UnknownKey(k) => write!(f, "the response is signed by {k:?}, which the directory does not list"),
+            Self::UnknownKey(k) => write!(
+                f,
+                "the response is signed by {k:?}, which the directory does not list"
+            ),
             Self::BadSignature => write!(f, "the response signature does not verify"),
         }
     }
@@ -156,7 +177,10 @@ pub fn verify_directory_response(
     now: i64,
     clock_skew_seconds: i64,
 ) -> Vec<Result<String, ProofError>> {
-    let (Some(input), Some(sigs)) = (response.header("signature-input"), response.header("signature")) else {
+    let (Some(input), Some(sigs)) = (
+        response.header("signature-input"),
+        response.header("signature"),
+    ) else {
         return vec![Err(ProofError::NoSignature)];
     };
     let inputs = match parse_signature_input(&input) {
@@ -176,19 +200,27 @@ pub fn verify_directory_response(
         .filter(|i| i.params.tag.as_deref() == Some(DIRECTORY_TAG))
         .map(|input| {
             digest.clone()?;
-            let covers_authority = input.components.iter().any(|c| {
-                c.req && matches!(c.name, ComponentName::Derived(Derived::Authority))
-            });
+            let covers_authority = input
+                .components
+                .iter()
+                .any(|c| c.req && matches!(c.name, ComponentName::Derived(Derived::Authority)));
             if !covers_authority {
                 return Err(ProofError::MissingCoverage("\"@authority\";req"));
             }
-            if !input.components.iter().any(|c| c.is_field("content-digest") && !c.req) {
+            if !input
+                .components
+                .iter()
+                .any(|c| c.is_field("content-digest") && !c.req)
+            {
                 return Err(ProofError::MissingCoverage("content-digest"));
             }
             let p = &input.params;
             let created = p.created.ok_or(ProofError::MissingParameter("created"))?;
             let expires = p.expires.ok_or(ProofError::MissingParameter("expires"))?;
-            let keyid = p.keyid.as_deref().ok_or(ProofError::MissingParameter("keyid"))?;
+            let keyid = p
+                .keyid
+                .as_deref()
+                .ok_or(ProofError::MissingParameter("keyid"))?;
             if created > now.saturating_add(clock_skew_seconds) {
                 return Err(ProofError::CreatedInFuture);
             }
@@ -206,7 +238,8 @@ pub fn verify_directory_response(
                 .ok_or(ProofError::NoSignature)?;
             let base = signature_base(Message::Response { request, response }, input)
                 .map_err(|e| ProofError::Malformed(e.to_string()))?;
-            key.verify(base.as_bytes(), sig).map_err(|_| ProofError::BadSignature)?;
+            key.verify(base.as_bytes(), sig)
+                .map_err(|_| ProofError::BadSignature)?;
             Ok(key.thumbprint.clone())
         })
         .collect();
@@ -231,15 +264,22 @@ mod tests {
         let ok = format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"{TP}"}}]}}"#);
         let keys = parse_key_set(ok.as_bytes(), AgentType::Directory, 4).expect("keys");
         assert_eq!(keys[0].thumbprint, TP);
-        let labelled = format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"ops-2026"}}]}}"#);
+        let labelled =
+            format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"ops-2026"}}]}}"#);
         assert_eq!(
             parse_key_set(labelled.as_bytes(), AgentType::Directory, 4),
             Err(DirectoryError::KidMismatch { index: 0 })
         );
         let keys = parse_key_set(labelled.as_bytes(), AgentType::JwksUri, 4).expect("jwks");
         assert_eq!(keys[0].thumbprint, TP);
-        assert_eq!(parse_key_set(b"{", AgentType::Directory, 4), Err(DirectoryError::NotJson));
-        assert_eq!(parse_key_set(b"{\"keys\":{}}", AgentType::Directory, 4), Err(DirectoryError::NoKeys));
+        assert_eq!(
+            parse_key_set(b"{", AgentType::Directory, 4),
+            Err(DirectoryError::NotJson)
+        );
+        assert_eq!(
+            parse_key_set(b"{\"keys\":{}}", AgentType::Directory, 4),
+            Err(DirectoryError::NoKeys)
+        );
         assert_eq!(
             parse_key_set(ok.as_bytes(), AgentType::Directory, 0),
             Err(DirectoryError::TooManyKeys { count: 1, max: 0 })
@@ -252,7 +292,8 @@ mod tests {
 
     #[test]
     fn build_sets_kid() {
-        let jwk = Jwk::from_json(&format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{X}"}}"#)).expect("jwk");
+        let jwk =
+            Jwk::from_json(&format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{X}"}}"#)).expect("jwk");
         let body = build_key_set(&[jwk]).expect("build");
         let keys = parse_key_set(body.as_bytes(), AgentType::Directory, 4).expect("parse");
         assert_eq!(keys[0].jwk.kid.as_deref(), Some(TP));
@@ -260,8 +301,17 @@ mod tests {
 
     #[test]
     fn digests() {
-        assert_eq!(check_content_digest(&content_digest(b"abc"), b"abc"), Ok(()));
-        assert_eq!(check_content_digest(&content_digest(b"abc"), b"abd"), Err(ProofError::DigestMismatch));
-        assert_eq!(check_content_digest("md5=:AA==:", b"abc"), Err(ProofError::NoDigest));
+        assert_eq!(
+            check_content_digest(&content_digest(b"abc"), b"abc"),
+            Ok(())
+        );
+        assert_eq!(
+            check_content_digest(&content_digest(b"abc"), b"abd"),
+            Err(ProofError::DigestMismatch)
+        );
+        assert_eq!(
+            check_content_digest("md5=:AA==:", b"abc"),
+            Err(ProofError::NoDigest)
+        );
     }
 }

@@ -46,10 +46,15 @@ impl RootContext for Root {
         };
         let mut metrics = Vec::new();
         for c in Counter::all() {
-            metrics.push(hostcalls::define_metric(MetricType::Counter, &c.name()).unwrap_or(u32::MAX));
+            metrics
+                .push(hostcalls::define_metric(MetricType::Counter, &c.name()).unwrap_or(u32::MAX));
         }
         let keys = config.pinned_keys();
-        self.shared = Some(Rc::new(Shared { config, keys, metrics }));
+        self.shared = Some(Rc::new(Shared {
+            config,
+            keys,
+            metrics,
+        }));
         true
     }
 
@@ -72,7 +77,9 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let shared = Rc::clone(&self.shared);
-        let mut host = EnvoyHost { metrics: &shared.metrics };
+        let mut host = EnvoyHost {
+            metrics: &shared.metrics,
+        };
         match request_filter::on_request_headers(&mut host, &shared.config, &shared.keys) {
             FilterAction::Continue => Action::Continue,
             FilterAction::Stop => Action::Pause,
@@ -106,7 +113,10 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn send_response(&mut self, status: u16, headers: &[(String, String)], body: &str) {
-        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
         let _ = hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes()));
     }
 

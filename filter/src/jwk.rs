@@ -44,7 +44,10 @@ impl fmt::Display for JwkError {
             Self::MissingMember(m) => write!(f, "the JWK lacks the {m:?} member"),
             Self::WrongType(m) => write!(f, "the JWK member {m:?} has the wrong type"),
             Self::UnknownKty(k) => write!(f, "unknown JWK key type {k:?}"),
-            Self::PrivateKey => write!(f, "the JWK holds private key material where a public key belongs"),
+            Self::PrivateKey => write!(
+                f,
+                "the JWK holds private key material where a public key belongs"
+            ),
             Self::BadKey(why) => write!(f, "invalid key: {why}"),
             Self::WrongUse(u) => write!(f, "the JWK is for use {u:?}, not signatures"),
         }
@@ -58,7 +61,9 @@ impl std::error::Error for JwkError {}
 pub enum PublicKey {
     Ed25519(VerifyingKey),
     /// A well-formed key of a type whose algorithm this verifier does not implement.
-    Unsupported { kty: String },
+    Unsupported {
+        kty: String,
+    },
 }
 
 /// A verified-for-shape key with its thumbprint and validity window.
@@ -94,7 +99,10 @@ impl Jwk {
                 Some(v) => v.as_i64().map(Some).ok_or(JwkError::WrongType(name)),
             }
         };
-        if ["d", "p", "q", "dp", "dq", "qi", "k"].iter().any(|m| obj.contains_key(*m)) {
+        if ["d", "p", "q", "dp", "dq", "qi", "k"]
+            .iter()
+            .any(|m| obj.contains_key(*m))
+        {
             return Err(JwkError::PrivateKey);
         }
         let jwk = Jwk {
@@ -193,7 +201,9 @@ impl Jwk {
                 }
                 PublicKey::Ed25519(vk)
             }
-            (kty, _) => PublicKey::Unsupported { kty: kty.to_string() },
+            (kty, _) => PublicKey::Unsupported {
+                kty: kty.to_string(),
+            },
         };
         Ok(Key {
             thumbprint,
@@ -257,7 +267,8 @@ impl Key {
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
         match &self.public {
             PublicKey::Ed25519(vk) => {
-                let sig = Signature::from_slice(signature).map_err(|_| VerifyError::BadSignature)?;
+                let sig =
+                    Signature::from_slice(signature).map_err(|_| VerifyError::BadSignature)?;
                 // Strict: refuses non-canonical encodings and small-order components.
                 vk.verify_strict(message, &sig)
                     .map_err(|_| VerifyError::BadSignature)
@@ -285,8 +296,10 @@ mod tests {
 
     #[test]
     fn ed25519_thumbprint_matches_vector() {
-        let k = Key::from_jwk_json(&format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{TEST_X}"}}"#))
-            .expect("key");
+        let k = Key::from_jwk_json(&format!(
+            r#"{{"kty":"OKP","crv":"Ed25519","x":"{TEST_X}"}}"#
+        ))
+        .expect("key");
         assert_eq!(k.thumbprint, "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U");
         assert!(k.is_test_key());
         assert_eq!(k.algorithm(), Some("ed25519"));
@@ -296,37 +309,62 @@ mod tests {
     fn rfc7638_rsa_example() {
         // RFC 7638 section 3.1.
         let jwk = Jwk::from_json(r#"{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB","alg":"RS256","kid":"2011-04-29"}"#).expect("jwk");
-        assert_eq!(jwk.thumbprint().expect("tp"), "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs");
+        assert_eq!(
+            jwk.thumbprint().expect("tp"),
+            "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+        );
         let key = jwk.to_key().expect("key");
         assert_eq!(key.public, PublicKey::Unsupported { kty: "RSA".into() });
-        assert_eq!(key.verify(b"x", &[0; 64]), Err(VerifyError::UnsupportedAlgorithm));
+        assert_eq!(
+            key.verify(b"x", &[0; 64]),
+            Err(VerifyError::UnsupportedAlgorithm)
+        );
     }
 
     #[test]
     fn ec_thumbprint_member_order() {
         let jwk = Jwk::from_json(r#"{"y":"b","x":"a","kty":"EC","crv":"P-256"}"#).expect("jwk");
-        assert_eq!(jwk.thumbprint_input().expect("input"), r#"{"crv":"P-256","kty":"EC","x":"a","y":"b"}"#);
+        assert_eq!(
+            jwk.thumbprint_input().expect("input"),
+            r#"{"crv":"P-256","kty":"EC","x":"a","y":"b"}"#
+        );
     }
 
     #[test]
     fn refusals() {
         assert_eq!(Jwk::from_json("[]"), Err(JwkError::NotAnObject));
         assert_eq!(Jwk::from_json("{}"), Err(JwkError::MissingMember("kty")));
-        assert_eq!(Jwk::from_json(r#"{"kty":"OKP","crv":"Ed25519"}"#), Err(JwkError::MissingMember("x")));
-        assert_eq!(Jwk::from_json(r#"{"kty":"oct","k":"AA"}"#), Err(JwkError::PrivateKey));
-        assert_eq!(Jwk::from_json(r#"{"kty":"XYZ"}"#), Err(JwkError::UnknownKty("XYZ".into())));
-        assert_eq!(Jwk::from_json(r#"{"kty":"OKP","crv":"Ed25519","x":1}"#), Err(JwkError::WrongType("x")));
+        assert_eq!(
+            Jwk::from_json(r#"{"kty":"OKP","crv":"Ed25519"}"#),
+            Err(JwkError::MissingMember("x"))
+        );
+        assert_eq!(
+            Jwk::from_json(r#"{"kty":"oct","k":"AA"}"#),
+            Err(JwkError::PrivateKey)
+        );
+        assert_eq!(
+            Jwk::from_json(r#"{"kty":"XYZ"}"#),
+            Err(JwkError::UnknownKty("XYZ".into()))
+        );
+        assert_eq!(
+            Jwk::from_json(r#"{"kty":"OKP","crv":"Ed25519","x":1}"#),
+            Err(JwkError::WrongType("x"))
+        );
         assert!(matches!(
             Key::from_jwk_json(r#"{"kty":"OKP","crv":"Ed25519","x":"AAAA"}"#),
             Err(JwkError::BadKey(_))
         ));
         // The identity point is small-order: refused.
         assert!(matches!(
-            Key::from_jwk_json(r#"{"kty":"OKP","crv":"Ed25519","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#),
+            Key::from_jwk_json(
+                r#"{"kty":"OKP","crv":"Ed25519","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#
+            ),
             Err(JwkError::BadKey(_))
         ));
         assert_eq!(
-            Jwk::from_json(&format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{TEST_X}","use":"enc"}}"#)),
+            Jwk::from_json(&format!(
+                r#"{{"kty":"OKP","crv":"Ed25519","x":"{TEST_X}","use":"enc"}}"#
+            )),
             Err(JwkError::WrongUse("enc".into()))
         );
     }
@@ -337,7 +375,10 @@ mod tests {
         jwk.nbf = Some(100);
         jwk.exp = Some(200);
         // Some bytes are not valid points; use the test key instead.
-        let mut key = Key::from_jwk_json(&format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{TEST_X}","nbf":100,"exp":200}}"#)).expect("key");
+        let mut key = Key::from_jwk_json(&format!(
+            r#"{{"kty":"OKP","crv":"Ed25519","x":"{TEST_X}","nbf":100,"exp":200}}"#
+        ))
+        .expect("key");
         assert!(!key.valid_at(99));
         assert!(key.valid_at(100));
         assert!(!key.valid_at(200));

@@ -6,7 +6,10 @@ use crate::jwk::Key;
 /// The answer to a key lookup.
 #[derive(Debug, Clone, Copy)]
 pub enum Lookup<'a> {
-    Found { key: &'a Key, agent_name: &'a str },
+    Found {
+        key: &'a Key,
+        agent_name: &'a str,
+    },
     /// The agent is not a trusted one (or is known under another type).
     UnknownAgent,
     /// The agent is known and its keys are loaded, but none has this thumbprint.

@@ -6,22 +6,22 @@
 pub mod agent_url;
 pub mod base;
 pub mod component;
+pub mod config;
+pub mod directory;
+pub mod host;
 pub mod jwk;
+pub mod keyring;
+pub mod plan;
+pub mod policy;
 pub mod request;
+pub mod request_filter;
+pub mod sign;
 pub mod signature;
 pub mod signature_agent;
 pub mod signature_input;
-pub mod keyring;
-pub mod policy;
+pub mod stats;
 pub mod verdict;
 pub mod verify;
-pub mod sign;
-pub mod directory;
-pub mod config;
-pub mod plan;
-pub mod host;
-pub mod request_filter;
-pub mod stats;
 
 #[cfg(feature = "envoy")]
 mod envoy;

@@ -81,10 +81,14 @@ fn rejection(verdict: &Verdict, config: &Config) -> Option<Rejection> {
         ),
         _ => (
             "Signature required",
-            "this resource requires a Web Bot Auth signature (RFC 9421, tag \"web-bot-auth\")".to_string(),
+            "this resource requires a Web Bot Auth signature (RFC 9421, tag \"web-bot-auth\")"
+                .to_string(),
         ),
     };
-    let reason = verdict.reason().map(Reason::token).unwrap_or(verdict.outcome().token());
+    let reason = verdict
+        .reason()
+        .map(Reason::token)
+        .unwrap_or(verdict.outcome().token());
     let body = json!({
         "type": "about:blank",
         "title": title,
@@ -93,11 +97,18 @@ fn rejection(verdict: &Verdict, config: &Config) -> Option<Rejection> {
         "reason": reason,
     })
     .to_string();
-    let mut headers = vec![("content-type".to_string(), "application/problem+json".to_string())];
+    let mut headers = vec![(
+        "content-type".to_string(),
+        "application/problem+json".to_string(),
+    )];
     if status == 403 {
         headers.push(("accept-signature".to_string(), accept_signature(config)));
     }
-    Some(Rejection { status, headers, body })
+    Some(Rejection {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// `Accept-Signature` (RFC 9421 section 5.1): what an acceptable signature covers.
@@ -125,7 +136,10 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     fn config(mode: &str) -> Config {
-        Config::from_json(format!(r#"{{"mode":"{mode}","required_components":["@path"]}}"#).as_bytes()).expect("config")
+        Config::from_json(
+            format!(r#"{{"mode":"{mode}","required_components":["@path"]}}"#).as_bytes(),
+        )
+        .expect("config")
     }
 
     fn failed(r: Reason) -> Verdict {
@@ -140,11 +154,17 @@ mod tests {
             (failed(Reason::Expired), [None, Some(403), Some(403)]),
             (failed(Reason::Replayed), [None, Some(429), Some(429)]),
             (failed(Reason::UnknownKey), [None, None, Some(403)]),
-            (failed(Reason::DirectoryUnavailable), [None, None, Some(403)]),
+            (
+                failed(Reason::DirectoryUnavailable),
+                [None, None, Some(403)],
+            ),
             (Verdict::Unsigned, [None, None, Some(403)]),
         ];
         for (v, expected) in rows {
-            for (mode, want) in [Mode::Observe, Mode::Enforce, Mode::Require].iter().zip(expected) {
+            for (mode, want) in [Mode::Observe, Mode::Enforce, Mode::Require]
+                .iter()
+                .zip(expected)
+            {
                 assert_eq!(status(v, *mode), *want, "{v:?} in {mode:?}");
             }
         }
@@ -184,22 +204,29 @@ mod tests {
     #[test]
     fn forbidden_has_problem_body_and_accept_signature() {
         let p = plan(&failed(Reason::BadSignature), &config("enforce"));
-        assert_eq!(p.set, vec![
-            ("x-web-bot-auth-result".into(), "invalid".into()),
-            ("x-web-bot-auth-reason".into(), "bad_signature".into()),
-        ]);
+        assert_eq!(
+            p.set,
+            vec![
+                ("x-web-bot-auth-result".into(), "invalid".into()),
+                ("x-web-bot-auth-reason".into(), "bad_signature".into()),
+            ]
+        );
         let r = p.reject.expect("rejected");
         assert_eq!(r.status, 403);
         let body: serde_json::Value = serde_json::from_str(&r.body).expect("json");
         assert_eq!(body["status"], 403);
         assert_eq!(body["reason"], "bad_signature");
         assert_eq!(body["detail"], "why");
-        assert!(r.headers.contains(&("content-type".into(), "application/problem+json".into())));
+        assert!(r
+            .headers
+            .contains(&("content-type".into(), "application/problem+json".into())));
         assert!(r.headers.contains(&(
             "accept-signature".into(),
             "sig1=(\"@authority\" \"@path\" \"signature-agent\";key=\"sig1\");created;expires;tag=\"web-bot-auth\"".into()
         )));
-        let r = plan(&failed(Reason::Malformed), &config("enforce")).reject.expect("rejected");
+        let r = plan(&failed(Reason::Malformed), &config("enforce"))
+            .reject
+            .expect("rejected");
         assert_eq!(r.status, 400);
         assert!(!r.headers.iter().any(|(n, _)| n == "accept-signature"));
     }

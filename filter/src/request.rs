@@ -202,10 +202,19 @@ mod tests {
 
     #[test]
     fn authority_normalization() {
-        assert_eq!(normalize_authority("https", "Example.COM:443"), "example.com");
+        assert_eq!(
+            normalize_authority("https", "Example.COM:443"),
+            "example.com"
+        );
         assert_eq!(normalize_authority("http", "example.com:80"), "example.com");
-        assert_eq!(normalize_authority("https", "example.com:8443"), "example.com:8443");
-        assert_eq!(normalize_authority("http", "example.com:443"), "example.com:443");
+        assert_eq!(
+            normalize_authority("https", "example.com:8443"),
+            "example.com:8443"
+        );
+        assert_eq!(
+            normalize_authority("http", "example.com:443"),
+            "example.com:443"
+        );
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub fn on_request_headers(host: &mut dyn Host, config: &Config, keys: &dyn KeySo
     // Strip first, whatever the outcome: inbound copies of our headers are forgeries.
     let mut stripped: Vec<&str> = Vec::new();
     for (name, _) in &headers {
-        if is_owned_header(&config.header_prefix, name) && !stripped.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+        if is_owned_header(&config.header_prefix, name)
+            && !stripped.iter().any(|s| s.eq_ignore_ascii_case(name))
+        {
             stripped.push(name);
         }
     }
@@ -96,7 +98,13 @@ pub fn request_from_headers(headers: &[(String, String)], prefix: &str) -> HttpR
         "" => "http",
         s => s,
     };
-    HttpRequest::from_parts(pseudo(":method"), scheme, &authority, pseudo(":path"), fields)
+    HttpRequest::from_parts(
+        pseudo(":method"),
+        scheme,
+        &authority,
+        pseudo(":path"),
+        fields,
+    )
 }
 
 #[cfg(test)]
@@ -108,12 +116,14 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    type Sent = (u16, Vec<(String, String)>, String);
+
     /// A recording host.
     #[derive(Default)]
     struct FakeHost {
         headers: Vec<(String, String)>,
         now: i64,
-        sent: Option<(u16, Vec<(String, String)>, String)>,
+        sent: Option<Sent>,
         counters: Vec<Counter>,
         log: Vec<(String, String)>,
     }
@@ -173,24 +183,44 @@ mod tests {
             .expect("sign");
             headers.extend(h.pairs());
         }
-        FakeHost { headers, now: NOW, ..FakeHost::default() }
+        FakeHost {
+            headers,
+            now: NOW,
+            ..FakeHost::default()
+        }
     }
 
     fn get<'a>(h: &'a FakeHost, name: &str) -> Vec<&'a str> {
-        h.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        h.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     #[test]
     fn verified_request_is_annotated_and_forwarded() {
         let c = config("require");
         let mut h = host(true, &[]);
-        assert_eq!(on_request_headers(&mut h, &c, &c.pinned_keys()), Action::Continue);
+        assert_eq!(
+            on_request_headers(&mut h, &c, &c.pinned_keys()),
+            Action::Continue
+        );
         assert_eq!(get(&h, "x-web-bot-auth-result"), ["verified"]);
         assert_eq!(get(&h, "x-web-bot-auth-agent"), ["https://a.example"]);
         assert_eq!(get(&h, "x-web-bot-auth-agent-name"), ["A"]);
-        assert_eq!(get(&h, "x-web-bot-auth-expires"), [(NOW + 60).to_string().as_str()]);
-        assert_eq!(get(&h, "signature").len(), 1, "signature headers pass unchanged");
-        assert!(h.counters.contains(&Counter::Outcome(crate::verdict::Outcome::Verified)));
+        assert_eq!(
+            get(&h, "x-web-bot-auth-expires"),
+            [(NOW + 60).to_string().as_str()]
+        );
+        assert_eq!(
+            get(&h, "signature").len(),
+            1,
+            "signature headers pass unchanged"
+        );
+        assert!(h
+            .counters
+            .contains(&Counter::Outcome(crate::verdict::Outcome::Verified)));
         assert!(h.log.contains(&("wba.result".into(), "verified".into())));
         assert!(h.sent.is_none());
     }
@@ -207,10 +237,25 @@ mod tests {
         ];
         for signed in [false, true] {
             let mut h = host(signed, &forged);
-            assert_eq!(on_request_headers(&mut h, &c, &c.pinned_keys()), Action::Continue);
-            let ours: Vec<_> = h.headers.iter().filter(|(n, _)| is_owned_header("x-web-bot-auth-", n)).collect();
-            assert!(ours.iter().all(|(n, _)| n == &n.to_ascii_lowercase()), "{ours:?}");
-            assert!(!ours.iter().any(|(_, v)| v.contains("evil") || v == "k" || v == "1"), "{ours:?}");
+            assert_eq!(
+                on_request_headers(&mut h, &c, &c.pinned_keys()),
+                Action::Continue
+            );
+            let ours: Vec<_> = h
+                .headers
+                .iter()
+                .filter(|(n, _)| is_owned_header("x-web-bot-auth-", n))
+                .collect();
+            assert!(
+                ours.iter().all(|(n, _)| n == &n.to_ascii_lowercase()),
+                "{ours:?}"
+            );
+            assert!(
+                !ours
+                    .iter()
+                    .any(|(_, v)| v.contains("evil") || v == "k" || v == "1"),
+                "{ours:?}"
+            );
             if signed {
                 assert_eq!(get(&h, "x-web-bot-auth-agent"), ["https://a.example"]);
             } else {
@@ -239,7 +284,11 @@ mod tests {
                 }
             }
             let action = on_request_headers(&mut h, &c, &c.pinned_keys());
-            assert_eq!(h.sent.as_ref().map(|s| s.0), status, "{mode} signed={signed} tamper={tamper}");
+            assert_eq!(
+                h.sent.as_ref().map(|s| s.0),
+                status,
+                "{mode} signed={signed} tamper={tamper}"
+            );
             assert_eq!(action == Action::Stop, status.is_some());
         }
     }
@@ -248,12 +297,17 @@ mod tests {
     fn malformed_is_400_and_counted() {
         let c = config("enforce");
         let mut h = host(false, &[("signature-input", "((("), ("signature", "x")]);
-        assert_eq!(on_request_headers(&mut h, &c, &c.pinned_keys()), Action::Stop);
+        assert_eq!(
+            on_request_headers(&mut h, &c, &c.pinned_keys()),
+            Action::Stop
+        );
         let (status, headers, body) = h.sent.clone().expect("sent");
         assert_eq!(status, 400);
         assert!(headers.contains(&("content-type".into(), "application/problem+json".into())));
         assert!(body.contains("\"reason\":\"malformed\""));
-        assert!(h.counters.contains(&Counter::Reason(crate::verdict::Reason::Malformed)));
+        assert!(h
+            .counters
+            .contains(&Counter::Reason(crate::verdict::Reason::Malformed)));
         assert!(h.counters.contains(&Counter::Rejected));
         assert!(h.log.contains(&("wba.reason".into(), "malformed".into())));
     }
@@ -261,7 +315,11 @@ mod tests {
     #[test]
     fn authority_falls_back_to_host() {
         let r = request_from_headers(
-            &[(":method".into(), "GET".into()), (":path".into(), "/".into()), ("host".into(), "h.example".into())],
+            &[
+                (":method".into(), "GET".into()),
+                (":path".into(), "/".into()),
+                ("host".into(), "h.example".into()),
+            ],
             "x-",
         );
         assert_eq!(r.authority, "h.example");

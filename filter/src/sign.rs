@@ -89,7 +89,10 @@ impl fmt::Display for SignError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Component(e) => write!(f, "{e}"),
-            Self::BadLabel(l) => write!(f, "{l:?} is not a valid label (lowercase letters, digits, _-.*)"),
+            Self::BadLabel(l) => write!(
+                f,
+                "{l:?} is not a valid label (lowercase letters, digits, _-.*)"
+            ),
             Self::BadValue(what) => write!(f, "{what} cannot be sent in a structured field"),
             Self::Base(e) => write!(f, "cannot build the signature base: {e}"),
         }
@@ -100,12 +103,17 @@ impl std::error::Error for SignError {}
 
 /// Signs `req` with an Ed25519 key, returning the headers to add. `req` is not modified; the
 /// `Signature-Agent` header it will carry is included in the base.
-pub fn sign_request(req: &HttpRequest, key: &SigningKey, opts: &SignOptions) -> Result<SignedHeaders, SignError> {
+pub fn sign_request(
+    req: &HttpRequest,
+    key: &SigningKey,
+    opts: &SignOptions,
+) -> Result<SignedHeaders, SignError> {
     let mut req = req.clone();
     let agent_header = match &opts.agent_url {
         None => None,
         Some(url) => {
-            let s = sfv::String::from_string(url.clone()).map_err(|_| SignError::BadValue("the agent URL"))?;
+            let s = sfv::String::from_string(url.clone())
+                .map_err(|_| SignError::BadValue("the agent URL"))?;
             let item = Item::new(s);
             let value = if opts.legacy_agent {
                 sfv::FieldType::serialize(&item)
@@ -120,7 +128,11 @@ pub fn sign_request(req: &HttpRequest, key: &SigningKey, opts: &SignOptions) -> 
         }
     };
     let mut components = opts.components.clone();
-    if opts.agent_url.is_some() && !components.iter().any(|c| c.trim_matches('"').starts_with("signature-agent")) {
+    if opts.agent_url.is_some()
+        && !components
+            .iter()
+            .any(|c| c.trim_matches('"').starts_with("signature-agent"))
+    {
         components.push(if opts.legacy_agent {
             "signature-agent".to_string()
         } else {
@@ -140,10 +152,20 @@ pub fn sign_request(req: &HttpRequest, key: &SigningKey, opts: &SignOptions) -> 
         }
     };
     let string = |v: &str, what| -> Result<BareItem, SignError> {
-        Ok(BareItem::String(sfv::String::from_string(v.to_string()).map_err(|_| SignError::BadValue(what))?))
+        Ok(BareItem::String(
+            sfv::String::from_string(v.to_string()).map_err(|_| SignError::BadValue(what))?,
+        ))
     };
-    put(&mut params, "created", BareItem::Integer(int(opts.created)?));
-    put(&mut params, "expires", BareItem::Integer(int(opts.expires)?));
+    put(
+        &mut params,
+        "created",
+        BareItem::Integer(int(opts.created)?),
+    );
+    put(
+        &mut params,
+        "expires",
+        BareItem::Integer(int(opts.expires)?),
+    );
     put(&mut params, "keyid", string(&keyid, "the keyid")?);
     if let Some(alg) = &opts.alg {
         put(&mut params, "alg", string(alg, "the alg")?);
@@ -155,7 +177,8 @@ pub fn sign_request(req: &HttpRequest, key: &SigningKey, opts: &SignOptions) -> 
         put(&mut params, "tag", string(tag, "the tag")?);
     }
     let input = build_input(&opts.label, &components, params)?;
-    let base = signature_base(Message::Request(&req), &input).map_err(|e| SignError::Base(e.to_string()))?;
+    let base = signature_base(Message::Request(&req), &input)
+        .map_err(|e| SignError::Base(e.to_string()))?;
     Ok(finish(&input, key, base, agent_header))
 }
 
@@ -175,7 +198,12 @@ pub fn sign_response(
     Ok(finish(&input, key, base, None))
 }
 
-fn finish(input: &SignatureInput, key: &SigningKey, base: String, signature_agent: Option<String>) -> SignedHeaders {
+fn finish(
+    input: &SignatureInput,
+    key: &SigningKey,
+    base: String,
+    signature_agent: Option<String>,
+) -> SignedHeaders {
     let sig = key.sign(base.as_bytes());
     SignedHeaders {
         signature_agent,
@@ -185,7 +213,11 @@ fn finish(input: &SignatureInput, key: &SigningKey, base: String, signature_agen
     }
 }
 
-fn build_input(label: &str, components: &[String], params: Parameters) -> Result<SignatureInput, SignError> {
+fn build_input(
+    label: &str,
+    components: &[String],
+    params: Parameters,
+) -> Result<SignatureInput, SignError> {
     let mut items = Vec::with_capacity(components.len());
     for c in components {
         let parsed = Component::parse(c).map_err(SignError::Component)?;
@@ -219,15 +251,27 @@ mod tests {
         let req = HttpRequest::from_parts("GET", "https", "a.test", "/", vec![]);
         let mut o = SignOptions::web_bot_auth("https://agent.test", 1, 60);
         o.label = "Bad Label".into();
-        assert!(matches!(sign_request(&req, &key, &o), Err(SignError::BadLabel(_))));
+        assert!(matches!(
+            sign_request(&req, &key, &o),
+            Err(SignError::BadLabel(_))
+        ));
         let mut o = SignOptions::web_bot_auth("https://agent.test", 1, 60);
         o.components.push("@nope".into());
-        assert!(matches!(sign_request(&req, &key, &o), Err(SignError::Component(_))));
+        assert!(matches!(
+            sign_request(&req, &key, &o),
+            Err(SignError::Component(_))
+        ));
         let mut o = SignOptions::web_bot_auth("https://agent.test", 1, 60);
         o.components.push("x-missing".into());
-        assert!(matches!(sign_request(&req, &key, &o), Err(SignError::Base(_))));
+        assert!(matches!(
+            sign_request(&req, &key, &o),
+            Err(SignError::Base(_))
+        ));
         let o = SignOptions::web_bot_auth("https://agent.test\u{7f}", 1, 60);
-        assert!(matches!(sign_request(&req, &key, &o), Err(SignError::BadValue(_))));
+        assert!(matches!(
+            sign_request(&req, &key, &o),
+            Err(SignError::BadValue(_))
+        ));
     }
 
     #[test]
@@ -236,15 +280,22 @@ mod tests {
         let req = HttpRequest::from_parts("GET", "https", "a.test", "/", vec![]);
         let o = SignOptions::web_bot_auth("https://agent.test", 1, 60);
         let h = sign_request(&req, &key, &o).expect("sign");
-        assert_eq!(h.signature_agent.as_deref(), Some("sig1=\"https://agent.test\""));
+        assert_eq!(
+            h.signature_agent.as_deref(),
+            Some("sig1=\"https://agent.test\"")
+        );
         assert!(h.signature_input.starts_with(
             "sig1=(\"@authority\" \"@method\" \"@path\" \"signature-agent\";key=\"sig1\");created=1;expires=61;keyid=\""
         ));
-        assert!(h.signature_input.ends_with(";alg=\"ed25519\";tag=\"web-bot-auth\""));
+        assert!(h
+            .signature_input
+            .ends_with(";alg=\"ed25519\";tag=\"web-bot-auth\""));
         let mut o = o;
         o.legacy_agent = true;
         let h = sign_request(&req, &key, &o).expect("sign");
         assert_eq!(h.signature_agent.as_deref(), Some("\"https://agent.test\""));
-        assert!(h.signature_input.contains("\"@path\" \"signature-agent\");"));
+        assert!(h
+            .signature_input
+            .contains("\"@path\" \"signature-agent\");"));
     }
 }

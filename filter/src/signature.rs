@@ -31,11 +31,13 @@ pub fn parse_signature(value: &str) -> Result<Vec<(String, Vec<u8>)>, SignatureF
         .map(|(label, entry)| match entry {
             ListEntry::Item(item) => match item.bare_item {
                 BareItem::ByteSequence(b) => Ok((label.as_str().to_string(), b)),
-                _ => Err(SignatureFieldError::NotByteSequence(label.as_str().to_string())),
+                _ => Err(SignatureFieldError::NotByteSequence(
+                    label.as_str().to_string(),
+                )),
             },
-            ListEntry::InnerList(_) => {
-                Err(SignatureFieldError::NotByteSequence(label.as_str().to_string()))
-            }
+            ListEntry::InnerList(_) => Err(SignatureFieldError::NotByteSequence(
+                label.as_str().to_string(),
+            )),
         })
         .collect()
 }
@@ -54,8 +56,14 @@ mod tests {
 
     #[test]
     fn refuses_non_bytes() {
-        assert_eq!(parse_signature("a=1"), Err(SignatureFieldError::NotByteSequence("a".into())));
-        assert_eq!(parse_signature("a=:not base64!:"), Err(SignatureFieldError::Syntax));
+        assert_eq!(
+            parse_signature("a=1"),
+            Err(SignatureFieldError::NotByteSequence("a".into()))
+        );
+        assert_eq!(
+            parse_signature("a=:not base64!:"),
+            Err(SignatureFieldError::Syntax)
+        );
         assert_eq!(parse_signature("=:AA==:"), Err(SignatureFieldError::Syntax));
     }
 }

@@ -92,9 +92,9 @@ impl SignatureAgent {
     /// `;key="m"` names a dictionary member; the plain component names the legacy string.
     pub fn member_for(&self, component: &Component) -> Option<&AgentMember> {
         match (self, &component.key) {
-            (SignatureAgent::Dictionary(members), Some(key)) => {
-                members.iter().find(|m| m.key.as_deref() == Some(key.as_str()))
-            }
+            (SignatureAgent::Dictionary(members), Some(key)) => members
+                .iter()
+                .find(|m| m.key.as_deref() == Some(key.as_str())),
             (SignatureAgent::Legacy(m), None) => Some(m),
             _ => None,
         }
@@ -121,7 +121,10 @@ mod tests {
         assert_eq!(m[1].kind, Some(AgentType::JwksUri));
         assert_eq!(m[2].kind, None);
         let c = Component::parse("signature-agent;key=\"sig1\"").expect("component");
-        assert_eq!(a.member_for(&c).map(|m| m.url.as_str()), Some("https://a.test"));
+        assert_eq!(
+            a.member_for(&c).map(|m| m.url.as_str()),
+            Some("https://a.test")
+        );
         let plain = Component::parse("signature-agent").expect("component");
         assert_eq!(a.member_for(&plain), None);
     }
@@ -130,15 +133,27 @@ mod tests {
     fn legacy_form() {
         let a = parse_signature_agent(" \"https://a.test\"").expect("parse");
         let plain = Component::parse("signature-agent").expect("component");
-        assert_eq!(a.member_for(&plain).map(|m| m.url.as_str()), Some("https://a.test"));
+        assert_eq!(
+            a.member_for(&plain).map(|m| m.url.as_str()),
+            Some("https://a.test")
+        );
         let keyed = Component::parse("signature-agent;key=\"sig1\"").expect("component");
         assert_eq!(a.member_for(&keyed), None);
     }
 
     #[test]
     fn malformed() {
-        assert_eq!(parse_signature_agent("\"unterminated"), Err(AgentFieldError::Syntax));
-        assert_eq!(parse_signature_agent("a=\"x\" junk"), Err(AgentFieldError::Syntax));
-        assert_eq!(parse_signature_agent("https://a.test"), Err(AgentFieldError::Syntax));
+        assert_eq!(
+            parse_signature_agent("\"unterminated"),
+            Err(AgentFieldError::Syntax)
+        );
+        assert_eq!(
+            parse_signature_agent("a=\"x\" junk"),
+            Err(AgentFieldError::Syntax)
+        );
+        assert_eq!(
+            parse_signature_agent("https://a.test"),
+            Err(AgentFieldError::Syntax)
+        );
     }
 }

@@ -40,9 +40,18 @@ pub enum InputError {
     Syntax,
     /// A member is not an inner list.
     NotInnerList(String),
-    Component { label: String, error: ComponentError },
-    DuplicateComponent { label: String, component: String },
-    ParameterType { label: String, parameter: &'static str },
+    Component {
+        label: String,
+        error: ComponentError,
+    },
+    DuplicateComponent {
+        label: String,
+        component: String,
+    },
+    ParameterType {
+        label: String,
+        parameter: &'static str,
+    },
 }
 
 impl fmt::Display for InputError {
@@ -55,7 +64,10 @@ impl fmt::Display for InputError {
                 write!(f, "Signature-Input {label:?} covers {component} twice")
             }
             Self::ParameterType { label, parameter } => {
-                write!(f, "Signature-Input {label:?}: parameter {parameter:?} has the wrong type")
+                write!(
+                    f,
+                    "Signature-Input {label:?}: parameter {parameter:?} has the wrong type"
+                )
             }
         }
     }
@@ -166,7 +178,10 @@ mod tests {
         assert!(inputs[0].is_web_bot_auth());
         assert!(!inputs[1].is_web_bot_auth());
         assert_eq!(inputs[0].params.created, Some(1));
-        assert_eq!(inputs[0].covered, r#"("@authority" "signature-agent";key="sig1")"#);
+        assert_eq!(
+            inputs[0].covered,
+            r#"("@authority" "signature-agent";key="sig1")"#
+        );
         assert_eq!(
             inputs[0].serialized,
             r#"("@authority" "signature-agent";key="sig1");created=1;expires=2;keyid="k";tag="web-bot-auth""#
@@ -177,12 +192,18 @@ mod tests {
     fn reserializes_rather_than_copying() {
         let v = "s=( \"@method\"   \"@path\" );created=1;keyid=\"k\"";
         let inputs = parse_signature_input(v).expect("parse");
-        assert_eq!(inputs[0].serialized, "(\"@method\" \"@path\");created=1;keyid=\"k\"");
+        assert_eq!(
+            inputs[0].serialized,
+            "(\"@method\" \"@path\");created=1;keyid=\"k\""
+        );
     }
 
     #[test]
     fn refuses_malformed() {
-        assert_eq!(parse_signature_input("sig1=(\"@method\""), Err(InputError::Syntax));
+        assert_eq!(
+            parse_signature_input("sig1=(\"@method\""),
+            Err(InputError::Syntax)
+        );
         assert!(matches!(
             parse_signature_input("sig1=\"@method\""),
             Err(InputError::NotInnerList(_))
@@ -193,7 +214,10 @@ mod tests {
         ));
         assert!(matches!(
             parse_signature_input("s=(\"@method\");created=\"x\""),
-            Err(InputError::ParameterType { parameter: "created", .. })
+            Err(InputError::ParameterType {
+                parameter: "created",
+                ..
+            })
         ));
         assert!(matches!(
             parse_signature_input("s=(\"@Method\")"),

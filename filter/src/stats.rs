@@ -35,7 +35,9 @@ impl Counter {
     pub fn index(self) -> usize {
         match self {
             Counter::Outcome(o) => Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0),
-            Counter::Reason(r) => Outcome::ALL.len() + Reason::ALL.iter().position(|x| *x == r).unwrap_or(0),
+            Counter::Reason(r) => {
+                Outcome::ALL.len() + Reason::ALL.iter().position(|x| *x == r).unwrap_or(0)
+            }
             Counter::Rejected => Outcome::ALL.len() + Reason::ALL.len(),
         }
     }
@@ -53,7 +55,13 @@ mod tests {
         for (i, c) in all.iter().enumerate() {
             assert_eq!(c.index(), i);
         }
-        assert_eq!(Counter::Reason(Reason::BadSignature).name(), "web_bot_auth.reason.bad_signature");
-        assert_eq!(Counter::Outcome(Outcome::Unsigned).name(), "web_bot_auth.outcome.unsigned");
+        assert_eq!(
+            Counter::Reason(Reason::BadSignature).name(),
+            "web_bot_auth.reason.bad_signature"
+        );
+        assert_eq!(
+            Counter::Outcome(Outcome::Unsigned).name(),
+            "web_bot_auth.outcome.unsigned"
+        );
     }
 }

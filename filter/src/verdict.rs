@@ -193,7 +193,10 @@ mod tests {
             .filter(|r| r.outcome() == Outcome::Unverified)
             .map(|r| r.token())
             .collect();
-        assert_eq!(unverified, ["unknown_agent", "unknown_key", "directory_unavailable"]);
+        assert_eq!(
+            unverified,
+            ["unknown_agent", "unknown_key", "directory_unavailable"]
+        );
         assert_eq!(Verdict::Unsigned.outcome().token(), "unsigned");
         let f = Verdict::Failed(Failure::new(Reason::Replayed, "again"));
         assert_eq!(f.outcome(), Outcome::Invalid);

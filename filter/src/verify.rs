@@ -30,7 +30,12 @@ pub struct Trace {
 }
 
 /// Verifies a request's Web Bot Auth signatures.
-pub fn verify_request(req: &HttpRequest, policy: &Policy, keys: &dyn KeySource, now: i64) -> Verdict {
+pub fn verify_request(
+    req: &HttpRequest,
+    policy: &Policy,
+    keys: &dyn KeySource,
+    now: i64,
+) -> Verdict {
     verify_traced(req, policy, keys, now, None)
 }
 
@@ -40,14 +45,19 @@ pub fn verify_traced(
     policy: &Policy,
     keys: &dyn KeySource,
     now: i64,
-    mut trace: Option<&mut Trace>,
+    trace: Option<&mut Trace>,
 ) -> Verdict {
-    let mut t = Tracer(trace.as_deref_mut());
+    let mut t = Tracer(trace);
     let input_value = req.header("signature-input");
     let sig_value = req.header("signature");
     let (input_value, sig_value) = match (input_value, sig_value) {
         (None, None) => {
-            t.check(None, "signature headers present", false, "no Signature-Input or Signature");
+            t.check(
+                None,
+                "signature headers present",
+                false,
+                "no Signature-Input or Signature",
+            );
             return Verdict::Unsigned;
         }
         (Some(i), Some(s)) => (i, s),
@@ -58,22 +68,40 @@ pub fn verify_traced(
         Ok(i) => i,
         Err(e) => return t.fail(malformed(e.to_string())),
     };
-    t.check(None, "parse Signature-Input", true, format!("{} label(s)", inputs.len()));
+    t.check(
+        None,
+        "parse Signature-Input",
+        true,
+        format!("{} label(s)", inputs.len()),
+    );
     let signatures = match parse_signature(&sig_value) {
         Ok(s) => s,
         Err(e) => return t.fail(malformed(e.to_string())),
     };
-    t.check(None, "parse Signature", true, format!("{} label(s)", signatures.len()));
+    t.check(
+        None,
+        "parse Signature",
+        true,
+        format!("{} label(s)", signatures.len()),
+    );
     let wba: Vec<&SignatureInput> = inputs.iter().filter(|i| i.is_web_bot_auth()).collect();
     if wba.is_empty() {
-        t.check(None, "select tag=\"web-bot-auth\"", false, "no label carries the web-bot-auth tag");
+        t.check(
+            None,
+            "select tag=\"web-bot-auth\"",
+            false,
+            "no label carries the web-bot-auth tag",
+        );
         return Verdict::Unsigned;
     }
     t.check(
         None,
         "select tag=\"web-bot-auth\"",
         true,
-        wba.iter().map(|i| i.label.as_str()).collect::<Vec<_>>().join(", "),
+        wba.iter()
+            .map(|i| i.label.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     let agent = match req.header("signature-agent") {
         None => None,
@@ -95,7 +123,9 @@ pub fn verify_traced(
                 // Evidence of a bad signature outranks a lack of information.
                 let replace = match &best {
                     None => true,
-                    Some(b) => b.outcome() == Outcome::Unverified && f.outcome() == Outcome::Invalid,
+                    Some(b) => {
+                        b.outcome() == Outcome::Unverified && f.outcome() == Outcome::Invalid
+                    }
                 };
                 if replace {
                     best = Some(f);
@@ -116,7 +146,13 @@ fn malformed(detail: impl Into<String>) -> Failure {
 struct Tracer<'a>(Option<&'a mut Trace>);
 
 impl Tracer<'_> {
-    fn check(&mut self, label: Option<&str>, name: &'static str, passed: bool, detail: impl Into<String>) {
+    fn check(
+        &mut self,
+        label: Option<&str>,
+        name: &'static str,
+        passed: bool,
+        detail: impl Into<String>,
+    ) {
         if let Some(t) = self.0.as_deref_mut() {
             t.checks.push(Check {
                 label: label.map(str::to_string),
@@ -151,17 +187,35 @@ fn verify_one(
             Ok(())
         }
         Err(f) => {
-            t.check(Some(label), name, false, format!("{}: {}", f.reason, f.detail));
+            t.check(
+                Some(label),
+                name,
+                false,
+                format!("{}: {}", f.reason, f.detail),
+            );
             Err(f)
         }
     };
 
-    let signature = signature.ok_or_else(|| malformed(format!("no Signature member for label {label:?}")));
-    step(t, "signature present", signature.as_ref().map(|s| format!("{} bytes", s.len())).map_err(Clone::clone))?;
+    let signature =
+        signature.ok_or_else(|| malformed(format!("no Signature member for label {label:?}")));
+    step(
+        t,
+        "signature present",
+        signature
+            .as_ref()
+            .map(|s| format!("{} bytes", s.len()))
+            .map_err(Clone::clone),
+    )?;
     let signature = signature?;
 
     let p = &input.params;
-    let missing = |name: &str| Failure::new(Reason::MissingParameter, format!("the {name} parameter is required"));
+    let missing = |name: &str| {
+        Failure::new(
+            Reason::MissingParameter,
+            format!("the {name} parameter is required"),
+        )
+    };
     let params = (|| {
         let created = p.created.ok_or_else(|| missing("created"))?;
         let expires = p.expires.ok_or_else(|| missing("expires"))?;
@@ -175,17 +229,30 @@ fn verify_one(
             }
         }
         if policy.require_nonce && p.nonce.is_none() {
-            return Err(Failure::new(Reason::NonceRequired, "this verifier requires a nonce"));
+            return Err(Failure::new(
+                Reason::NonceRequired,
+                "this verifier requires a nonce",
+            ));
         }
         Ok((created, expires, keyid))
     })();
-    step(t, "required parameters", params.as_ref().map(|_| "created, expires, keyid, tag".to_string()).map_err(Clone::clone))?;
+    step(
+        t,
+        "required parameters",
+        params
+            .as_ref()
+            .map(|_| "created, expires, keyid, tag".to_string())
+            .map_err(Clone::clone),
+    )?;
     let (created, expires, keyid) = params?;
 
     // Coverage: the target, the signature's own Signature-Agent member, the operator's list.
     let coverage = (|| {
         let covers_target = input.components.iter().any(|c| {
-            matches!(c.name, ComponentName::Derived(Derived::Authority | Derived::TargetUri))
+            matches!(
+                c.name,
+                ComponentName::Derived(Derived::Authority | Derived::TargetUri)
+            )
         });
         if !covers_target {
             return Err(Failure::new(
@@ -193,12 +260,22 @@ fn verify_one(
                 "the signature must cover \"@authority\" or \"@target-uri\"",
             ));
         }
-        let agent_components: Vec<_> = input.components.iter().filter(|c| c.is_field("signature-agent")).collect();
+        let agent_components: Vec<_> = input
+            .components
+            .iter()
+            .filter(|c| c.is_field("signature-agent"))
+            .collect();
         if agent_components.is_empty() {
-            return Err(Failure::new(Reason::MissingComponent, "the signature must cover \"signature-agent\""));
+            return Err(Failure::new(
+                Reason::MissingComponent,
+                "the signature must cover \"signature-agent\"",
+            ));
         }
         let agent = agent.ok_or_else(|| {
-            Failure::new(Reason::MissingComponent, "the covered Signature-Agent header is absent")
+            Failure::new(
+                Reason::MissingComponent,
+                "the covered Signature-Agent header is absent",
+            )
         })?;
         // Prefer the member keyed by the label; otherwise the first member the signature covers.
         let member = agent_components
@@ -222,7 +299,14 @@ fn verify_one(
         }
         Ok(member)
     })();
-    step(t, "covered components", coverage.as_ref().map(|_| input.covered.clone()).map_err(Clone::clone))?;
+    step(
+        t,
+        "covered components",
+        coverage
+            .as_ref()
+            .map(|_| input.covered.clone())
+            .map_err(Clone::clone),
+    )?;
     let member = coverage?;
 
     let fresh = (|| {
@@ -257,10 +341,16 @@ fn verify_one(
 
     let resolved = (|| {
         let kind = member.kind.ok_or_else(|| {
-            Failure::new(Reason::UnknownAgent, format!("Signature-Agent {:?} has an unknown type", member.url))
+            Failure::new(
+                Reason::UnknownAgent,
+                format!("Signature-Agent {:?} has an unknown type", member.url),
+            )
         })?;
         let url = normalize_agent_url(kind, &member.url).map_err(|e| {
-            Failure::new(Reason::UnknownAgent, format!("Signature-Agent {:?}: {e}", member.url))
+            Failure::new(
+                Reason::UnknownAgent,
+                format!("Signature-Agent {:?}: {e}", member.url),
+            )
         })?;
         let with_agent = |reason, detail: String| Failure {
             agent: Some(url.clone()),
@@ -269,10 +359,16 @@ fn verify_one(
         let (key, agent_name) = match keys.lookup(kind, &url, &keyid) {
             Lookup::Found { key, agent_name } => (key, agent_name),
             Lookup::UnknownAgent => {
-                return Err(with_agent(Reason::UnknownAgent, format!("{url} is not a trusted agent")))
+                return Err(with_agent(
+                    Reason::UnknownAgent,
+                    format!("{url} is not a trusted agent"),
+                ))
             }
             Lookup::UnknownKey => {
-                return Err(with_agent(Reason::UnknownKey, format!("{url} has no key {keyid:?}")))
+                return Err(with_agent(
+                    Reason::UnknownKey,
+                    format!("{url} has no key {keyid:?}"),
+                ))
             }
             Lookup::Unavailable => {
                 return Err(with_agent(
@@ -282,10 +378,16 @@ fn verify_one(
             }
         };
         if key.is_test_key() && !policy.allow_test_keys {
-            return Err(with_agent(Reason::TestKey, "the key is a published RFC 9421 test key".into()));
+            return Err(with_agent(
+                Reason::TestKey,
+                "the key is a published RFC 9421 test key".into(),
+            ));
         }
         if !key.valid_at(now) {
-            return Err(with_agent(Reason::UnknownKey, format!("key {keyid:?} is outside its nbf/exp window")));
+            return Err(with_agent(
+                Reason::UnknownKey,
+                format!("key {keyid:?} is outside its nbf/exp window"),
+            ));
         }
         if key.algorithm().is_none() {
             return Err(with_agent(
@@ -295,7 +397,14 @@ fn verify_one(
         }
         Ok((url, key, agent_name))
     })();
-    step(t, "key lookup (agent, keyid)", resolved.as_ref().map(|(u, _, _)| format!("{u} / {keyid}")).map_err(Clone::clone))?;
+    step(
+        t,
+        "key lookup (agent, keyid)",
+        resolved
+            .as_ref()
+            .map(|(u, _, _)| format!("{u} / {keyid}"))
+            .map_err(Clone::clone),
+    )?;
     let (url, key, agent_name) = resolved?;
 
     let base = signature_base(Message::Request(req), input).map_err(|e| {
@@ -307,20 +416,38 @@ fn verify_one(
         };
         Failure::new(reason, e.to_string())
     });
-    step(t, "signature base", base.as_ref().map(|_| "built".to_string()).map_err(Clone::clone))?;
+    step(
+        t,
+        "signature base",
+        base.as_ref()
+            .map(|_| "built".to_string())
+            .map_err(Clone::clone),
+    )?;
     let base = base?;
     if let Some(tr) = t.0.as_deref_mut() {
         tr.bases.push((label.to_string(), base.clone()));
     }
 
     let checked = key.verify(base.as_bytes(), signature).map_err(|e| match e {
-        VerifyError::UnsupportedAlgorithm => Failure::new(Reason::UnsupportedAlgorithm, "unsupported key type"),
+        VerifyError::UnsupportedAlgorithm => {
+            Failure::new(Reason::UnsupportedAlgorithm, "unsupported key type")
+        }
         VerifyError::BadSignature => Failure {
             agent: Some(url.clone()),
-            ..Failure::new(Reason::BadSignature, "the signature does not match the signature base")
+            ..Failure::new(
+                Reason::BadSignature,
+                "the signature does not match the signature base",
+            )
         },
     });
-    step(t, "ed25519 signature", checked.as_ref().map(|_| "valid".to_string()).map_err(Clone::clone))?;
+    step(
+        t,
+        "ed25519 signature",
+        checked
+            .as_ref()
+            .map(|_| "valid".to_string())
+            .map_err(Clone::clone),
+    )?;
 
     Ok(Verified {
         agent_url: url,

@@ -27,7 +27,12 @@ fn headers(v: &Value) -> Vec<(String, String)> {
     v.as_array()
         .unwrap()
         .iter()
-        .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string()))
+        .map(|p| {
+            (
+                p[0].as_str().unwrap().to_string(),
+                p[1].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -90,7 +95,10 @@ fn signature_bases_match_byte_for_byte() {
 
 #[test]
 fn rfc9421_b26_signature_verifies_but_is_not_web_bot_auth() {
-    let (_, req, now) = cases().into_iter().find(|(c, _, _)| c["name"] == "rfc9421-b26-ed25519").unwrap();
+    let (_, req, now) = cases()
+        .into_iter()
+        .find(|(c, _, _)| c["name"] == "rfc9421-b26-ed25519")
+        .unwrap();
     let inputs = parse_signature_input(&req.header("signature-input").unwrap()).unwrap();
     let sigs = parse_signature(&req.header("signature").unwrap()).unwrap();
     let base = signature_base(Message::Request(&req), &inputs[0]).unwrap();
@@ -99,8 +107,16 @@ fn rfc9421_b26_signature_verifies_but_is_not_web_bot_auth() {
     tampered[0] ^= 1;
     assert!(test_key().verify(&tampered, &sigs[0].1).is_err());
     let mut ring = KeyRing::default();
-    ring.add("t", AgentType::Directory, "https://signature-agent.test", vec![test_key()]);
-    let policy = Policy { allow_test_keys: true, ..Policy::default() };
+    ring.add(
+        "t",
+        AgentType::Directory,
+        "https://signature-agent.test",
+        vec![test_key()],
+    );
+    let policy = Policy {
+        allow_test_keys: true,
+        ..Policy::default()
+    };
     assert_eq!(verify_request(&req, &policy, &ring, now), Verdict::Unsigned);
 }
 
@@ -111,15 +127,29 @@ fn web_bot_auth_cases_have_their_expected_verdict() {
         if case["name"] == "rfc9421-b26-ed25519" {
             continue;
         }
-        let keys = if case["name"] == "wba-dictionary-unknown-key" { vec![] } else { vec![test_key()] };
+        let keys = if case["name"] == "wba-dictionary-unknown-key" {
+            vec![]
+        } else {
+            vec![test_key()]
+        };
         let mut ring = KeyRing::default();
-        ring.add("vector agent", AgentType::Directory, "https://signature-agent.test", keys);
+        ring.add(
+            "vector agent",
+            AgentType::Directory,
+            "https://signature-agent.test",
+            keys,
+        );
         if case["name"] == "wba-dictionary-agent-changed" {
             // bad_signature is only reachable when the verifier holds this key for the substituted
             // URL too (keys are found by (agent, keyid), never keyid alone): the case shows that
             // the Signature-Agent member is bound into the signature. With the key held for
             // signature-agent.test alone the answer is unknown_agent (see the next test).
-            ring.add("other agent", AgentType::Directory, "https://evil.test", vec![test_key()]);
+            ring.add(
+                "other agent",
+                AgentType::Directory,
+                "https://evil.test",
+                vec![test_key()],
+            );
         }
         // The dictionary vector is valid until 2124: its window needs a generous maximum.
         let policy = Policy {
@@ -129,15 +159,27 @@ fn web_bot_auth_cases_have_their_expected_verdict() {
         };
         let verdict = verify_request(&req, &policy, &ring, now);
         let name = case["name"].as_str().unwrap();
-        assert_eq!(verdict.outcome().token(), case["expected"].as_str().unwrap(), "{name}: {verdict:?}");
+        assert_eq!(
+            verdict.outcome().token(),
+            case["expected"].as_str().unwrap(),
+            "{name}: {verdict:?}"
+        );
         match &verdict {
             Verdict::Verified(v) => {
-                assert_eq!(v.agent_url, case["expected_agent"].as_str().unwrap(), "{name}");
+                assert_eq!(
+                    v.agent_url,
+                    case["expected_agent"].as_str().unwrap(),
+                    "{name}"
+                );
                 assert_eq!(v.key_id, "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U");
                 assert_eq!(v.label, "sig2");
             }
             Verdict::Failed(f) => {
-                assert_eq!(f.reason.token(), case["expected_reason"].as_str().unwrap(), "{name}");
+                assert_eq!(
+                    f.reason.token(),
+                    case["expected_reason"].as_str().unwrap(),
+                    "{name}"
+                );
             }
             Verdict::Unsigned => panic!("{name}: unsigned"),
         }
@@ -148,10 +190,22 @@ fn web_bot_auth_cases_have_their_expected_verdict() {
 
 #[test]
 fn substituted_agent_without_keys_is_unknown_agent() {
-    let (_, req, now) = cases().into_iter().find(|(c, _, _)| c["name"] == "wba-dictionary-agent-changed").unwrap();
+    let (_, req, now) = cases()
+        .into_iter()
+        .find(|(c, _, _)| c["name"] == "wba-dictionary-agent-changed")
+        .unwrap();
     let mut ring = KeyRing::default();
-    ring.add("vector agent", AgentType::Directory, "https://signature-agent.test", vec![test_key()]);
-    let policy = Policy { allow_test_keys: true, max_validity_seconds: 4_000_000_000, ..Policy::default() };
+    ring.add(
+        "vector agent",
+        AgentType::Directory,
+        "https://signature-agent.test",
+        vec![test_key()],
+    );
+    let policy = Policy {
+        allow_test_keys: true,
+        max_validity_seconds: 4_000_000_000,
+        ..Policy::default()
+    };
     let verdict = verify_request(&req, &policy, &ring, now);
     assert_eq!(verdict.outcome(), Outcome::Unverified);
     assert_eq!(verdict.reason().map(|r| r.token()), Some("unknown_agent"));
@@ -159,9 +213,17 @@ fn substituted_agent_without_keys_is_unknown_agent() {
 
 #[test]
 fn vector_key_is_refused_as_a_test_key_by_default() {
-    let (_, req, now) = cases().into_iter().find(|(c, _, _)| c["name"] == "wba-legacy-string-agent").unwrap();
+    let (_, req, now) = cases()
+        .into_iter()
+        .find(|(c, _, _)| c["name"] == "wba-legacy-string-agent")
+        .unwrap();
     let mut ring = KeyRing::default();
-    ring.add("vector agent", AgentType::Directory, "https://signature-agent.test", vec![test_key()]);
+    ring.add(
+        "vector agent",
+        AgentType::Directory,
+        "https://signature-agent.test",
+        vec![test_key()],
+    );
     let verdict = verify_request(&req, &Policy::default(), &ring, now);
     assert_eq!(verdict.outcome(), Outcome::Invalid);
     assert_eq!(verdict.reason().map(|r| r.token()), Some("test_key"));
@@ -169,12 +231,26 @@ fn vector_key_is_refused_as_a_test_key_by_default() {
 
 #[test]
 fn dictionary_vector_exceeds_default_max_validity() {
-    let (_, req, now) = cases().into_iter().find(|(c, _, _)| c["name"] == "wba-dictionary-agent").unwrap();
+    let (_, req, now) = cases()
+        .into_iter()
+        .find(|(c, _, _)| c["name"] == "wba-dictionary-agent")
+        .unwrap();
     let mut ring = KeyRing::default();
-    ring.add("vector agent", AgentType::Directory, "https://signature-agent.test", vec![test_key()]);
-    let policy = Policy { allow_test_keys: true, ..Policy::default() };
+    ring.add(
+        "vector agent",
+        AgentType::Directory,
+        "https://signature-agent.test",
+        vec![test_key()],
+    );
+    let policy = Policy {
+        allow_test_keys: true,
+        ..Policy::default()
+    };
     let verdict = verify_request(&req, &policy, &ring, now);
-    assert_eq!(verdict.reason().map(|r| r.token()), Some("validity_too_long"));
+    assert_eq!(
+        verdict.reason().map(|r| r.token()),
+        Some("validity_too_long")
+    );
 }
 
 fn directory_parts() -> (HttpRequest, HttpResponse, Vec<u8>, i64, String) {
@@ -183,16 +259,32 @@ fn directory_parts() -> (HttpRequest, HttpResponse, Vec<u8>, i64, String) {
     let mut r = d["request"].clone();
     r["scheme"] = "https".into();
     let req = request(&r);
-    let resp = HttpResponse { status: 200, headers: headers(&d["response_headers"]) };
+    let resp = HttpResponse {
+        status: 200,
+        headers: headers(&d["response_headers"]),
+    };
     let body = d["response_body"].as_str().unwrap().as_bytes().to_vec();
-    (req, resp, body, d["now"].as_i64().unwrap(), d["expected_signature_base"].as_str().unwrap().to_string())
+    (
+        req,
+        resp,
+        body,
+        d["now"].as_i64().unwrap(),
+        d["expected_signature_base"].as_str().unwrap().to_string(),
+    )
 }
 
 #[test]
 fn directory_response_possession_proof() {
     let (req, resp, body, now, expected_base) = directory_parts();
     let inputs = parse_signature_input(&resp.header("signature-input").unwrap()).unwrap();
-    let base = signature_base(Message::Response { request: &req, response: &resp }, &inputs[0]).unwrap();
+    let base = signature_base(
+        Message::Response {
+            request: &req,
+            response: &resp,
+        },
+        &inputs[0],
+    )
+    .unwrap();
     assert_eq!(base, expected_base);
     let keys = parse_key_set(&body, AgentType::Directory, 32).unwrap();
     assert_eq!(
@@ -227,14 +319,22 @@ fn directory_response_proof_failures() {
     // A directory that does not list the signing key.
     assert_eq!(
         verify_directory_response(&req, &resp, &body, &[], now, 60),
-        vec![Err(ProofError::UnknownKey("poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U".into()))]
+        vec![Err(ProofError::UnknownKey(
+            "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U".into()
+        ))]
     );
 }
 
 #[test]
 fn vectors_copy_matches_shared_when_present() {
     #[cfg(not(target_arch = "wasm32"))]
-    if let Ok(shared) = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/vectors/web-bot-auth.json")) {
-        assert_eq!(shared, VECTORS, "tests/data/web-bot-auth.json is out of date");
+    if let Ok(shared) = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/vectors/web-bot-auth.json"
+    )) {
+        assert_eq!(
+            shared, VECTORS,
+            "tests/data/web-bot-auth.json is out of date"
+        );
     }
 }

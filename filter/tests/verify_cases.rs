@@ -22,12 +22,19 @@ fn signing_key(seed: u8) -> SigningKey {
 }
 
 fn public(seed: u8) -> Key {
-    Jwk::from_ed25519(signing_key(seed).verifying_key().as_bytes()).to_key().unwrap()
+    Jwk::from_ed25519(signing_key(seed).verifying_key().as_bytes())
+        .to_key()
+        .unwrap()
 }
 
 fn ring() -> KeyRing {
     let mut r = KeyRing::default();
-    r.add("Example Agent", AgentType::Directory, AGENT, vec![public(1)]);
+    r.add(
+        "Example Agent",
+        AgentType::Directory,
+        AGENT,
+        vec![public(1)],
+    );
     r
 }
 
@@ -37,7 +44,10 @@ fn request() -> HttpRequest {
         "https",
         "shop.example",
         "/items?id=7",
-        vec![("host".into(), "shop.example".into()), ("x-extra".into(), "a".into())],
+        vec![
+            ("host".into(), "shop.example".into()),
+            ("x-extra".into(), "a".into()),
+        ],
     )
 }
 
@@ -64,7 +74,10 @@ fn verdict(req: &HttpRequest) -> Verdict {
 }
 
 fn reason(v: &Verdict) -> (&'static str, &'static str) {
-    (v.outcome().token(), v.reason().map(|r| r.token()).unwrap_or("-"))
+    (
+        v.outcome().token(),
+        v.reason().map(|r| r.token()).unwrap_or("-"),
+    )
 }
 
 fn set(req: &mut HttpRequest, name: &str, value: &str) {
@@ -75,12 +88,17 @@ fn set(req: &mut HttpRequest, name: &str, value: &str) {
 #[test]
 fn fresh_signature_is_verified_with_identity() {
     let v = verdict(&signed());
-    let Verdict::Verified(v) = v else { panic!("{v:?}") };
+    let Verdict::Verified(v) = v else {
+        panic!("{v:?}")
+    };
     assert_eq!(v.agent_url, AGENT);
     assert_eq!(v.agent_name, "Example Agent");
     assert_eq!(v.key_id, public(1).thumbprint);
     assert_eq!(v.label, "sig1");
-    assert_eq!(v.covered, r#"("@authority" "@method" "@path" "signature-agent";key="sig1")"#);
+    assert_eq!(
+        v.covered,
+        r#"("@authority" "@method" "@path" "signature-agent";key="sig1")"#
+    );
     assert_eq!(v.expires, NOW + 290);
 }
 
@@ -96,7 +114,9 @@ fn agent_url_is_compared_normalized() {
     let mut o = opts();
     o.agent_url = Some("HTTPS://Agent.Example:443/".into());
     let v = verdict(&signed_with(&o, 1));
-    let Verdict::Verified(v) = v else { panic!("{v:?}") };
+    let Verdict::Verified(v) = v else {
+        panic!("{v:?}")
+    };
     assert_eq!(v.agent_url, AGENT);
 }
 
@@ -165,18 +185,27 @@ fn freshness() {
     let mut o = opts();
     o.created = NOW - 1000;
     o.expires = NOW - 100;
-    assert_eq!(reason(&verdict(&signed_with(&o, 1))), ("invalid", "expired"));
+    assert_eq!(
+        reason(&verdict(&signed_with(&o, 1))),
+        ("invalid", "expired")
+    );
     // Within the skew: still accepted.
     o.expires = NOW - 30;
     assert_eq!(verdict(&signed_with(&o, 1)).outcome(), Outcome::Verified);
     o.created = NOW + 100;
     o.expires = NOW + 200;
-    assert_eq!(reason(&verdict(&signed_with(&o, 1))), ("invalid", "created_in_future"));
+    assert_eq!(
+        reason(&verdict(&signed_with(&o, 1))),
+        ("invalid", "created_in_future")
+    );
     o.created = NOW + 30;
     assert_eq!(verdict(&signed_with(&o, 1)).outcome(), Outcome::Verified);
     o.created = NOW - 10;
     o.expires = NOW + 100_000;
-    assert_eq!(reason(&verdict(&signed_with(&o, 1))), ("invalid", "validity_too_long"));
+    assert_eq!(
+        reason(&verdict(&signed_with(&o, 1))),
+        ("invalid", "validity_too_long")
+    );
 }
 
 #[test]
@@ -193,7 +222,11 @@ fn missing_parameters() {
     let start = input.find(";keyid=").unwrap();
     let end = input[start + 1..].find(';').unwrap() + start + 1;
     let mut req = req;
-    set(&mut req, "signature-input", &format!("{}{}", &input[..start], &input[end..]));
+    set(
+        &mut req,
+        "signature-input",
+        &format!("{}{}", &input[..start], &input[end..]),
+    );
     assert_eq!(reason(&verdict(&req)), ("invalid", "missing_parameter"));
 }
 
@@ -201,13 +234,19 @@ fn missing_parameters() {
 fn missing_required_coverage() {
     let mut o = opts();
     o.components = vec!["@method".into(), "@path".into()];
-    assert_eq!(reason(&verdict(&signed_with(&o, 1))), ("invalid", "missing_component"));
+    assert_eq!(
+        reason(&verdict(&signed_with(&o, 1))),
+        ("invalid", "missing_component")
+    );
     // @target-uri is an accepted alternative to @authority.
     o.components = vec!["@target-uri".into()];
     assert_eq!(verdict(&signed_with(&o, 1)).outcome(), Outcome::Verified);
     // Signature-Agent must be covered.
     let mut req = signed();
-    let input = req.header("signature-input").unwrap().replace("key=\"sig1\"", "key=\"other\"");
+    let input = req
+        .header("signature-input")
+        .unwrap()
+        .replace("key=\"sig1\"", "key=\"other\"");
     set(&mut req, "signature-input", &input);
     assert_eq!(reason(&verdict(&req)), ("invalid", "missing_component"));
     // The operator's required components.
@@ -230,9 +269,15 @@ fn signature_agent_header_absent() {
 fn unsupported_algorithm() {
     let mut o = opts();
     o.alg = Some("rsa-pss-sha512".into());
-    assert_eq!(reason(&verdict(&signed_with(&o, 1))), ("invalid", "unsupported_algorithm"));
+    assert_eq!(
+        reason(&verdict(&signed_with(&o, 1))),
+        ("invalid", "unsupported_algorithm")
+    );
     let mut r = KeyRing::default();
-    let rsa = Jwk::from_json(r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#).unwrap().to_key().unwrap();
+    let rsa = Jwk::from_json(r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#)
+        .unwrap()
+        .to_key()
+        .unwrap();
     let mut o = opts();
     o.keyid = Some(rsa.thumbprint.clone());
     o.alg = None;
@@ -245,8 +290,14 @@ fn unsupported_algorithm() {
 fn unknown_agent_key_and_unavailable_directory() {
     let mut o = opts();
     o.agent_url = Some("https://stranger.example".into());
-    assert_eq!(reason(&verdict(&signed_with(&o, 1))), ("unverified", "unknown_agent"));
-    assert_eq!(reason(&verdict(&signed_with(&opts(), 2))), ("unverified", "unknown_key"));
+    assert_eq!(
+        reason(&verdict(&signed_with(&o, 1))),
+        ("unverified", "unknown_agent")
+    );
+    assert_eq!(
+        reason(&verdict(&signed_with(&opts(), 2))),
+        ("unverified", "unknown_key")
+    );
     let mut r = KeyRing::default();
     r.agents.push(AgentKeys {
         name: "x".into(),
@@ -261,7 +312,11 @@ fn unknown_agent_key_and_unavailable_directory() {
     assert_eq!(f.agent.as_deref(), Some(AGENT));
     // A type the verifier does not know is ignored, never guessed.
     let mut req = signed();
-    set(&mut req, "signature-agent", "sig1=\"https://agent.example\";type=mystery");
+    set(
+        &mut req,
+        "signature-agent",
+        "sig1=\"https://agent.example\";type=mystery",
+    );
     assert_eq!(reason(&verdict(&req)), ("unverified", "unknown_agent"));
 }
 
@@ -269,32 +324,47 @@ fn unknown_agent_key_and_unavailable_directory() {
 fn keys_are_looked_up_by_agent_and_keyid_together() {
     // Agent B trusts key 2. A request claiming agent A but signed with B's key must not verify.
     let mut r = ring();
-    r.add("B", AgentType::Directory, "https://b.example", vec![public(2)]);
+    r.add(
+        "B",
+        AgentType::Directory,
+        "https://b.example",
+        vec![public(2)],
+    );
     let v = verify_request(&signed_with(&opts(), 2), &Policy::default(), &r, NOW);
     assert_eq!(reason(&v), ("unverified", "unknown_key"));
     let mut o = opts();
     o.agent_url = Some("https://b.example".into());
     let v = verify_request(&signed_with(&o, 2), &Policy::default(), &r, NOW);
-    let Verdict::Verified(v) = v else { panic!("{v:?}") };
+    let Verdict::Verified(v) = v else {
+        panic!("{v:?}")
+    };
     assert_eq!(v.agent_name, "B");
 }
 
 #[test]
 fn nonce_policy() {
-    let policy = Policy { require_nonce: true, ..Policy::default() };
+    let policy = Policy {
+        require_nonce: true,
+        ..Policy::default()
+    };
     let v = verify_request(&signed(), &policy, &ring(), NOW);
     assert_eq!(reason(&v), ("invalid", "nonce_required"));
     let mut o = opts();
     o.nonce = Some("abc".into());
     let v = verify_request(&signed_with(&o, 1), &policy, &ring(), NOW);
-    let Verdict::Verified(v) = v else { panic!("{v:?}") };
+    let Verdict::Verified(v) = v else {
+        panic!("{v:?}")
+    };
     assert_eq!(v.nonce.as_deref(), Some("abc"));
 }
 
 #[test]
 fn test_keys_need_permission() {
     // The RFC 9421 B.1.4 key, as a pinned key of the agent.
-    let test = Key::from_jwk_json(r#"{"kty":"OKP","crv":"Ed25519","x":"JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"}"#).unwrap();
+    let test = Key::from_jwk_json(
+        r#"{"kty":"OKP","crv":"Ed25519","x":"JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"}"#,
+    )
+    .unwrap();
     let sk = SigningKey::from_bytes(
         &base64::Engine::decode(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -310,9 +380,18 @@ fn test_keys_need_permission() {
     for (n, v) in sign_request(&req.clone(), &sk, &opts()).unwrap().pairs() {
         req.add_header(&n, &v);
     }
-    assert_eq!(reason(&verify_request(&req, &Policy::default(), &r, NOW)), ("invalid", "test_key"));
-    let allow = Policy { allow_test_keys: true, ..Policy::default() };
-    assert_eq!(verify_request(&req, &allow, &r, NOW).outcome(), Outcome::Verified);
+    assert_eq!(
+        reason(&verify_request(&req, &Policy::default(), &r, NOW)),
+        ("invalid", "test_key")
+    );
+    let allow = Policy {
+        allow_test_keys: true,
+        ..Policy::default()
+    };
+    assert_eq!(
+        verify_request(&req, &allow, &r, NOW).outcome(),
+        Outcome::Verified
+    );
 }
 
 #[test]
@@ -327,13 +406,22 @@ fn one_valid_signature_among_several_is_enough() {
         req.header("signature-input").unwrap(),
         h2.signature_input
     );
-    let sig = format!("{}, {}, other=:AAAA:", req.header("signature").unwrap(), h2.signature);
-    let agent = format!("{}, sig2=\"{AGENT}\"", req.header("signature-agent").unwrap());
+    let sig = format!(
+        "{}, {}, other=:AAAA:",
+        req.header("signature").unwrap(),
+        h2.signature
+    );
+    let agent = format!(
+        "{}, sig2=\"{AGENT}\"",
+        req.header("signature-agent").unwrap()
+    );
     set(&mut req, "signature-input", &input);
     set(&mut req, "signature", &sig);
     set(&mut req, "signature-agent", &agent);
     let v = verdict(&req);
-    let Verdict::Verified(v) = v else { panic!("{v:?}") };
+    let Verdict::Verified(v) = v else {
+        panic!("{v:?}")
+    };
     assert_eq!(v.label, "sig1");
 }
 
@@ -350,11 +438,18 @@ fn invalid_outranks_unverified_across_labels() {
     o2.expires = NOW - 500;
     let h2 = sign_request(&base, &signing_key(1), &o2).unwrap();
     let mut req = base;
-    req.add_header("signature-input", &format!("{}, {}", h1.signature_input, h2.signature_input));
+    req.add_header(
+        "signature-input",
+        &format!("{}, {}", h1.signature_input, h2.signature_input),
+    );
     req.add_header("signature", &format!("{}, {}", h1.signature, h2.signature));
     req.add_header(
         "signature-agent",
-        &format!("{}, {}", h1.signature_agent.unwrap(), h2.signature_agent.unwrap()),
+        &format!(
+            "{}, {}",
+            h1.signature_agent.unwrap(),
+            h2.signature_agent.unwrap()
+        ),
     );
     let v = verdict(&req);
     assert_eq!(reason(&v), ("invalid", "expired"));
