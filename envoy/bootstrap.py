@@ -1,0 +1,122 @@
+"""Builds Envoy bootstrap configurations for the demo, the end-to-end tests and the benchmarks.
+
+Every listener and the admin interface bind to port 0 on loopback; the harness reads the
+ports Envoy chose from the admin API, so runs never collide. `minimal.yaml` next to this file
+is the same shape, written out by hand for operators to copy.
+"""
+
+import json
+
+# The access-log line every configuration here uses: the verdict from filter state.
+ACCESS_LOG_FORMAT = (
+    "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%\" %RESPONSE_CODE% "
+    "wba_result=%FILTER_STATE(wasm.wba.result:PLAIN)% "
+    "wba_reason=%FILTER_STATE(wasm.wba.reason:PLAIN)% "
+    "wba_agent=%FILTER_STATE(wasm.wba.agent:PLAIN)% "
+    "wba_key_id=%FILTER_STATE(wasm.wba.key_id:PLAIN)%\n"
+)
+
+
+def wasm_filter(wasm_path, plugin_config, name="web_bot_auth"):
+    """The `envoy.filters.http.wasm` entry for the Web Bot Auth filter."""
+    return {
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": name,
+                "root_id": "web_bot_auth",
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": json.dumps(plugin_config),
+                },
+                # Fail closed: a filter that cannot load must not let traffic through unchecked.
+                "fail_open": False,
+                "vm_config": {
+                    "vm_id": "web_bot_auth",
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm_path}},
+                },
+            },
+        },
+    }
+
+
+def listener(name, cluster, http_filters, access_log_path=None):
+    """A loopback HTTP listener on an ephemeral port routing everything to `cluster`."""
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network."
+        "http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": name,
+        "route_config": {
+            "virtual_hosts": [
+                {
+                    "name": "all",
+                    "domains": ["*"],
+                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": cluster}}],
+                }
+            ]
+        },
+        "http_filters": list(http_filters)
+        + [
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                },
+            }
+        ],
+    }
+    if access_log_path:
+        hcm["access_log"] = [
+            {
+                "name": "envoy.access_loggers.file",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                    "path": access_log_path,
+                    "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+                },
+            }
+        ]
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
+                ]
+            }
+        ],
+    }
+
+
+def cluster(name, port, host="127.0.0.1", timeout="2s"):
+    """A static plain-HTTP cluster with one loopback endpoint."""
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": timeout,
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {"socket_address": {"address": host, "port_value": port}}
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def bootstrap(listeners, clusters):
+    """A complete bootstrap; the admin interface also binds an ephemeral loopback port."""
+    return {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}}},
+        "static_resources": {"listeners": listeners, "clusters": clusters},
+    }

@@ -1,0 +1,397 @@
+"""Real parts for the end-to-end tests and the demo: an Envoy process, an echo upstream, a
+Web Bot Auth signer (built on `cryptography` only, so it can also produce the broken
+signatures the tests need), and a small HTTP client that keeps repeated and odd-case headers.
+"""
+
+import base64
+import hashlib
+import http.client
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives import serialization
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "envoy"))
+import bootstrap  # noqa: E402  (envoy/bootstrap.py)
+
+
+def b64u(data):
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+class Key:
+    """An Ed25519 key with its public JWK and RFC 7638 thumbprint."""
+
+    def __init__(self, private=None):
+        self.private = private or Ed25519PrivateKey.generate()
+        raw = self.private.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        self.jwk = {"kty": "OKP", "crv": "Ed25519", "x": b64u(raw)}
+        canonical = json.dumps(
+            {"crv": "Ed25519", "kty": "OKP", "x": self.jwk["x"]}, separators=(",", ":")
+        )
+        self.thumbprint = b64u(hashlib.sha256(canonical.encode()).digest())
+
+    @classmethod
+    def from_seed(cls, seed):
+        return cls(Ed25519PrivateKey.from_private_bytes(seed))
+
+    def private_jwk(self):
+        seed = self.private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        return dict(self.jwk, d=b64u(seed), kid=self.thumbprint)
+
+    def sign(self, data):
+        return self.private.sign(data)
+
+
+# RFC 9421 Appendix B.1.4 test key: must be refused unless allow_test_keys.
+RFC_TEST_KEY = Key.from_seed(
+    base64.b64decode("n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU=".replace("-", "+").replace("_", "/"))
+)
+
+# ---------------------------------------------------------------------------- signer
+
+
+def sf_string(s):
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class Signed:
+    """Headers of one signed request (dict), plus what was signed."""
+
+    def __init__(self, headers, base):
+        self.headers = headers
+        self.base = base
+
+
+def sign(
+    key,
+    method,
+    authority,
+    path,
+    agent="https://agent.test",
+    headers=None,
+    components=("@authority", "signature-agent"),
+    created=None,
+    expires=None,
+    validity=300,
+    keyid=None,
+    tag="web-bot-auth",
+    label="sig1",
+    nonce=None,
+    alg=None,
+    legacy_agent=False,
+    scheme="http",
+):
+    """Signs a request the Web Bot Auth way and returns a `Signed`.
+
+    `components` are component identifiers: derived (`@authority`, `@method`, `@path`,
+    `@target-uri`, `@query`) or field names; `signature-agent` becomes
+    `"signature-agent";key="<label>"` with the dictionary form of `Signature-Agent`.
+    """
+    now = int(time.time())
+    created = now if created is None else created
+    expires = created + validity if expires is None else expires
+    keyid = key.thumbprint if keyid is None else keyid
+    fields = {k.lower(): v for k, v in (headers or {}).items()}
+    out = {}
+    if agent is not None:
+        fields["signature-agent"] = sf_string(agent) if legacy_agent else f"{label}={sf_string(agent)}"
+        out["Signature-Agent"] = fields["signature-agent"]
+    target_path, _, query = path.partition("?")
+    lines, idents = [], []
+    for c in components:
+        if c == "signature-agent" and not legacy_agent:
+            ident = f'"signature-agent";key="{label}"'
+            value = sf_string(agent)
+        elif c == "@authority":
+            ident, value = '"@authority"', authority.lower()
+        elif c == "@method":
+            ident, value = '"@method"', method.upper()
+        elif c == "@path":
+            ident, value = '"@path"', target_path
+        elif c == "@query":
+            ident, value = '"@query"', "?" + query
+        elif c == "@target-uri":
+            ident, value = '"@target-uri"', f"{scheme}://{authority.lower()}{path}"
+        elif c == "@scheme":
+            ident, value = '"@scheme"', scheme
+        else:
+            ident, value = sf_string(c.lower()), fields[c.lower()].strip()
+        idents.append(ident)
+        lines.append(f"{ident}: {value}")
+    params = ""
+    if created is not False:
+        params += f";created={created}"
+    if expires is not False:
+        params += f";expires={expires}"
+    if nonce is not None:
+        params += f";nonce={sf_string(nonce)}"
+    if alg is not None:
+        params += f";alg={sf_string(alg)}"
+    if keyid is not False:
+        params += f";keyid={sf_string(keyid)}"
+    if tag is not None:
+        params += f";tag={sf_string(tag)}"
+    sig_params = "(" + " ".join(idents) + ")" + params
+    lines.append(f'"@signature-params": {sig_params}')
+    base = "\n".join(lines)
+    signature = key.sign(base.encode())
+    out["Signature-Input"] = f"{label}={sig_params}"
+    out["Signature"] = f"{label}=:{base64.b64encode(signature).decode()}:"
+    return Signed(out, base)
+
+
+# ---------------------------------------------------------------------------- HTTP
+
+
+class Response:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # list of (name, value), as received
+        self.body = body
+
+    def header(self, name):
+        for n, v in self.headers:
+            if n.lower() == name.lower():
+                return v
+        return None
+
+    def json(self):
+        return json.loads(self.body)
+
+    def seen(self):
+        """For a request answered by the echo upstream: what the upstream saw."""
+        return Seen(self.json())
+
+
+class Seen:
+    """The request as the echo upstream received it."""
+
+    def __init__(self, data):
+        self.method = data["method"]
+        self.path = data["path"]
+        self.headers = [(n.lower(), v) for n, v in data["headers"]]
+
+    def all(self, name):
+        return [v for n, v in self.headers if n == name.lower()]
+
+    def get(self, name):
+        values = self.all(name)
+        assert len(values) <= 1, f"{name} seen {len(values)} times: {values}"
+        return values[0] if values else None
+
+    def with_prefix(self, prefix):
+        return [(n, v) for n, v in self.headers if n.startswith(prefix)]
+
+
+def request(port, method="GET", path="/", headers=(), host=None, body=None, conn=None):
+    """Sends one request. `headers` is a dict or a list of pairs (repeats and case kept)."""
+    items = list(headers.items()) if isinstance(headers, dict) else list(headers)
+    own = conn is None
+    c = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    c.putheader("Host", host or f"127.0.0.1:{port}")
+    for n, v in items:
+        c.putheader(n, v)
+    if body is not None:
+        c.putheader("Content-Length", str(len(body)))
+    c.endheaders(body.encode() if isinstance(body, str) else body)
+    r = c.getresponse()
+    data = r.read()
+    resp = Response(r.status, r.getheaders(), data.decode("utf-8", "replace"))
+    if own:
+        c.close()
+    return resp
+
+
+class EchoUpstream:
+    """An HTTP server on an ephemeral loopback port that answers with the request it saw."""
+
+    def __init__(self):
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _answer(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                body = json.dumps(
+                    {"method": self.command, "path": self.path, "headers": list(self.headers.items())}
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# ---------------------------------------------------------------------------- Envoy
+
+
+def envoy_binary():
+    return os.environ.get("WBA_ENVOY") or str(ROOT / ".venv" / "bin" / "envoy")
+
+
+def wasm_path():
+    return os.environ.get("WBA_WASM") or str(ROOT / "dist" / "web_bot_auth.wasm")
+
+
+class EnvoyFailed(Exception):
+    def __init__(self, message, log):
+        super().__init__(f"{message}\n--- envoy log ---\n{log[-6000:]}")
+        self.log = log
+
+
+class Envoy:
+    """An Envoy process on loopback with ephemeral ports; a context manager."""
+
+    def __init__(self, config, concurrency=2, log_level="info", workdir=None):
+        self.config = config
+        self.concurrency = concurrency
+        self.log_level = log_level
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="wba-envoy-")
+        self.dir = Path(workdir or self._tmp.name)
+        self.proc = None
+        self.ports = {}
+        self.admin_port = None
+        self.log_path = self.dir / "envoy.log"
+
+    def start(self, timeout=60):
+        cfg = self.dir / "envoy.json"
+        cfg.write_text(json.dumps(self.config))
+        admin_file = self.dir / "admin.address"
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [
+                envoy_binary(),
+                "-c", str(cfg),
+                "--concurrency", str(self.concurrency),
+                "--log-level", self.log_level,
+                "--admin-address-path", str(admin_file),
+                "--base-id", str(os.getpid() % 60000 + int(time.time() * 1000) % 5000),
+                "--disable-hot-restart",
+                # Access logs reach the file quickly, so tests need not wait long for them.
+                "--file-flush-interval-msec", "50",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise EnvoyFailed(f"envoy exited with {self.proc.returncode}", self.log())
+            if admin_file.exists() and admin_file.read_text().strip():
+                self.admin_port = int(admin_file.read_text().strip().rsplit(":", 1)[1])
+                try:
+                    if self.admin("/ready").strip() == "LIVE":
+                        self._read_listeners()
+                        return self
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        self.stop()
+        raise EnvoyFailed("envoy did not become ready", self.log())
+
+    def _read_listeners(self):
+        data = json.loads(self.admin("/listeners?format=json"))
+        for l in data["listener_statuses"]:
+            self.ports[l["name"]] = l["local_address"]["socket_address"]["port_value"]
+
+    def admin(self, path):
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=10) as r:
+            return r.read().decode()
+
+    def stats(self, prefix="wasmcustom.web_bot_auth"):
+        """Counter values whose names start with `prefix` (Envoy's `wasmcustom.` for ours)."""
+        out = {}
+        for line in self.admin(f"/stats?filter=^{re.escape(prefix)}").splitlines():
+            name, _, value = line.partition(": ")
+            if value.strip().isdigit():
+                out[name] = int(value)
+        return out
+
+    def log(self):
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+        if self._tmp:
+            self._tmp.cleanup()
+
+
+def run_envoy_expecting_failure(config, timeout=60):
+    """Starts Envoy with a configuration it must refuse; returns (exit code, log)."""
+    with tempfile.TemporaryDirectory(prefix="wba-envoy-bad-") as d:
+        cfg = Path(d) / "envoy.json"
+        cfg.write_text(json.dumps(config))
+        p = subprocess.run(
+            [envoy_binary(), "-c", str(cfg), "--concurrency", "1", "--log-level", "info",
+             "--disable-hot-restart", "--base-id", str(os.getpid() % 60000 + 7)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return p.returncode, p.stdout + p.stderr
+
+
+# Lines in the Envoy log that mean the filter crashed or its VM died.
+CRASH_PATTERNS = re.compile(
+    r"panicked|wasm trap|Function: proxy_on_\w+ failed|Plugin .* failed|VM failed|unreachable|"
+    r"RuntimeError|critical",
+    re.IGNORECASE,
+)
