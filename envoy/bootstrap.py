@@ -80,6 +80,7 @@ def listener(name, cluster, http_filters, access_log_path=None):
         ]
     return {
         "name": name,
+        "stat_prefix": name,
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": 0}},
         "filter_chains": [
             {

@@ -1,0 +1,34 @@
+"""A bad configuration stops Envoy at start with one clear line naming the problem."""
+
+import pytest
+
+from harness import bootstrap, run_envoy_expecting_failure, wasm_path
+
+BAD = [
+    ({"mode": "enforce", "bogus": 1}, "unknown field `bogus`"),
+    ({"mode": "block"}, "unknown variant `block`"),
+    ({"clock_skew_seconds": "60"}, "invalid type: string \"60\", expected u64"),
+    ({"agents": [{"name": "a", "url": "https://a.example"}]}, "agents[0] needs a cluster or pinned keys"),
+    (
+        {"agents": [{"name": "a", "url": "https://a.example", "keys": [{"kty": "OKP", "crv": "Ed25519", "x": "short"}]}]},
+        "agents[0].keys[0]",
+    ),
+    ({"header_prefix": "sig"}, "header_prefix \"sig\" would remove the signature header"),
+    ("{not json", "invalid web-bot-auth configuration"),
+]
+
+
+@pytest.mark.parametrize("config,message", BAD, ids=[m for _, m in BAD])
+def test_bad_configuration_fails_at_start(config, message):
+    plugin = bootstrap.wasm_filter(wasm_path(), config)
+    if isinstance(config, str):
+        plugin["typed_config"]["config"]["configuration"]["value"] = config
+    cfg = bootstrap.bootstrap(
+        [bootstrap.listener("main", "upstream", [plugin])], [bootstrap.cluster("upstream", 9)]
+    )
+    code, log = run_envoy_expecting_failure(cfg)
+    assert code != 0
+    lines = [l for l in log.splitlines() if "invalid web-bot-auth configuration" in l]
+    assert len(lines) == 1, log[-3000:]
+    assert message in lines[0], lines[0]
+    assert "Plugin web_bot_auth failed to load" in log or "Unable to create Wasm plugin" in log
