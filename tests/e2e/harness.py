@@ -295,8 +295,12 @@ class Envoy:
         self.log_path = self.dir / "envoy.log"
 
     def start(self, timeout=60):
-        cfg = self.dir / "envoy.json"
-        cfg.write_text(json.dumps(self.config))
+        if isinstance(self.config, str):  # YAML text, as an operator writes it
+            cfg = self.dir / "envoy.yaml"
+            cfg.write_text(self.config)
+        else:
+            cfg = self.dir / "envoy.json"
+            cfg.write_text(json.dumps(self.config))
         admin_file = self.dir / "admin.address"
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
