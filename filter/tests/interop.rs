@@ -1,0 +1,499 @@
+//! Interoperability with an independent implementation: the crates.io `web-bot-auth` crate
+//! (Cloudflare's Rust implementation), both ways, with fresh signatures and a fresh key.
+//!
+//! - Their signer (current time, their parameters, their `Signature-Agent` coverage) verifies in
+//!   our core.
+//! - Our signer's output verifies with their `WebBotAuthVerifier`.
+//! - A one-byte change to a covered component, to the agent member, or to the signature fails
+//!   in both.
+//! - Both `Signature-Agent` forms: the dictionary with `"signature-agent";key="<member>"` and the
+//!   legacy bare string with plain `"signature-agent"`.
+//!
+//! Their crate asks the application for every component value, so the component values given
+//! to it here are derived by this file's own code (RFC 9421 sections 2.1, 2.1.2 and 2.2), not by
+//! our core's `base` module: a shared mistake in the two would not go unnoticed.
+#![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use ed25519_dalek::SigningKey;
+use indexmap::IndexMap;
+use web_bot_auth::components::HTTPFieldParametersSet;
+use web_bot_auth::components::{
+    CoveredComponent, DerivedComponent, HTTPField, HTTPFieldParameters,
+};
+use web_bot_auth::keyring::{Algorithm, KeyRing as TheirKeyRing, Thumbprintable};
+use web_bot_auth::message_signatures::{MessageSigner, SignedMessage, UnsignedMessage};
+use web_bot_auth::{SignatureAgentLink, WebBotAuthVerifier};
+
+use wba_filter::agent_url::AgentType;
+use wba_filter::jwk::Jwk;
+use wba_filter::keyring::KeyRing;
+use wba_filter::policy::Policy;
+use wba_filter::request::HttpRequest;
+use wba_filter::sign::{sign_request, SignOptions};
+use wba_filter::verdict::{Outcome, Verdict};
+use wba_filter::verify::{verify_traced, Trace};
+
+const AGENT: &str = "https://agent.example";
+
+/// A fresh Ed25519 key (fixed random-looking bytes; not an RFC 9421 test key).
+const SEED: [u8; 32] = [
+    0x3b, 0xd1, 0x72, 0x0e, 0x9a, 0x55, 0xc4, 0x18, 0xe7, 0x2f, 0x80, 0x6d, 0xb3, 0x41, 0x9c, 0x07,
+    0x5e, 0xfa, 0x26, 0x8b, 0xd0, 0x13, 0x6f, 0xa4, 0x39, 0xc2, 0x75, 0x0b, 0xee, 0x58, 0x91, 0x4d,
+];
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn key() -> SigningKey {
+    SigningKey::from_bytes(&SEED)
+}
+
+fn x() -> String {
+    URL_SAFE_NO_PAD.encode(key().verifying_key().as_bytes())
+}
+
+/// The key's thumbprint as their crate computes it.
+fn their_thumbprint() -> String {
+    Thumbprintable::OKP {
+        crv: "Ed25519".into(),
+        x: x(),
+    }
+    .b64_thumbprint()
+}
+
+fn our_ring() -> KeyRing {
+    let public = Jwk::from_ed25519(key().verifying_key().as_bytes())
+        .to_key()
+        .unwrap();
+    assert!(!public.is_test_key());
+    let mut r = KeyRing::default();
+    r.add("Interop Agent", AgentType::Directory, AGENT, vec![public]);
+    r
+}
+
+fn their_ring() -> TheirKeyRing {
+    let mut r = TheirKeyRing::default();
+    r.try_import_jwk(&Thumbprintable::OKP {
+        crv: "Ed25519".into(),
+        x: x(),
+    })
+    .unwrap();
+    r
+}
+
+/// The request every case starts from.
+fn base_request() -> HttpRequest {
+    HttpRequest::from_parts(
+        "GET",
+        "https",
+        "shop.example",
+        "/items/42?color=blue",
+        vec![
+            ("host".into(), "shop.example".into()),
+            ("accept".into(), "text/html".into()),
+        ],
+    )
+}
+
+fn set(req: &mut HttpRequest, name: &str, value: &str) {
+    req.remove_header(name);
+    req.add_header(name, value);
+}
+
+/// A request as their crate sees it: component values derived here, independently of our core.
+struct Theirs<'a> {
+    req: &'a HttpRequest,
+    cover: Vec<CoveredComponent>,
+    label: &'a str,
+    registered: Option<(String, String)>,
+}
+
+impl Theirs<'_> {
+    fn lines(&self, name: &str) -> Vec<String> {
+        self.req
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+            .collect()
+    }
+}
+
+fn authority(req: &HttpRequest) -> String {
+    let a = req.authority.to_ascii_lowercase();
+    a.strip_suffix(":443")
+        .filter(|_| req.scheme.eq_ignore_ascii_case("https"))
+        .map(str::to_string)
+        .unwrap_or(a)
+}
+
+impl SignedMessage for Theirs<'_> {
+    fn lookup_component(&self, name: &CoveredComponent) -> Vec<String> {
+        let r = self.req;
+        match name {
+            CoveredComponent::HTTP(HTTPField { name, parameters }) => {
+                let lines = self.lines(name);
+                match parameters.0.as_slice() {
+                    [] => lines,
+                    // RFC 9421 section 2.1.2: the serialized value of one Dictionary member.
+                    [HTTPFieldParameters::Key(k)] => {
+                        if lines.is_empty() {
+                            return vec![];
+                        }
+                        let dict: sfv::Dictionary =
+                            match sfv::Parser::new(&lines.join(", ")).parse() {
+                                Ok(d) => d,
+                                Err(_) => return vec![],
+                            };
+                        match dict.get(k.as_str()) {
+                            Some(sfv::ListEntry::Item(item)) => {
+                                vec![sfv::FieldType::serialize(item)]
+                            }
+                            _ => vec![],
+                        }
+                    }
+                    _ => vec![],
+                }
+            }
+            CoveredComponent::Derived(d) => match d {
+                DerivedComponent::Authority { req: false } => vec![authority(r)],
+                DerivedComponent::Method { req: false } => vec![r.method.clone()],
+                DerivedComponent::Path { req: false } => vec![r.path.clone()],
+                DerivedComponent::Scheme { req: false } => vec![r.scheme.to_ascii_lowercase()],
+                DerivedComponent::Query { req: false } => {
+                    vec![format!("?{}", r.query.as_deref().unwrap_or(""))]
+                }
+                DerivedComponent::TargetUri { req: false } => vec![format!(
+                    "{}://{}{}{}",
+                    r.scheme,
+                    authority(r),
+                    r.path,
+                    r.query
+                        .as_deref()
+                        .map(|q| format!("?{q}"))
+                        .unwrap_or_default()
+                )],
+                _ => vec![],
+            },
+        }
+    }
+}
+
+impl UnsignedMessage for Theirs<'_> {
+    fn fetch_components_to_cover(&self) -> IndexMap<CoveredComponent, String> {
+        self.cover
+            .iter()
+            .map(|c| {
+                let v = self.lookup_component(c);
+                assert!(!v.is_empty(), "no value for {c:?}");
+                (c.clone(), v.join(", "))
+            })
+            .collect()
+    }
+
+    fn register_header_contents(&mut self, signature_input: String, signature_header: String) {
+        self.registered = Some((
+            format!("{}={signature_input}", self.label),
+            format!("{}={signature_header}", self.label),
+        ));
+    }
+}
+
+fn derived(d: DerivedComponent) -> CoveredComponent {
+    CoveredComponent::Derived(d)
+}
+
+fn agent_component(key: Option<&str>) -> CoveredComponent {
+    CoveredComponent::HTTP(HTTPField {
+        name: "signature-agent".into(),
+        parameters: HTTPFieldParametersSet(
+            key.map(|k| vec![HTTPFieldParameters::Key(k.into())])
+                .unwrap_or_default(),
+        ),
+    })
+}
+
+/// The `Signature-Agent` form under test.
+#[derive(Clone, Copy, Debug)]
+enum Form {
+    /// `<member>="https://..."`, covered as `"signature-agent";key="<member>"`.
+    Dictionary(&'static str),
+    /// `"https://..."`, covered as plain `"signature-agent"`.
+    Legacy,
+}
+
+impl Form {
+    fn header(self) -> String {
+        match self {
+            Form::Dictionary(m) => format!("{m}=\"{AGENT}\""),
+            Form::Legacy => format!("\"{AGENT}\""),
+        }
+    }
+}
+
+/// Signs `base_request()` with their `MessageSigner` (which stamps `created` with the current
+/// time), covering `@authority`, `@method`, `@path` and the agent member.
+fn their_signed(form: Form, label: &str) -> HttpRequest {
+    let mut req = base_request();
+    set(&mut req, "signature-agent", &form.header());
+    let cover = vec![
+        derived(DerivedComponent::Authority { req: false }),
+        derived(DerivedComponent::Method { req: false }),
+        derived(DerivedComponent::Path { req: false }),
+        agent_component(match form {
+            Form::Dictionary(m) => Some(m),
+            Form::Legacy => None,
+        }),
+    ];
+    let mut msg = Theirs {
+        req: &req,
+        cover,
+        label,
+        registered: None,
+    };
+    MessageSigner {
+        keyid: their_thumbprint(),
+        nonce: "aW50ZXJvcC1ub25jZS0x".into(),
+        tag: "web-bot-auth".into(),
+    }
+    .generate_signature_headers_content(
+        &mut msg,
+        Duration::from_secs(300),
+        Algorithm::Ed25519,
+        &SEED,
+    )
+    .unwrap();
+    let (input, sig) = msg.registered.unwrap();
+    set(&mut req, "signature-input", &input);
+    set(&mut req, "signature", &sig);
+    req
+}
+
+/// Signs `base_request()` with our signer, current time.
+fn our_signed(form: Form) -> HttpRequest {
+    let mut req = base_request();
+    let mut o = SignOptions::web_bot_auth(AGENT, now(), 300);
+    if matches!(form, Form::Legacy) {
+        o.legacy_agent = true;
+    }
+    let h = sign_request(&req, &key(), &o).unwrap();
+    assert_eq!(h.signature_agent.as_deref(), Some(form.header().as_str()));
+    for (n, v) in h.pairs() {
+        set(&mut req, &n, &v);
+    }
+    req
+}
+
+fn ours(req: &HttpRequest) -> Verdict {
+    let mut trace = Trace::default();
+    let v = verify_traced(
+        req,
+        &Policy::default(),
+        &our_ring(),
+        now(),
+        Some(&mut trace),
+    );
+    if v.outcome() != Outcome::Verified {
+        eprintln!("our verifier: {v:?}\nbases: {:?}", trace.bases);
+    }
+    v
+}
+
+/// Their verifier's answer: parse (label selection, `Signature-Agent` handling) then verify.
+fn theirs(req: &HttpRequest) -> Result<Vec<SignatureAgentLink>, String> {
+    let msg = Theirs {
+        req,
+        cover: vec![],
+        label: "",
+        registered: None,
+    };
+    let v = WebBotAuthVerifier::parse(&msg).map_err(|e| format!("parse: {e}"))?;
+    let advisory = v
+        .get_parsed_label()
+        .base
+        .parameters
+        .details
+        .possibly_insecure(|_| false);
+    if advisory.is_expired != Some(false) {
+        return Err("expired or no expires".into());
+    }
+    let agents = v.get_signature_agents().clone();
+    v.verify(&their_ring(), None)
+        .map_err(|e| format!("verify: {e}"))?;
+    Ok(agents)
+}
+
+fn assert_ours_verified(req: &HttpRequest, label: &str) {
+    match ours(req) {
+        Verdict::Verified(v) => {
+            assert_eq!(v.agent_url, AGENT);
+            assert_eq!(v.agent_name, "Interop Agent");
+            assert_eq!(v.key_id, their_thumbprint());
+            assert_eq!(v.label, label);
+        }
+        other => panic!("our core refused a valid signature: {other:?}"),
+    }
+}
+
+fn assert_ours_bad_signature(req: &HttpRequest, what: &str) {
+    let v = ours(req);
+    assert_eq!(
+        (v.outcome(), v.reason().map(|r| r.token())),
+        (Outcome::Invalid, Some("bad_signature")),
+        "{what}: {v:?}"
+    );
+}
+
+/// The ways to spoil a signed request by one byte, each of which must fail in both verifiers.
+/// A named one-byte change to a signed request.
+type Tamper = (&'static str, fn(&mut HttpRequest));
+
+fn tampers() -> Vec<Tamper> {
+    vec![
+        ("path", |r| r.path = r.path.replacen("42", "43", 1)),
+        ("authority", |r| {
+            r.authority = r.authority.replacen("shop", "shoq", 1)
+        }),
+        ("method", |r| r.method = "GEt".into()),
+        ("signature", |r| {
+            let sig = r.header("signature").unwrap();
+            let (label, rest) = sig.split_once('=').unwrap();
+            let mut bytes = STANDARD.decode(rest.trim_matches(':')).unwrap();
+            bytes[10] ^= 0x01;
+            set(
+                r,
+                "signature",
+                &format!("{label}=:{}:", STANDARD.encode(bytes)),
+            );
+        }),
+    ]
+}
+
+fn one_byte_agent_tamper(r: &mut HttpRequest) {
+    let a = r.header("signature-agent").unwrap();
+    set(r, "signature-agent", &a.replacen("agent", "agenu", 1));
+}
+
+#[test]
+fn thumbprints_agree() {
+    let ours = Jwk::from_ed25519(key().verifying_key().as_bytes())
+        .thumbprint()
+        .unwrap();
+    assert_eq!(ours, their_thumbprint());
+}
+
+#[test]
+fn their_signature_verifies_in_our_core_dictionary_form() {
+    let req = their_signed(Form::Dictionary("sig1"), "sig1");
+    // Their own verifier accepts it and resolves their reading of Signature-Agent.
+    assert_eq!(
+        theirs(&req).unwrap(),
+        vec![SignatureAgentLink::External(AGENT.into())]
+    );
+    assert_ours_verified(&req, "sig1");
+}
+
+#[test]
+fn their_signature_verifies_in_our_core_legacy_form() {
+    let req = their_signed(Form::Legacy, "sig1");
+    assert_eq!(
+        theirs(&req).unwrap(),
+        vec![SignatureAgentLink::External(AGENT.into())]
+    );
+    assert_ours_verified(&req, "sig1");
+}
+
+#[test]
+fn their_signature_with_a_member_not_named_after_the_label() {
+    // As in the draft's own vector (label sig2, member agent2): both take the covered member.
+    let req = their_signed(Form::Dictionary("agent2"), "sig2");
+    assert_eq!(
+        theirs(&req).unwrap(),
+        vec![SignatureAgentLink::External(AGENT.into())]
+    );
+    assert_ours_verified(&req, "sig2");
+}
+
+#[test]
+fn our_signature_verifies_with_theirs_dictionary_form() {
+    let req = our_signed(Form::Dictionary("sig1"));
+    assert!(req
+        .header("signature-input")
+        .unwrap()
+        .contains("\"signature-agent\";key=\"sig1\""));
+    assert_eq!(
+        theirs(&req).unwrap(),
+        vec![SignatureAgentLink::External(AGENT.into())]
+    );
+    assert_ours_verified(&req, "sig1");
+}
+
+#[test]
+fn our_signature_verifies_with_theirs_legacy_form() {
+    let req = our_signed(Form::Legacy);
+    assert_eq!(
+        theirs(&req).unwrap(),
+        vec![SignatureAgentLink::External(AGENT.into())]
+    );
+    assert_ours_verified(&req, "sig1");
+}
+
+#[test]
+fn one_byte_tampers_fail_in_both_directions() {
+    let signed: Vec<(&str, HttpRequest)> = vec![
+        (
+            "theirs/dictionary",
+            their_signed(Form::Dictionary("sig1"), "sig1"),
+        ),
+        ("theirs/legacy", their_signed(Form::Legacy, "sig1")),
+        ("ours/dictionary", our_signed(Form::Dictionary("sig1"))),
+        ("ours/legacy", our_signed(Form::Legacy)),
+    ];
+    for (origin, req) in &signed {
+        assert!(theirs(req).is_ok(), "{origin}: untampered must verify");
+        assert_eq!(ours(req).outcome(), Outcome::Verified, "{origin}");
+        for (what, tamper) in tampers() {
+            let mut t = req.clone();
+            tamper(&mut t);
+            assert_ne!(&t, req, "{origin}/{what}: the tamper changed nothing");
+            assert!(
+                theirs(&t).is_err(),
+                "{origin}/{what}: their verifier accepted it"
+            );
+            assert_ours_bad_signature(&t, &format!("{origin}/{what}"));
+        }
+        // The agent URL, one byte off: their verifier sees a different signed value; ours
+        // never attributes the request to the new URL (it is not a trusted agent here).
+        let mut t = req.clone();
+        one_byte_agent_tamper(&mut t);
+        assert!(
+            theirs(&t).is_err(),
+            "{origin}/agent: their verifier accepted it"
+        );
+        let v = ours(&t);
+        assert_ne!(v.outcome(), Outcome::Verified, "{origin}/agent: {v:?}");
+        // With the tampered URL trusted under the same key, it is the signature that fails.
+        let mut ring = our_ring();
+        ring.add(
+            "Other",
+            AgentType::Directory,
+            "https://agenu.example",
+            ring.agents[0].keys.clone(),
+        );
+        let v = wba_filter::verify::verify_request(&t, &Policy::default(), &ring, now());
+        assert_eq!(
+            (v.outcome(), v.reason().map(|r| r.token())),
+            (Outcome::Invalid, Some("bad_signature")),
+            "{origin}/agent: {v:?}"
+        );
+    }
+}

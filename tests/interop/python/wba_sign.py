@@ -1,0 +1,214 @@
+#!/usr/bin/env python3
+"""Sign an HTTP request the Web Bot Auth way with the PyPI ``http-message-signatures`` package.
+
+An independent signer (it shares no code with the Rust core) for interop and end-to-end tests:
+
+* Ed25519, ``keyid`` = the RFC 7638 SHA-256 JWK thumbprint (base64url, no padding),
+* ``tag="web-bot-auth"``, ``created``/``expires`` (default: now, now + 300 s), ``alg="ed25519"``,
+* a ``Signature-Agent`` header, by default the dictionary form ``sig1="https://agent.example"``
+  covered as ``"signature-agent";key="sig1"`` (RFC 9421 section 2.1.2, which the package
+  implements); ``legacy=True`` sends the bare string ``"https://agent.example"`` covered as plain
+  ``"signature-agent"``,
+* covered components ``@authority``, ``@method``, ``@path`` (changeable) then the agent member.
+
+Library use::
+
+    from wba_sign import sign
+    extra = sign("GET", "https://shop.example/x", {}, jwk, "https://agent.example")
+    # -> {"Signature-Agent": ..., "Signature-Input": ..., "Signature": ...}
+
+CLI::
+
+    python wba_sign.py --method GET --url https://shop.example/x --jwk key.jwk \\
+        --agent https://agent.example [--label sig1] [--legacy] [--created N] [--expires N]
+        [--components @authority,@method,@path] [--header "Name: value" ...] [--nonce N]
+
+prints the three headers as a JSON object. ``--jwk`` names a file holding a private Ed25519 JWK
+(``{"kty":"OKP","crv":"Ed25519","x":...,"d":...}``) or a 32-byte seed as 64 hex digits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime
+import hashlib
+import json
+import sys
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import http_sf
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from http_message_signatures import HTTPMessageSigner, MappingKeyResolver, algorithms
+
+WEB_BOT_AUTH_TAG = "web-bot-auth"
+DEFAULT_COMPONENTS = ("@authority", "@method", "@path")
+DEFAULT_VALIDITY = 300
+
+
+def _b64url(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+
+def _b64url_decode(s: str) -> bytes:
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def load_private_key(private_jwk_or_seed: Any) -> ed25519.Ed25519PrivateKey:
+    """A private JWK (dict or JSON text), a 32-byte seed (bytes or 64 hex digits), or a key."""
+    k = private_jwk_or_seed
+    if isinstance(k, ed25519.Ed25519PrivateKey):
+        return k
+    if isinstance(k, (bytes, bytearray)):
+        return ed25519.Ed25519PrivateKey.from_private_bytes(bytes(k))
+    if isinstance(k, str):
+        s = k.strip()
+        if s.startswith("{"):
+            k = json.loads(s)
+        else:
+            return ed25519.Ed25519PrivateKey.from_private_bytes(bytes.fromhex(s))
+    if isinstance(k, Mapping):
+        if k.get("kty") != "OKP" or k.get("crv") != "Ed25519" or "d" not in k:
+            raise ValueError("expected a private Ed25519 JWK (kty OKP, crv Ed25519, with d)")
+        key = ed25519.Ed25519PrivateKey.from_private_bytes(_b64url_decode(k["d"]))
+        if "x" in k and public_jwk(key)["x"] != k["x"]:
+            raise ValueError("the JWK's x does not match its d")
+        return key
+    raise TypeError(f"cannot load an Ed25519 key from {type(k).__name__}")
+
+
+def public_jwk(key: ed25519.Ed25519PrivateKey) -> dict:
+    raw = key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return {"kty": "OKP", "crv": "Ed25519", "x": _b64url(raw)}
+
+
+def jwk_thumbprint(jwk: Mapping) -> str:
+    """RFC 7638 SHA-256 thumbprint of an OKP key: members crv, kty, x; no whitespace."""
+    canonical = json.dumps({"crv": jwk["crv"], "kty": jwk["kty"], "x": jwk["x"]}, separators=(",", ":"), sort_keys=True)
+    return _b64url(hashlib.sha256(canonical.encode()).digest())
+
+
+class _Request:
+    """The message interface the package reads: method, absolute URL, headers."""
+
+    def __init__(self, method: str, url: str, headers: dict):
+        self.method = method
+        self.url = url
+        self.headers = headers
+
+
+def _to_datetime(t: Any) -> datetime.datetime:
+    if isinstance(t, datetime.datetime):
+        return t
+    return datetime.datetime.fromtimestamp(int(t), tz=datetime.timezone.utc)
+
+
+def sign(
+    method: str,
+    url: str,
+    headers: Mapping[str, str] | None,
+    private_jwk_or_seed: Any,
+    agent_url: str,
+    created: Any = None,
+    expires: Any = None,
+    label: str = "sig1",
+    *,
+    components: Iterable[str] = DEFAULT_COMPONENTS,
+    legacy: bool = False,
+    nonce: str | None = None,
+) -> dict:
+    """Sign a request; return the headers to add: Signature-Agent, Signature-Input, Signature.
+
+    ``created``/``expires`` are unix seconds or datetimes (default now and now + 300 s).
+    ``components`` are covered before the agent member (``"@authority"``, ``"@path"``,
+    ``'"@query-param";name="q"'``, field names...). ``headers`` is not modified.
+    """
+    key = load_private_key(private_jwk_or_seed)
+    keyid = jwk_thumbprint(public_jwk(key))
+    now = int(datetime.datetime.now(datetime.timezone.utc).timestamp())
+    created_dt = _to_datetime(now if created is None else created)
+    expires_dt = _to_datetime(int(created_dt.timestamp()) + DEFAULT_VALIDITY if expires is None else expires)
+
+    if legacy:
+        agent_header = http_sf.ser(agent_url)
+        agent_component = '"signature-agent"'
+    else:
+        agent_header = http_sf.ser({label: agent_url})
+        agent_component = http_sf.ser(("signature-agent", {"key": label}))
+
+    msg_headers = {k: v for k, v in (headers or {}).items() if k.lower() not in ("signature-agent", "signature-input", "signature")}
+    msg_headers["Signature-Agent"] = agent_header
+    message = _Request(method.upper(), url, msg_headers)
+
+    signer = HTTPMessageSigner(
+        signature_algorithm=algorithms.ED25519,
+        key_resolver=MappingKeyResolver(public_keys={}, private_keys={keyid: key}),
+    )
+    signer.sign(
+        message,
+        key_id=keyid,
+        created=created_dt,
+        expires=expires_dt,
+        nonce=nonce,
+        label=label,
+        tag=WEB_BOT_AUTH_TAG,
+        include_alg=True,
+        covered_component_ids=[*components, agent_component],
+    )
+    return {
+        "Signature-Agent": agent_header,
+        "Signature-Input": message.headers["Signature-Input"],
+        "Signature": message.headers["Signature"],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Sign a request for Web Bot Auth; print the headers as JSON.")
+    p.add_argument("--method", default="GET")
+    p.add_argument("--url", required=True, help="absolute request URL")
+    p.add_argument("--jwk", required=True, help="file with a private Ed25519 JWK, or a 64-hex-digit seed")
+    p.add_argument("--agent", required=True, help="the agent URL sent in Signature-Agent")
+    p.add_argument("--label", default="sig1")
+    p.add_argument("--legacy", action="store_true", help="send Signature-Agent as a bare string")
+    p.add_argument("--created", type=int)
+    p.add_argument("--expires", type=int)
+    p.add_argument("--nonce")
+    p.add_argument(
+        "--components",
+        default=",".join(DEFAULT_COMPONENTS),
+        help="comma-separated components covered before the agent member",
+    )
+    p.add_argument("--header", action="append", default=[], help='"Name: value", repeatable')
+    a = p.parse_args(argv)
+
+    with open(a.jwk, encoding="utf-8") as f:
+        key_material = f.read()
+    headers: dict[str, str] = {}
+    for h in a.header:
+        name, sep, value = h.partition(":")
+        if not sep:
+            p.error(f"--header {h!r} is not 'Name: value'")
+        headers[name.strip()] = value.strip()
+    components = [c for c in (s.strip() for s in a.components.split(",")) if c]
+    out = sign(
+        a.method,
+        a.url,
+        headers,
+        key_material,
+        a.agent,
+        created=a.created,
+        expires=a.expires,
+        label=a.label,
+        components=components,
+        legacy=a.legacy,
+        nonce=a.nonce,
+    )
+    json.dump(out, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
