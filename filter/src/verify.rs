@@ -316,7 +316,10 @@ fn verify_one(
         if created > now.saturating_add(policy.clock_skew_seconds) {
             return Err(Failure::new(
                 Reason::CreatedInFuture,
-                format!("created {created} is {}s in the future", created - now),
+                format!(
+                    "created {created} is {}s in the future",
+                    created.saturating_sub(now)
+                ),
             ));
         }
         if now > expires.saturating_add(policy.clock_skew_seconds) {
@@ -460,4 +463,38 @@ fn verify_one(
         nonce: p.nonce.clone(),
         signature: signature.to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent_url::AgentType;
+    use crate::jwk::Jwk;
+    use crate::keyring::KeyRing;
+    use crate::sign::{sign_request, SignOptions};
+    use ed25519_dalek::SigningKey;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    /// Found by `tests/no_panic.rs`: a clock far in the past overflowed `created - now`.
+    #[test]
+    fn created_in_future_with_extreme_clock_does_not_overflow() {
+        let sk = SigningKey::from_bytes(&[1; 32]);
+        let mut ring = KeyRing::default();
+        ring.add(
+            "A",
+            AgentType::Directory,
+            "https://agent.example",
+            vec![Jwk::from_ed25519(sk.verifying_key().as_bytes())
+                .to_key()
+                .unwrap()],
+        );
+        let mut req = HttpRequest::from_parts("GET", "https", "example.com", "/", vec![]);
+        let opts = SignOptions::web_bot_auth("https://agent.example", 1_800_000_000, 300);
+        for (n, v) in sign_request(&req, &sk, &opts).unwrap().pairs() {
+            req.add_header(&n, &v);
+        }
+        let v = verify_request(&req, &Policy::default(), &ring, i64::MIN);
+        assert_eq!(v.reason(), Some(Reason::CreatedInFuture));
+    }
 }
