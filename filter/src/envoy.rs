@@ -1,38 +1,329 @@
-//! The proxy-wasm glue: a root context that loads the configuration and defines the stats,
-//! and an HTTP context per request that hands everything to [`crate::request_filter`].
+//! The proxy-wasm glue. One root context per VM (one VM per worker) owns the configuration,
+//! the key cache and the key fetches; an HTTP context per request hands everything to
+//! [`crate::request_filter`]. A request whose agent's keys are missing is paused; the root
+//! fetches them on its next tick (fetches are always dispatched from the root, which outlives
+//! any request) and then finishes every waiting request in its own context.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
 use crate::config::Config;
+use crate::fetch::{evaluate, fetch_request, FailureKind, FetchFailure, FetchResponse};
 use crate::host::Host;
-use crate::keyring::KeyRing;
+use crate::key_cache::{Claim, KeyCache};
 use crate::request_filter::{self, Action as FilterAction};
-use crate::stats::Counter;
+use crate::shared::{SharedStore, StoreError};
+use crate::stats::{Counter, KEYS_GAUGE};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::<Root>::default() });
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root::new(id)) });
 }}
 
-/// What every request of this plugin shares.
-struct Shared {
+/// Tick while requests wait or fetches are in flight (to notice other workers' results).
+const BUSY_TICK: Duration = Duration::from_millis(10);
+/// Tick otherwise: background refresh checks.
+const IDLE_TICK: Duration = Duration::from_millis(1000);
+/// Upper bound of the refresh jitter, seconds before freshness ends.
+const MAX_JITTER_SECONDS: u64 = 30;
+
+/// A paused request.
+struct Waiter {
+    context_id: u32,
+    since_ms: i64,
+}
+
+/// Everything a VM's contexts share.
+struct Vm {
     config: Config,
-    keys: KeyRing,
+    cache: KeyCache,
     /// Metric ids, indexed by [`Counter::index`].
     metrics: Vec<u32>,
+    keys_gauge: Option<u32>,
+    /// Paused requests per agent URL.
+    waiters: HashMap<String, Vec<Waiter>>,
+    /// Fetches this root dispatched: token -> agent URL.
+    in_flight: HashMap<u32, String>,
 }
 
-#[derive(Default)]
+impl Vm {
+    fn busy(&self) -> bool {
+        !self.waiters.is_empty() || !self.in_flight.is_empty()
+    }
+}
+
 struct Root {
-    shared: Option<Rc<Shared>>,
+    id: u32,
+    vm: Option<Rc<RefCell<Vm>>>,
 }
 
-impl Context for Root {}
+impl Root {
+    fn new(id: u32) -> Self {
+        Root { id, vm: None }
+    }
+}
+
+fn now_ms() -> i64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn count(metrics: &[u32], counter: Counter) {
+    if let Some(&id) = metrics.get(counter.index()) {
+        if id != u32::MAX {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+}
+
+/// A small, stable per-(agent, worker) jitter so workers do not refresh in lockstep.
+fn jitter(url: &str, salt: u32) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(salt);
+    for b in url.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    i64::try_from(h % MAX_JITTER_SECONDS).unwrap_or(0)
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        let Some(vm) = self.vm.clone() else { return };
+        let url = {
+            let Ok(mut vm) = vm.try_borrow_mut() else {
+                return;
+            };
+            let Some(url) = vm.in_flight.remove(&token) else {
+                return;
+            };
+            let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
+            let status = headers
+                .iter()
+                .find(|(n, _)| n == ":status")
+                .and_then(|(_, v)| v.parse::<u16>().ok());
+            let max = usize::try_from(vm.config.directory.max_bytes).unwrap_or(usize::MAX);
+            let too_large = body_size > max;
+            let body = if too_large || body_size == 0 {
+                Vec::new()
+            } else {
+                hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            };
+            let response = FetchResponse {
+                status,
+                headers,
+                body,
+                too_large,
+            };
+            let now = now_ms() / 1000;
+            let vm = &mut *vm;
+            let Some(agent) = vm.cache.agent(&url).map(|a| a.config.clone()) else {
+                return;
+            };
+            let result = evaluate(
+                &agent,
+                &response,
+                &vm.config.directory,
+                vm.config.policy.clock_skew_seconds,
+                now,
+            );
+            record(vm, &url, &result, now);
+            url
+        };
+        self.finish_waiters(&vm, &url);
+    }
+}
+
+/// Stores a fetch result for every worker, counts it, and logs failures (one line each).
+fn record(vm: &mut Vm, url: &str, result: &Result<crate::fetch::Fetched, FetchFailure>, now: i64) {
+    let mut store = EnvoyStore;
+    let settings = vm.config.directory.clone();
+    let r = vm.cache.record(&mut store, url, result, &settings, now);
+    match result {
+        Ok(f) => {
+            count(&vm.metrics, Counter::FetchOk);
+            count(&vm.metrics, Counter::Proof(f.proof));
+        }
+        Err(e) => {
+            count(&vm.metrics, Counter::FetchFailed(e.kind));
+            let retry = vm.cache.agent(url).map_or(0, |a| a.entry.retry_at - now);
+            let _ = hostcalls::log(
+                LogLevel::Warn,
+                &format!(
+                    "web-bot-auth: key fetch for {url} failed ({e}); keeping {} cached keys; next attempt in {retry}s",
+                    r.keys_after
+                ),
+            );
+        }
+    }
+    if let Some(g) = vm.keys_gauge {
+        let held = u64::try_from(vm.cache.keys_held()).unwrap_or(0);
+        let _ = hostcalls::record_metric(g, held);
+    }
+}
+
+impl Root {
+    /// Finishes the requests waiting for `url`'s keys, each in its own context, then resumes
+    /// the ones that were not answered locally.
+    fn finish_waiters(&self, vm: &Rc<RefCell<Vm>>, url: &str) {
+        let waiters = match vm.try_borrow_mut() {
+            Ok(mut v) => v.waiters.remove(url).unwrap_or_default(),
+            Err(_) => return,
+        };
+        for w in waiters {
+            self.finish(vm, w.context_id);
+        }
+        let _ = hostcalls::set_effective_context(self.id);
+    }
+
+    fn finish(&self, vm: &Rc<RefCell<Vm>>, context_id: u32) {
+        // The request may be gone (client closed): then there is nothing to do.
+        if hostcalls::set_effective_context(context_id).is_err() {
+            return;
+        }
+        let (action, sent) = {
+            let Ok(mut v) = vm.try_borrow_mut() else {
+                return;
+            };
+            let v = &mut *v;
+            let mut host = EnvoyHost::deferred(&v.metrics);
+            let action = request_filter::on_request_headers(
+                &mut host,
+                &v.config,
+                &v.cache,
+                &mut EnvoyStore,
+                false,
+            );
+            (action, host.sent)
+        };
+        match (action, sent) {
+            (_, Some((status, headers, body))) => send(status, &headers, &body),
+            (FilterAction::Continue, None) => {
+                let _ = hostcalls::resume_http_request();
+            }
+            _ => {}
+        }
+    }
+
+    /// Dispatches fetches that are due and this worker may make; finishes requests that waited
+    /// too long or whose keys another worker fetched.
+    fn tick(&self, vm: &Rc<RefCell<Vm>>) {
+        let now_ms = now_ms();
+        let now = now_ms / 1000;
+        let mut ready: Vec<String> = Vec::new();
+        let mut expired: Vec<u32> = Vec::new();
+        {
+            let Ok(mut v) = vm.try_borrow_mut() else {
+                return;
+            };
+            let v = &mut *v;
+            // Results other workers stored since the last tick.
+            for url in v.cache.sync_all(&EnvoyStore) {
+                if v.waiters.contains_key(&url) {
+                    ready.push(url);
+                }
+            }
+            let limit = i64::try_from(v.config.directory.timeout_ms)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(2)
+                .saturating_add(1000);
+            for list in v.waiters.values_mut() {
+                list.retain(|w| {
+                    let keep = now_ms.saturating_sub(w.since_ms) <= limit;
+                    if !keep {
+                        expired.push(w.context_id);
+                    }
+                    keep
+                });
+            }
+            v.waiters.retain(|_, l| !l.is_empty());
+            let salt = self.id;
+            let mut due = v.cache.due_for_refresh(now, |u| jitter(u, salt));
+            for url in v.waiters.keys() {
+                if !due.contains(url) && !ready.contains(url) {
+                    due.push(url.clone());
+                }
+            }
+            let lease_ms = i64::try_from(v.config.directory.timeout_ms)
+                .unwrap_or(i64::MAX)
+                .saturating_add(500);
+            for url in due {
+                if v.in_flight.values().any(|u| *u == url) {
+                    continue;
+                }
+                match v.cache.claim(&mut EnvoyStore, &url, now, now_ms, lease_ms) {
+                    Claim::Claimed => {
+                        if let Err(e) = self.dispatch(v, &url) {
+                            record(v, &url, &Err(e), now);
+                            ready.push(url);
+                        }
+                    }
+                    Claim::Busy => {}
+                    Claim::Refused => {
+                        if v.waiters.contains_key(&url) {
+                            ready.push(url);
+                        }
+                    }
+                }
+            }
+        }
+        for url in ready {
+            self.finish_waiters(vm, &url);
+        }
+        for id in expired {
+            self.finish(vm, id);
+        }
+        let _ = hostcalls::set_effective_context(self.id);
+        let busy = vm.try_borrow().map(|v| v.busy()).unwrap_or(true);
+        let _ = hostcalls::set_tick_period(if busy { BUSY_TICK } else { IDLE_TICK });
+    }
+
+    fn dispatch(&self, vm: &mut Vm, url: &str) -> Result<(), FetchFailure> {
+        let fail = |detail: String| FetchFailure {
+            kind: FailureKind::Unreachable,
+            detail,
+            retry_after: None,
+        };
+        let agent = vm
+            .cache
+            .agent(url)
+            .map(|a| a.config.clone())
+            .ok_or_else(|| fail("not a configured agent".into()))?;
+        let req = fetch_request(&agent, &vm.config.directory)
+            .ok_or_else(|| fail("no cluster configured".into()))?;
+        // Owned by the root, so the fetch survives the request that caused it.
+        let _ = hostcalls::set_effective_context(self.id);
+        let headers: Vec<(&str, &str)> = req
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let token = hostcalls::dispatch_http_call(
+            &req.cluster,
+            headers,
+            None,
+            Vec::new(),
+            Duration::from_millis(req.timeout_ms),
+        )
+        .map_err(|s| {
+            fail(format!(
+                "cannot dispatch to cluster {:?}: {s:?}",
+                req.cluster
+            ))
+        })?;
+        vm.in_flight.insert(token, url.to_string());
+        Ok(())
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -44,23 +335,39 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let mut metrics = Vec::new();
-        for c in Counter::all() {
-            metrics
-                .push(hostcalls::define_metric(MetricType::Counter, &c.name()).unwrap_or(u32::MAX));
-        }
-        let keys = config.pinned_keys();
-        self.shared = Some(Rc::new(Shared {
+        let metrics = Counter::all()
+            .into_iter()
+            .map(|c| hostcalls::define_metric(MetricType::Counter, &c.name()).unwrap_or(u32::MAX))
+            .collect();
+        let keys_gauge = hostcalls::define_metric(MetricType::Gauge, KEYS_GAUGE).ok();
+        let cache = KeyCache::new(&config);
+        let fetches = cache.fetched_agents().next().is_some();
+        self.vm = Some(Rc::new(RefCell::new(Vm {
             config,
-            keys,
+            cache,
             metrics,
-        }));
+            keys_gauge,
+            waiters: HashMap::new(),
+            in_flight: HashMap::new(),
+        })));
+        // Fetch every agent's keys right away; then tick for background refreshes.
+        let _ = hostcalls::set_tick_period(if fetches {
+            Duration::from_millis(1)
+        } else {
+            IDLE_TICK
+        });
         true
     }
 
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
-        Some(Box::new(Request { shared }))
+    fn on_tick(&mut self) {
+        if let Some(vm) = self.vm.clone() {
+            self.tick(&vm);
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let vm = self.vm.clone()?;
+        Some(Box::new(Request { id: context_id, vm }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -69,27 +376,89 @@ impl RootContext for Root {
 }
 
 struct Request {
-    shared: Rc<Shared>,
+    id: u32,
+    vm: Rc<RefCell<Vm>>,
 }
 
-impl Context for Request {}
+impl Context for Request {
+    fn on_done(&mut self) -> bool {
+        // A paused request that goes away stops waiting.
+        if let Ok(mut vm) = self.vm.try_borrow_mut() {
+            for list in vm.waiters.values_mut() {
+                list.retain(|w| w.context_id != self.id);
+            }
+            vm.waiters.retain(|_, l| !l.is_empty());
+        }
+        true
+    }
+}
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let shared = Rc::clone(&self.shared);
-        let mut host = EnvoyHost {
-            metrics: &shared.metrics,
+        let Ok(mut vm) = self.vm.try_borrow_mut() else {
+            // Not reachable in practice (callbacks do not nest); never pass unchecked.
+            send(503, &[], "");
+            return Action::Pause;
         };
-        match request_filter::on_request_headers(&mut host, &shared.config, &shared.keys) {
+        let vm = &mut *vm;
+        let mut host = EnvoyHost::direct(&vm.metrics);
+        match request_filter::on_request_headers(
+            &mut host,
+            &vm.config,
+            &vm.cache,
+            &mut EnvoyStore,
+            true,
+        ) {
             FilterAction::Continue => Action::Continue,
             FilterAction::Stop => Action::Pause,
+            FilterAction::Wait(url) => {
+                vm.waiters.entry(url).or_default().push(Waiter {
+                    context_id: self.id,
+                    since_ms: now_ms(),
+                });
+                // Wake the root now rather than at its next idle tick.
+                let _ = hostcalls::set_tick_period(Duration::from_millis(1));
+                Action::Pause
+            }
         }
     }
 }
 
-/// [`Host`] over the proxy-wasm host calls of the current request.
+fn send(status: u16, headers: &[(String, String)], body: &str) {
+    let headers: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let _ = hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes()));
+}
+
+/// A local response: status, headers, body.
+type LocalResponse = (u16, Vec<(String, String)>, String);
+
+/// [`Host`] over the proxy-wasm host calls of the current (effective) request.
 struct EnvoyHost<'a> {
     metrics: &'a [u32],
+    /// When set, local responses are kept here and sent by the caller (outside any borrow).
+    defer: bool,
+    sent: Option<LocalResponse>,
+}
+
+impl<'a> EnvoyHost<'a> {
+    fn direct(metrics: &'a [u32]) -> Self {
+        EnvoyHost {
+            metrics,
+            defer: false,
+            sent: None,
+        }
+    }
+
+    fn deferred(metrics: &'a [u32]) -> Self {
+        EnvoyHost {
+            metrics,
+            defer: true,
+            sent: None,
+        }
+    }
 }
 
 impl Host for EnvoyHost<'_> {
@@ -106,29 +475,39 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn now(&self) -> i64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        now_ms() / 1000
     }
 
     fn send_response(&mut self, status: u16, headers: &[(String, String)], body: &str) {
-        let headers: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let _ = hostcalls::send_http_response(u32::from(status), headers, Some(body.as_bytes()));
+        if self.defer {
+            self.sent = Some((status, headers.to_vec(), body.to_string()));
+        } else {
+            send(status, headers, body);
+        }
     }
 
     fn increment(&mut self, counter: Counter) {
-        if let Some(&id) = self.metrics.get(counter.index()) {
-            if id != u32::MAX {
-                let _ = hostcalls::increment_metric(id, 1);
-            }
-        }
+        count(self.metrics, counter);
     }
 
     fn set_log_value(&mut self, key: &str, value: &str) {
         let _ = hostcalls::set_property(vec![key], Some(value.as_bytes()));
+    }
+}
+
+/// [`SharedStore`] over proxy-wasm shared data (shared by every VM with the same `vm_id`).
+struct EnvoyStore;
+
+impl SharedStore for EnvoyStore {
+    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+        hostcalls::get_shared_data(key).unwrap_or((None, None))
+    }
+
+    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+        match hostcalls::set_shared_data(key, Some(value), cas) {
+            Ok(()) => Ok(()),
+            Err(Status::CasMismatch) => Err(StoreError::CasMismatch),
+            Err(_) => Err(StoreError::Unavailable),
+        }
     }
 }

@@ -1,29 +1,43 @@
-//! The per-request state machine: strip, verify, annotate, enforce. Pure over [`Host`].
+//! The per-request state machine: strip, verify, annotate, enforce. Pure over [`Host`] and
+//! [`SharedStore`]; a request whose agent's keys must be fetched first is paused
+//! ([`Action::Wait`]) and handled again, without waiting twice, once the fetch is done.
 
 use crate::config::Config;
 use crate::host::Host;
-use crate::keyring::KeySource;
+use crate::key_cache::KeyCache;
 use crate::plan::{is_owned_header, plan};
+use crate::replay::{check_and_record, ReplayCheck, ReplayId};
 use crate::request::HttpRequest;
+use crate::shared::SharedStore;
 use crate::stats::Counter;
-use crate::verdict::Verdict;
+use crate::verdict::{Failure, Reason, Verdict};
 use crate::verify::verify_request;
 
 /// What the host should do with the request after a callback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Forward it (possibly annotated).
+    /// Forward it (annotated).
     Continue,
-    /// A local response was sent (or the request waits): stop iteration.
+    /// A local response was sent: stop iteration.
     Stop,
+    /// Pause until the keys of this agent (normalized URL) are fetched, then call
+    /// [`on_request_headers`] again with `may_wait` false.
+    Wait(String),
 }
 
 /// Filter-state keys visible to access logs.
 pub const LOG_KEYS: [&str; 4] = ["wba.result", "wba.reason", "wba.agent", "wba.key_id"];
 
-/// Handles a request's headers: strips the inbound identity headers, verifies, sets the
-/// result headers, counts, records, and rejects by policy.
-pub fn on_request_headers(host: &mut dyn Host, config: &Config, keys: &dyn KeySource) -> Action {
+/// Handles a request's headers: strips the inbound identity headers, verifies (asking to
+/// wait for a key fetch when `may_wait` and the agent's keys are missing), checks replays,
+/// sets the result headers, counts, records, and rejects by policy.
+pub fn on_request_headers(
+    host: &mut dyn Host,
+    config: &Config,
+    keys: &KeyCache,
+    store: &mut dyn SharedStore,
+    may_wait: bool,
+) -> Action {
     let headers = host.request_headers();
     // Strip first, whatever the outcome: inbound copies of our headers are forgeries.
     let mut stripped: Vec<&str> = Vec::new();
@@ -38,8 +52,53 @@ pub fn on_request_headers(host: &mut dyn Host, config: &Config, keys: &dyn KeySo
         host.remove_request_header(name);
     }
     let req = request_from_headers(&headers, &config.header_prefix);
-    let verdict = verify_request(&req, &config.policy, keys, host.now());
+    let now = host.now();
+    let verdict = verify_request(&req, &config.policy, keys, now);
+    if may_wait {
+        if let Verdict::Failed(f) = &verdict {
+            if let Some(url) = keys.wants_fetch(f, &config.directory, now) {
+                host.increment(Counter::Waited);
+                return Action::Wait(url);
+            }
+        }
+    }
+    let verdict = check_replay(host, config, store, verdict, now);
     apply(host, config, &verdict)
+}
+
+/// Records a verified signature's identity; a second use within its life is `replayed`.
+fn check_replay(
+    host: &mut dyn Host,
+    config: &Config,
+    store: &mut dyn SharedStore,
+    verdict: Verdict,
+    now: i64,
+) -> Verdict {
+    let Verdict::Verified(v) = &verdict else {
+        return verdict;
+    };
+    if !config.replay_protection {
+        return verdict;
+    }
+    // Kept as long as the signature is accepted: until `expires` plus the clock skew.
+    let until = v.expires.saturating_add(config.policy.clock_skew_seconds);
+    let detail = match check_and_record(store, ReplayId::of(v), until, now) {
+        ReplayCheck::Fresh => return verdict,
+        ReplayCheck::FreshEvicted => {
+            host.increment(Counter::ReplayEvicted);
+            return verdict;
+        }
+        ReplayCheck::Replayed => match &v.nonce {
+            Some(_) => "this nonce was already used",
+            None => "this signature was already used",
+        },
+        ReplayCheck::Unavailable => "the replay check could not record this signature",
+    };
+    Verdict::Failed(Failure {
+        label: Some(v.label.clone()),
+        agent: Some(v.agent_url.clone()),
+        ..Failure::new(Reason::Replayed, detail)
+    })
 }
 
 /// Sets headers, stats and log values for `verdict`, and rejects when the plan says so.
@@ -110,7 +169,9 @@ pub fn request_from_headers(headers: &[(String, String)], prefix: &str) -> HttpR
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fetch::{Fetched, Proof};
     use crate::jwk::Jwk;
+    use crate::shared::MemoryStore;
     use crate::sign::{sign_request, SignOptions};
     use ed25519_dalek::SigningKey;
     #[cfg(target_arch = "wasm32")]
@@ -190,6 +251,10 @@ mod tests {
         }
     }
 
+    fn run(h: &mut FakeHost, c: &Config) -> Action {
+        on_request_headers(h, c, &KeyCache::new(c), &mut MemoryStore::default(), true)
+    }
+
     fn get<'a>(h: &'a FakeHost, name: &str) -> Vec<&'a str> {
         h.headers
             .iter()
@@ -202,10 +267,7 @@ mod tests {
     fn verified_request_is_annotated_and_forwarded() {
         let c = config("require");
         let mut h = host(true, &[]);
-        assert_eq!(
-            on_request_headers(&mut h, &c, &c.pinned_keys()),
-            Action::Continue
-        );
+        assert_eq!(run(&mut h, &c), Action::Continue);
         assert_eq!(get(&h, "x-web-bot-auth-result"), ["verified"]);
         assert_eq!(get(&h, "x-web-bot-auth-agent"), ["https://a.example"]);
         assert_eq!(get(&h, "x-web-bot-auth-agent-name"), ["A"]);
@@ -237,10 +299,7 @@ mod tests {
         ];
         for signed in [false, true] {
             let mut h = host(signed, &forged);
-            assert_eq!(
-                on_request_headers(&mut h, &c, &c.pinned_keys()),
-                Action::Continue
-            );
+            assert_eq!(run(&mut h, &c), Action::Continue);
             let ours: Vec<_> = h
                 .headers
                 .iter()
@@ -283,7 +342,7 @@ mod tests {
                     }
                 }
             }
-            let action = on_request_headers(&mut h, &c, &c.pinned_keys());
+            let action = run(&mut h, &c);
             assert_eq!(
                 h.sent.as_ref().map(|s| s.0),
                 status,
@@ -297,10 +356,7 @@ mod tests {
     fn malformed_is_400_and_counted() {
         let c = config("enforce");
         let mut h = host(false, &[("signature-input", "((("), ("signature", "x")]);
-        assert_eq!(
-            on_request_headers(&mut h, &c, &c.pinned_keys()),
-            Action::Stop
-        );
+        assert_eq!(run(&mut h, &c), Action::Stop);
         let (status, headers, body) = h.sent.clone().expect("sent");
         assert_eq!(status, 400);
         assert!(headers.contains(&("content-type".into(), "application/problem+json".into())));
@@ -324,5 +380,127 @@ mod tests {
         );
         assert_eq!(r.authority, "h.example");
         assert_eq!(r.scheme, "http");
+    }
+
+    fn directory_config(extra: &str) -> Config {
+        Config::from_json(
+            format!(
+                r#"{{"mode":"require",{extra}"agents":[{{"name":"A","url":"https://a.example","cluster":"dir"}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .expect("config")
+    }
+
+    fn fetched(seed: u8) -> Result<Fetched, crate::fetch::FetchFailure> {
+        let key = Jwk::from_ed25519(
+            SigningKey::from_bytes(&[seed; 32])
+                .verifying_key()
+                .as_bytes(),
+        )
+        .to_key()
+        .expect("key");
+        Ok(Fetched {
+            keys: vec![key],
+            fresh_for: 600,
+            proof: Proof::Absent,
+        })
+    }
+
+    #[test]
+    fn a_request_waits_for_missing_keys_once() {
+        let c = directory_config("");
+        let mut cache = KeyCache::new(&c);
+        let mut store = MemoryStore::default();
+        let forged = [("x-web-bot-auth-result", "verified")];
+        let mut h = host(true, &forged);
+        let action = on_request_headers(&mut h, &c, &cache, &mut store, true);
+        assert_eq!(action, Action::Wait("https://a.example".into()));
+        // Paused: nothing decided yet, but the forgery is already gone.
+        assert!(get(&h, "x-web-bot-auth-result").is_empty());
+        assert!(h.sent.is_none());
+        assert!(h.counters.contains(&Counter::Waited));
+        cache.record(
+            &mut store,
+            "https://a.example",
+            &fetched(5),
+            &c.directory,
+            NOW,
+        );
+        let action = on_request_headers(&mut h, &c, &cache, &mut store, false);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(get(&h, "x-web-bot-auth-result"), ["verified"]);
+    }
+
+    #[test]
+    fn a_failed_fetch_leaves_the_request_unverified() {
+        let c = directory_config("");
+        let mut cache = KeyCache::new(&c);
+        let mut store = MemoryStore::default();
+        let mut h = host(true, &[]);
+        assert!(matches!(
+            on_request_headers(&mut h, &c, &cache, &mut store, true),
+            Action::Wait(_)
+        ));
+        let failure = Err(crate::fetch::FetchFailure {
+            kind: crate::fetch::FailureKind::Status,
+            detail: "status 500".into(),
+            retry_after: None,
+        });
+        cache.record(&mut store, "https://a.example", &failure, &c.directory, NOW);
+        assert_eq!(
+            on_request_headers(&mut h, &c, &cache, &mut store, false),
+            Action::Stop
+        );
+        assert_eq!(get(&h, "x-web-bot-auth-reason"), ["directory_unavailable"]);
+        assert_eq!(h.sent.as_ref().map(|s| s.0), Some(403));
+        // Negative-cached: the next request does not wait.
+        let mut h = host(true, &[]);
+        assert_eq!(
+            on_request_headers(&mut h, &c, &cache, &mut store, true),
+            Action::Stop
+        );
+    }
+
+    #[test]
+    fn a_replayed_signature_is_429() {
+        let c = directory_config(r#""replay_protection":true,"#);
+        let mut cache = KeyCache::new(&c);
+        let mut store = MemoryStore::default();
+        cache.record(
+            &mut store,
+            "https://a.example",
+            &fetched(5),
+            &c.directory,
+            NOW,
+        );
+        let mut first = host(true, &[]);
+        let mut again = FakeHost {
+            headers: first.headers.clone(),
+            now: NOW + 1,
+            ..FakeHost::default()
+        };
+        assert_eq!(
+            on_request_headers(&mut first, &c, &cache, &mut store, true),
+            Action::Continue
+        );
+        assert_eq!(
+            on_request_headers(&mut again, &c, &cache, &mut store, true),
+            Action::Stop
+        );
+        let (status, _, body) = again.sent.clone().expect("sent");
+        assert_eq!(status, 429);
+        assert!(body.contains("\"reason\":\"replayed\""));
+        // Without replay protection the same request passes twice.
+        let c = directory_config(r#""replay_protection":false,"#);
+        let mut twice = FakeHost {
+            headers: first.headers.clone(),
+            now: NOW + 1,
+            ..FakeHost::default()
+        };
+        assert_eq!(
+            on_request_headers(&mut twice, &c, &cache, &mut store, true),
+            Action::Continue
+        );
     }
 }

@@ -1,0 +1,572 @@
+//! Trusted agents' keys as requests see them: pinned keys plus fetched key sets. A fetched set
+//! lives in shared data (one JSON entry per agent, written with compare-and-swap, so every
+//! worker sees it); each VM keeps a decoded copy, re-read only when the entry's generation
+//! changes, so the request path never parses JSON or decodes keys.
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent_url::AgentType;
+use crate::config::{AgentConfig, Config, DirectorySettings};
+use crate::fetch::{backoff, FetchFailure, Fetched};
+use crate::jwk::Key;
+use crate::keyring::{KeySource, Lookup};
+use crate::shared::{SharedStore, StoreError};
+use crate::verdict::{Failure, Reason};
+
+/// Shared-data key prefix of the per-agent entries.
+pub const ENTRY_PREFIX: &str = "wba.dir.";
+/// Compare-and-swap attempts before giving up on a write.
+const CAS_ATTEMPTS: usize = 16;
+
+/// What every worker knows about one agent's fetched key set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirectoryEntry {
+    /// The accepted keys, as public JWK JSON.
+    pub keys: Vec<String>,
+    /// A fetch has succeeded at least once.
+    pub loaded: bool,
+    /// Unix seconds of the last success.
+    pub fetched_at: i64,
+    /// Refresh after this (unix seconds).
+    pub fresh_until: i64,
+    /// Unix seconds of the last completed attempt, success or failure.
+    pub attempted_at: i64,
+    /// Consecutive failures.
+    pub failures: u32,
+    /// No fetch before this (negative cache and backoff), unix seconds.
+    pub retry_at: i64,
+    /// The last failure's kind token.
+    pub last_failure: Option<String>,
+    /// Whether the last accepted response carried a valid possession proof.
+    pub proof: Option<String>,
+    /// A worker is fetching until this (unix milliseconds).
+    pub lease_until_ms: i64,
+    /// Bumped by every write that changes keys or fetch state.
+    pub generation: u64,
+}
+
+/// The shared-data key of an agent's entry: by cluster and URL, so plugins (listeners) that
+/// fetch the same agent through the same cluster share one entry.
+fn entry_key(agent: &AgentConfig) -> String {
+    format!(
+        "{ENTRY_PREFIX}{}|{}",
+        agent.cluster.as_deref().unwrap_or_default(),
+        agent.url
+    )
+}
+
+fn load(store: &dyn SharedStore, key: &str) -> (DirectoryEntry, Option<u32>) {
+    let (bytes, cas) = store.get(key);
+    let entry = bytes
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    (entry, cas)
+}
+
+/// Read-modify-write of an agent's entry; `f` returns false to leave it unchanged.
+fn update(
+    store: &mut dyn SharedStore,
+    key: &str,
+    mut f: impl FnMut(&mut DirectoryEntry) -> bool,
+) -> Result<DirectoryEntry, StoreError> {
+    for _ in 0..CAS_ATTEMPTS {
+        let (mut entry, cas) = load(store, key);
+        if !f(&mut entry) {
+            return Ok(entry);
+        }
+        let bytes = serde_json::to_vec(&entry).map_err(|_| StoreError::Unavailable)?;
+        match store.set(key, &bytes, Some(cas.unwrap_or(0))) {
+            Ok(()) => return Ok(entry),
+            Err(StoreError::CasMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::CasMismatch)
+}
+
+/// One trusted agent in this VM.
+#[derive(Debug, Clone)]
+pub struct CachedAgent {
+    pub config: AgentConfig,
+    /// Where its entry lives in shared data.
+    pub store_key: String,
+    /// Decoded keys of `entry` (empty until a fetch succeeded).
+    pub fetched: Vec<Key>,
+    /// The shared entry as last read, without its key texts.
+    pub entry: DirectoryEntry,
+}
+
+impl CachedAgent {
+    fn fetches(&self) -> bool {
+        self.config.cluster.is_some()
+    }
+}
+
+/// The outcome of asking for the fetch lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// This VM fetches now.
+    Claimed,
+    /// Another worker is fetching; wait for its result.
+    Busy,
+    /// Not allowed now (backoff) or not fetchable: decide with what is there.
+    Refused,
+}
+
+/// What a fetch result changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub keys_before: usize,
+    pub keys_after: usize,
+}
+
+/// Every trusted agent's keys, as this VM sees them.
+#[derive(Debug, Clone, Default)]
+pub struct KeyCache {
+    pub agents: Vec<CachedAgent>,
+}
+
+impl KeyCache {
+    pub fn new(config: &Config) -> Self {
+        KeyCache {
+            agents: config
+                .agents
+                .iter()
+                .map(|a| CachedAgent {
+                    config: a.clone(),
+                    store_key: entry_key(a),
+                    fetched: Vec::new(),
+                    entry: DirectoryEntry::default(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn agent(&self, url: &str) -> Option<&CachedAgent> {
+        self.agents.iter().find(|a| a.config.url == url)
+    }
+
+    fn agent_mut(&mut self, url: &str) -> Option<&mut CachedAgent> {
+        self.agents.iter_mut().find(|a| a.config.url == url)
+    }
+
+    /// Agents whose keys are fetched.
+    pub fn fetched_agents(&self) -> impl Iterator<Item = &CachedAgent> {
+        self.agents.iter().filter(|a| a.fetches())
+    }
+
+    /// Keys this VM holds (pinned and fetched).
+    pub fn keys_held(&self) -> usize {
+        self.agents
+            .iter()
+            .map(|a| a.config.keys.len() + a.fetched.len())
+            .sum()
+    }
+
+    /// Re-reads `url`'s shared entry; decodes its keys only if its generation changed.
+    /// Returns whether this VM's view changed.
+    pub fn sync(&mut self, store: &dyn SharedStore, url: &str) -> bool {
+        let Some(agent) = self.agent_mut(url) else {
+            return false;
+        };
+        if !agent.fetches() {
+            return false;
+        }
+        let (entry, _) = load(store, &agent.store_key);
+        adopt(agent, entry)
+    }
+
+    /// Syncs every fetched agent; returns the URLs whose view changed.
+    pub fn sync_all(&mut self, store: &dyn SharedStore) -> Vec<String> {
+        let urls: Vec<String> = self
+            .fetched_agents()
+            .map(|a| a.config.url.clone())
+            .collect();
+        urls.into_iter().filter(|u| self.sync(store, u)).collect()
+    }
+
+    /// Whether a request that failed this way should wait for a fetch of its agent's keys:
+    /// never-loaded keys (unless negative-cached), or an unknown key id at most once per
+    /// `min_refresh_seconds` (how a rotated-in key is picked up).
+    pub fn wants_fetch(
+        &self,
+        failure: &Failure,
+        settings: &DirectorySettings,
+        now: i64,
+    ) -> Option<String> {
+        let url = failure.agent.as_deref()?;
+        let agent = self.agent(url)?;
+        if !agent.fetches() || now < agent.entry.retry_at {
+            return None;
+        }
+        let min_refresh = i64::try_from(settings.min_refresh_seconds).unwrap_or(i64::MAX);
+        let due = match failure.reason {
+            Reason::DirectoryUnavailable => !agent.entry.loaded,
+            Reason::UnknownKey => {
+                agent.entry.attempted_at == 0
+                    || now >= agent.entry.attempted_at.saturating_add(min_refresh)
+            }
+            _ => false,
+        };
+        due.then(|| url.to_string())
+    }
+
+    /// Fetched agents whose keys are due for a background refresh: never loaded, or past
+    /// their freshness minus `jitter(url)` seconds, and not backing off.
+    pub fn due_for_refresh(&self, now: i64, jitter: impl Fn(&str) -> i64) -> Vec<String> {
+        self.fetched_agents()
+            .filter(|a| {
+                let e = &a.entry;
+                now >= e.retry_at
+                    && (!e.loaded || now >= e.fresh_until.saturating_sub(jitter(&a.config.url)))
+            })
+            .map(|a| a.config.url.clone())
+            .collect()
+    }
+
+    /// Takes the shared fetch lease for `url` (so one worker fetches while the others wait),
+    /// unless another worker holds it or the agent is backing off.
+    pub fn claim(
+        &mut self,
+        store: &mut dyn SharedStore,
+        url: &str,
+        now: i64,
+        now_ms: i64,
+        lease_ms: i64,
+    ) -> Claim {
+        let key = match self.agent(url) {
+            Some(a) if a.fetches() => a.store_key.clone(),
+            _ => return Claim::Refused,
+        };
+        let mut outcome = Claim::Refused;
+        let result = update(store, &key, |e| {
+            if e.lease_until_ms > now_ms {
+                outcome = Claim::Busy;
+                return false;
+            }
+            if now < e.retry_at {
+                outcome = Claim::Refused;
+                return false;
+            }
+            outcome = Claim::Claimed;
+            e.lease_until_ms = now_ms.saturating_add(lease_ms);
+            true
+        });
+        match result {
+            Ok(entry) => {
+                if let Some(agent) = self.agent_mut(url) {
+                    adopt(agent, entry);
+                }
+                outcome
+            }
+            Err(_) => Claim::Busy,
+        }
+    }
+
+    /// Records a fetch result for everyone: a success replaces the key set (a key no longer
+    /// listed stops verifying); a failure keeps the cached keys and backs off.
+    pub fn record(
+        &mut self,
+        store: &mut dyn SharedStore,
+        url: &str,
+        result: &Result<Fetched, FetchFailure>,
+        settings: &DirectorySettings,
+        now: i64,
+    ) -> Recorded {
+        let Some(key) = self.agent(url).map(|a| a.store_key.clone()) else {
+            return Recorded {
+                keys_before: 0,
+                keys_after: 0,
+            };
+        };
+        let keys_before = self.agent(url).map_or(0, |a| a.fetched.len());
+        let written = update(store, &key, |e| {
+            e.attempted_at = now;
+            e.lease_until_ms = 0;
+            e.generation = e.generation.wrapping_add(1);
+            match result {
+                Ok(f) => {
+                    e.keys = f.keys.iter().map(|k| k.jwk.to_json()).collect();
+                    e.loaded = true;
+                    e.fetched_at = now;
+                    e.fresh_until = now.saturating_add(f.fresh_for);
+                    e.failures = 0;
+                    e.retry_at = 0;
+                    e.last_failure = None;
+                    e.proof = Some(f.proof.token().to_string());
+                }
+                Err(fail) => {
+                    e.failures = e.failures.saturating_add(1);
+                    e.retry_at =
+                        now.saturating_add(backoff(e.failures, fail.retry_after, settings));
+                    e.last_failure = Some(fail.kind.token().to_string());
+                }
+            }
+            true
+        });
+        if let (Ok(entry), Some(agent)) = (written, self.agent_mut(url)) {
+            adopt(agent, entry);
+        } else if let (Ok(f), Some(agent)) = (result, self.agent_mut(url)) {
+            // Shared data refused the write: this VM still uses what it fetched.
+            agent.fetched = f.keys.clone();
+            agent.entry.loaded = true;
+            agent.entry.attempted_at = now;
+        }
+        Recorded {
+            keys_before,
+            keys_after: self.agent(url).map_or(0, |a| a.fetched.len()),
+        }
+    }
+}
+
+/// Takes `entry` as this VM's view of `agent`; decodes keys only for a new generation.
+fn adopt(agent: &mut CachedAgent, mut entry: DirectoryEntry) -> bool {
+    let changed = entry.generation != agent.entry.generation || entry.loaded != agent.entry.loaded;
+    if changed {
+        agent.fetched = entry
+            .keys
+            .iter()
+            .filter_map(|text| Key::from_jwk_json(text).ok())
+            .collect();
+    }
+    entry.keys = Vec::new();
+    agent.entry = entry;
+    changed
+}
+
+impl KeySource for KeyCache {
+    fn lookup(&self, kind: AgentType, url: &str, keyid: &str) -> Lookup<'_> {
+        let Some(agent) = self
+            .agents
+            .iter()
+            .find(|a| a.config.url == url && a.config.kind == kind)
+        else {
+            return Lookup::UnknownAgent;
+        };
+        let name = agent.config.name.as_str();
+        let found = agent
+            .config
+            .keys
+            .iter()
+            .chain(agent.fetched.iter())
+            .find(|k| k.thumbprint == keyid);
+        match found {
+            Some(key) => Lookup::Found {
+                key,
+                agent_name: name,
+            },
+            None if agent.fetches() && !agent.entry.loaded && agent.config.keys.is_empty() => {
+                Lookup::Unavailable
+            }
+            None => Lookup::UnknownKey,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::{FailureKind, Proof};
+    use crate::jwk::Jwk;
+    use crate::shared::MemoryStore;
+    use ed25519_dalek::SigningKey;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    const NOW: i64 = 1_800_000_000;
+    const URL: &str = "https://agent.example";
+
+    fn key(seed: u8) -> Key {
+        Jwk::from_ed25519(
+            SigningKey::from_bytes(&[seed; 32])
+                .verifying_key()
+                .as_bytes(),
+        )
+        .to_key()
+        .unwrap()
+    }
+
+    fn config() -> Config {
+        Config::from_json(
+            br#"{"agents":[{"name":"A","url":"https://agent.example","cluster":"dir"}]}"#,
+        )
+        .unwrap()
+    }
+
+    fn ok(keys: Vec<Key>) -> Result<Fetched, FetchFailure> {
+        Ok(Fetched {
+            keys,
+            fresh_for: 600,
+            proof: Proof::Absent,
+        })
+    }
+
+    fn failed(kind: FailureKind) -> Result<Fetched, FetchFailure> {
+        Err(FetchFailure {
+            kind,
+            detail: String::new(),
+            retry_after: None,
+        })
+    }
+
+    fn failure(reason: Reason) -> Failure {
+        Failure {
+            agent: Some(URL.into()),
+            ..Failure::new(reason, "")
+        }
+    }
+
+    fn found(c: &KeyCache, seed: u8) -> bool {
+        matches!(
+            c.lookup(AgentType::Directory, URL, &key(seed).thumbprint),
+            Lookup::Found { .. }
+        )
+    }
+
+    #[test]
+    fn cold_cache_is_unavailable_and_wants_a_fetch() {
+        let c = KeyCache::new(&config());
+        let s = DirectorySettings::default();
+        assert!(matches!(
+            c.lookup(AgentType::Directory, URL, "k"),
+            Lookup::Unavailable
+        ));
+        assert_eq!(
+            c.wants_fetch(&failure(Reason::DirectoryUnavailable), &s, NOW),
+            Some(URL.to_string())
+        );
+        assert_eq!(c.wants_fetch(&failure(Reason::BadSignature), &s, NOW), None);
+        assert_eq!(c.due_for_refresh(NOW, |_| 0), vec![URL.to_string()]);
+    }
+
+    #[test]
+    fn a_fetch_is_shared_with_other_workers() {
+        let s = DirectorySettings::default();
+        let mut store = MemoryStore::default();
+        let mut w1 = KeyCache::new(&config());
+        let mut w2 = KeyCache::new(&config());
+        assert_eq!(w1.claim(&mut store, URL, NOW, 0, 2500), Claim::Claimed);
+        // While worker 1 fetches, worker 2 waits instead of fetching too.
+        assert_eq!(w2.claim(&mut store, URL, NOW, 10, 2500), Claim::Busy);
+        w1.record(&mut store, URL, &ok(vec![key(1)]), &s, NOW);
+        assert!(found(&w1, 1));
+        assert!(!found(&w2, 1));
+        assert!(w2.sync(&store, URL));
+        assert!(found(&w2, 1));
+        // Nothing changed: no decoding on the next sync.
+        assert!(!w2.sync(&store, URL));
+        assert_eq!(w2.keys_held(), 1);
+        // Fresh: no refresh due until fresh_until minus jitter.
+        assert!(w1.due_for_refresh(NOW + 500, |_| 30).is_empty());
+        assert_eq!(w1.due_for_refresh(NOW + 571, |_| 30), vec![URL.to_string()]);
+    }
+
+    #[test]
+    fn an_expired_lease_can_be_taken_over() {
+        let mut store = MemoryStore::default();
+        let mut w1 = KeyCache::new(&config());
+        let mut w2 = KeyCache::new(&config());
+        assert_eq!(w1.claim(&mut store, URL, NOW, 0, 2500), Claim::Claimed);
+        assert_eq!(w2.claim(&mut store, URL, NOW, 2501, 2500), Claim::Claimed);
+    }
+
+    #[test]
+    fn rotation_adds_and_removes_keys() {
+        let s = DirectorySettings::default();
+        let mut store = MemoryStore::default();
+        let mut c = KeyCache::new(&config());
+        c.record(&mut store, URL, &ok(vec![key(1)]), &s, NOW);
+        assert!(matches!(
+            c.lookup(AgentType::Directory, URL, &key(2).thumbprint),
+            Lookup::UnknownKey
+        ));
+        // An unknown key id triggers a refetch at most once per min_refresh_seconds.
+        assert_eq!(
+            c.wants_fetch(&failure(Reason::UnknownKey), &s, NOW + 10),
+            None
+        );
+        assert_eq!(
+            c.wants_fetch(&failure(Reason::UnknownKey), &s, NOW + 60),
+            Some(URL.to_string())
+        );
+        let r = c.record(&mut store, URL, &ok(vec![key(1), key(2)]), &s, NOW + 60);
+        assert_eq!((r.keys_before, r.keys_after), (1, 2));
+        assert!(found(&c, 2));
+        c.record(&mut store, URL, &ok(vec![key(2)]), &s, NOW + 120);
+        assert!(
+            !found(&c, 1),
+            "a key the directory no longer lists stops verifying"
+        );
+        assert!(found(&c, 2));
+    }
+
+    #[test]
+    fn failures_keep_keys_and_back_off() {
+        let s = DirectorySettings::default();
+        let mut store = MemoryStore::default();
+        let mut c = KeyCache::new(&config());
+        c.record(&mut store, URL, &failed(FailureKind::Status), &s, NOW);
+        // Negative-cached: an uncached agent does not wait, it is directory_unavailable.
+        assert_eq!(
+            c.wants_fetch(&failure(Reason::DirectoryUnavailable), &s, NOW),
+            None
+        );
+        assert_eq!(c.claim(&mut store, URL, NOW, 0, 2500), Claim::Refused);
+        assert_eq!(c.agent(URL).unwrap().entry.retry_at, NOW + 1);
+        c.record(&mut store, URL, &ok(vec![key(1)]), &s, NOW + 5);
+        for n in 1..=10 {
+            c.record(
+                &mut store,
+                URL,
+                &failed(FailureKind::Unreachable),
+                &s,
+                NOW + 10 * n,
+            );
+            assert!(found(&c, 1), "a failed fetch never evicts cached keys");
+        }
+        let e = &c.agent(URL).unwrap().entry;
+        assert_eq!(e.failures, 10);
+        assert_eq!(
+            e.retry_at,
+            NOW + 100 + 60,
+            "backoff is capped by negative_cache_seconds"
+        );
+        assert_eq!(e.last_failure.as_deref(), Some("unreachable"));
+    }
+
+    #[test]
+    fn pinned_keys_need_no_fetch_and_keys_are_per_agent() {
+        let jwk = key(3).jwk.to_json();
+        let cfg = Config::from_json(
+            format!(
+                r#"{{"agents":[{{"name":"P","url":"https://pinned.example","keys":[{jwk}]}},
+                {{"name":"A","url":"https://agent.example","cluster":"dir"}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let c = KeyCache::new(&cfg);
+        assert!(matches!(
+            c.lookup(
+                AgentType::Directory,
+                "https://pinned.example",
+                &key(3).thumbprint
+            ),
+            Lookup::Found { .. }
+        ));
+        // The same key id under another agent is not found: lookup is by the pair.
+        assert!(matches!(
+            c.lookup(AgentType::Directory, URL, &key(3).thumbprint),
+            Lookup::Unavailable
+        ));
+        let pinned_failure = Failure {
+            agent: Some("https://pinned.example".into()),
+            ..Failure::new(Reason::UnknownKey, "")
+        };
+        assert_eq!(
+            c.wants_fetch(&pinned_failure, &DirectorySettings::default(), NOW),
+            None
+        );
+        assert_eq!(c.due_for_refresh(NOW, |_| 0), vec![URL.to_string()]);
+    }
+}
