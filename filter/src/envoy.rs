@@ -199,7 +199,7 @@ impl Root {
             let action = request_filter::on_request_headers(
                 &mut host,
                 &v.config,
-                &v.cache,
+                &mut v.cache,
                 &mut EnvoyStore,
                 false,
             );
@@ -405,7 +405,7 @@ impl HttpContext for Request {
         match request_filter::on_request_headers(
             &mut host,
             &vm.config,
-            &vm.cache,
+            &mut vm.cache,
             &mut EnvoyStore,
             true,
         ) {

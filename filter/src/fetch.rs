@@ -49,8 +49,10 @@ pub fn fetch_request(agent: &AgentConfig, settings: &DirectorySettings) -> Optio
 /// Why a fetch did not produce a usable key set. The token names the stat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FailureKind {
-    /// No response: connection failure, reset or timeout.
+    /// No response: connection failure or reset (Envoy answers these itself with 503).
     Unreachable,
+    /// No response within `timeout_ms` (Envoy answers 504 itself).
+    Timeout,
     /// A status other than 200 (redirects included: they are not followed).
     Status,
     MediaType,
@@ -63,8 +65,9 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 8] = [
+    pub const ALL: [FailureKind; 9] = [
         Self::Unreachable,
+        Self::Timeout,
         Self::Status,
         Self::MediaType,
         Self::TooLarge,
@@ -77,6 +80,7 @@ impl FailureKind {
     pub fn token(self) -> &'static str {
         match self {
             Self::Unreachable => "unreachable",
+            Self::Timeout => "timeout",
             Self::Status => "status",
             Self::MediaType => "media_type",
             Self::TooLarge => "too_large",
@@ -161,7 +165,13 @@ pub fn evaluate(
         ));
     };
     if status != 200 {
-        return Err(fail(FailureKind::Status, format!("status {status}")));
+        return Err(match envoy_local_failure(status, &response.body) {
+            Some(kind) => fail(
+                kind,
+                String::from_utf8_lossy(&response.body[..response.body.len().min(120)]).into(),
+            ),
+            None => fail(FailureKind::Status, format!("status {status}")),
+        });
     }
     let content_type = combined(&response.headers, "content-type").unwrap_or_default();
     let media = content_type
@@ -227,6 +237,19 @@ pub fn evaluate(
         fresh_for: freshness(&response.headers, now, settings),
         proof,
     })
+}
+
+/// Envoy answers a call it could not complete itself, with 503 or 504 and a plain-text body
+/// such as `upstream request timeout` or `upstream connect error or disconnect/reset before
+/// headers. reset reason: connection failure`: those are not the directory's answers.
+fn envoy_local_failure(status: u16, body: &[u8]) -> Option<FailureKind> {
+    match (status, body) {
+        (504, b"upstream request timeout") => Some(FailureKind::Timeout),
+        (503, b) if b.starts_with(b"upstream connect error") || b == b"no healthy upstream" => {
+            Some(FailureKind::Unreachable)
+        }
+        _ => None,
+    }
 }
 
 /// How long a fetched set is fresh: `Cache-Control: max-age` (or `s-maxage`), else `Expires`,
@@ -406,7 +429,15 @@ mod tests {
                 .kind
         };
         assert_eq!(kind(FetchResponse::default()), FailureKind::Unreachable);
-        for status in [301, 404, 500] {
+        let mut r = ok_response(&body);
+        r.status = Some(504);
+        r.body = b"upstream request timeout".to_vec();
+        assert_eq!(kind(r), FailureKind::Timeout);
+        let mut r = ok_response(&body);
+        r.status = Some(503);
+        r.body = b"upstream connect error or disconnect/reset before headers. reset reason: connection failure".to_vec();
+        assert_eq!(kind(r), FailureKind::Unreachable);
+        for status in [301, 404, 500, 503, 504] {
             let mut r = ok_response(&body);
             r.status = Some(status);
             assert_eq!(kind(r), FailureKind::Status);

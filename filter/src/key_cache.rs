@@ -212,13 +212,17 @@ impl KeyCache {
     }
 
     /// Fetched agents whose keys are due for a background refresh: never loaded, or past
-    /// their freshness minus `jitter(url)` seconds, and not backing off.
+    /// their freshness minus `jitter(url)` seconds (capped at a tenth of the freshness
+    /// window), and not backing off.
     pub fn due_for_refresh(&self, now: i64, jitter: impl Fn(&str) -> i64) -> Vec<String> {
         self.fetched_agents()
             .filter(|a| {
                 let e = &a.entry;
-                now >= e.retry_at
-                    && (!e.loaded || now >= e.fresh_until.saturating_sub(jitter(&a.config.url)))
+                // Jitter is at most a tenth of the freshness window, so short windows are
+                // not refreshed constantly.
+                let window = e.fresh_until.saturating_sub(e.fetched_at).max(0);
+                let j = jitter(&a.config.url).min(window / 10);
+                now >= e.retry_at && (!e.loaded || now >= e.fresh_until.saturating_sub(j))
             })
             .map(|a| a.config.url.clone())
             .collect()
@@ -459,6 +463,12 @@ mod tests {
         // Fresh: no refresh due until fresh_until minus jitter.
         assert!(w1.due_for_refresh(NOW + 500, |_| 30).is_empty());
         assert_eq!(w1.due_for_refresh(NOW + 571, |_| 30), vec![URL.to_string()]);
+        // A 600 s window allows at most 60 s of jitter.
+        assert_eq!(
+            w1.due_for_refresh(NOW + 540, |_| 500),
+            vec![URL.to_string()]
+        );
+        assert!(w1.due_for_refresh(NOW + 539, |_| 500).is_empty());
     }
 
     #[test]

@@ -27,6 +27,9 @@ pub enum Action {
 
 /// Filter-state keys visible to access logs.
 pub const LOG_KEYS: [&str; 4] = ["wba.result", "wba.reason", "wba.agent", "wba.key_id"];
+/// Filter-state key: for a verified request with fetched keys, whether the agent's directory
+/// proved possession of its keys (`valid`) or did not sign its response (`absent`).
+pub const PROOF_LOG_KEY: &str = "wba.directory_proof";
 
 /// Handles a request's headers: strips the inbound identity headers, verifies (asking to
 /// wait for a key fetch when `may_wait` and the agent's keys are missing), checks replays,
@@ -34,7 +37,7 @@ pub const LOG_KEYS: [&str; 4] = ["wba.result", "wba.reason", "wba.agent", "wba.k
 pub fn on_request_headers(
     host: &mut dyn Host,
     config: &Config,
-    keys: &KeyCache,
+    keys: &mut KeyCache,
     store: &mut dyn SharedStore,
     may_wait: bool,
 ) -> Action {
@@ -53,7 +56,16 @@ pub fn on_request_headers(
     }
     let req = request_from_headers(&headers, &config.header_prefix);
     let now = host.now();
-    let verdict = verify_request(&req, &config.policy, keys, now);
+    let mut verdict = verify_request(&req, &config.policy, keys, now);
+    if let Verdict::Failed(f) = &verdict {
+        if let Some(url) = keys.wants_fetch(f, &config.directory, now) {
+            // Another worker may have fetched already: this VM's copy is refreshed on ticks,
+            // so look at the shared entry before waiting for a fetch.
+            if keys.sync(store, &url) {
+                verdict = verify_request(&req, &config.policy, keys, now);
+            }
+        }
+    }
     if may_wait {
         if let Verdict::Failed(f) = &verdict {
             if let Some(url) = keys.wants_fetch(f, &config.directory, now) {
@@ -63,6 +75,15 @@ pub fn on_request_headers(
         }
     }
     let verdict = check_replay(host, config, store, verdict, now);
+    if let Verdict::Verified(v) = &verdict {
+        if let Some(proof) = keys
+            .agent(&v.agent_url)
+            .filter(|a| a.fetched.iter().any(|k| k.thumbprint == v.key_id))
+            .and_then(|a| a.entry.proof.as_deref())
+        {
+            host.set_log_value(PROOF_LOG_KEY, proof);
+        }
+    }
     apply(host, config, &verdict)
 }
 
@@ -252,7 +273,13 @@ mod tests {
     }
 
     fn run(h: &mut FakeHost, c: &Config) -> Action {
-        on_request_headers(h, c, &KeyCache::new(c), &mut MemoryStore::default(), true)
+        on_request_headers(
+            h,
+            c,
+            &mut KeyCache::new(c),
+            &mut MemoryStore::default(),
+            true,
+        )
     }
 
     fn get<'a>(h: &'a FakeHost, name: &str) -> Vec<&'a str> {
@@ -414,7 +441,7 @@ mod tests {
         let mut store = MemoryStore::default();
         let forged = [("x-web-bot-auth-result", "verified")];
         let mut h = host(true, &forged);
-        let action = on_request_headers(&mut h, &c, &cache, &mut store, true);
+        let action = on_request_headers(&mut h, &c, &mut cache, &mut store, true);
         assert_eq!(action, Action::Wait("https://a.example".into()));
         // Paused: nothing decided yet, but the forgery is already gone.
         assert!(get(&h, "x-web-bot-auth-result").is_empty());
@@ -427,9 +454,10 @@ mod tests {
             &c.directory,
             NOW,
         );
-        let action = on_request_headers(&mut h, &c, &cache, &mut store, false);
+        let action = on_request_headers(&mut h, &c, &mut cache, &mut store, false);
         assert_eq!(action, Action::Continue);
         assert_eq!(get(&h, "x-web-bot-auth-result"), ["verified"]);
+        assert!(h.log.contains(&(PROOF_LOG_KEY.into(), "absent".into())));
     }
 
     #[test]
@@ -439,7 +467,7 @@ mod tests {
         let mut store = MemoryStore::default();
         let mut h = host(true, &[]);
         assert!(matches!(
-            on_request_headers(&mut h, &c, &cache, &mut store, true),
+            on_request_headers(&mut h, &c, &mut cache, &mut store, true),
             Action::Wait(_)
         ));
         let failure = Err(crate::fetch::FetchFailure {
@@ -449,7 +477,7 @@ mod tests {
         });
         cache.record(&mut store, "https://a.example", &failure, &c.directory, NOW);
         assert_eq!(
-            on_request_headers(&mut h, &c, &cache, &mut store, false),
+            on_request_headers(&mut h, &c, &mut cache, &mut store, false),
             Action::Stop
         );
         assert_eq!(get(&h, "x-web-bot-auth-reason"), ["directory_unavailable"]);
@@ -457,7 +485,7 @@ mod tests {
         // Negative-cached: the next request does not wait.
         let mut h = host(true, &[]);
         assert_eq!(
-            on_request_headers(&mut h, &c, &cache, &mut store, true),
+            on_request_headers(&mut h, &c, &mut cache, &mut store, true),
             Action::Stop
         );
     }
@@ -481,11 +509,11 @@ mod tests {
             ..FakeHost::default()
         };
         assert_eq!(
-            on_request_headers(&mut first, &c, &cache, &mut store, true),
+            on_request_headers(&mut first, &c, &mut cache, &mut store, true),
             Action::Continue
         );
         assert_eq!(
-            on_request_headers(&mut again, &c, &cache, &mut store, true),
+            on_request_headers(&mut again, &c, &mut cache, &mut store, true),
             Action::Stop
         );
         let (status, _, body) = again.sent.clone().expect("sent");
@@ -499,8 +527,28 @@ mod tests {
             ..FakeHost::default()
         };
         assert_eq!(
-            on_request_headers(&mut twice, &c, &cache, &mut store, true),
+            on_request_headers(&mut twice, &c, &mut cache, &mut store, true),
             Action::Continue
         );
+    }
+
+    #[test]
+    fn keys_another_worker_fetched_are_used_without_waiting() {
+        let c = directory_config("");
+        let mut other_worker = KeyCache::new(&c);
+        let mut this_worker = KeyCache::new(&c);
+        let mut store = MemoryStore::default();
+        other_worker.record(
+            &mut store,
+            "https://a.example",
+            &fetched(5),
+            &c.directory,
+            NOW,
+        );
+        let mut h = host(true, &[]);
+        let action = on_request_headers(&mut h, &c, &mut this_worker, &mut store, true);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(get(&h, "x-web-bot-auth-result"), ["verified"]);
+        assert!(!h.counters.contains(&Counter::Waited));
     }
 }

@@ -395,7 +395,128 @@ def run_envoy_expecting_failure(config, timeout=60):
 
 # Lines in the Envoy log that mean the filter crashed or its VM died.
 CRASH_PATTERNS = re.compile(
-    r"panicked|wasm trap|Function: proxy_on_\w+ failed|Plugin .* failed|VM failed|unreachable|"
-    r"RuntimeError|critical",
+    r"panicked|wasm trap|Function: proxy_on_\w+ failed|Plugin .* failed|VM failed|"
+    r"RuntimeError|\]\[critical\]",
     re.IGNORECASE,
 )
+
+
+# ---------------------------------------------------------------------------- key directory
+
+DIRECTORY_PATH = "/.well-known/http-message-signatures-directory"
+DIRECTORY_MEDIA_TYPE = "application/http-message-signatures-directory+json"
+
+
+class DirectoryServer:
+    """A key directory on an ephemeral loopback port, misbehaving on demand, per Host.
+
+    `behaviour[host]` is one of: ok, status:<code>, redirect, slow:<seconds>, oversized,
+    wrong_type, malformed, too_many, kid_mismatch. `keys[host]` lists the `Key`s served.
+    Every fetch is counted in `fetches[host]`. With `sign=True`, responses carry a
+    possession proof per key (tag="http-message-signatures-directory").
+    """
+
+    def __init__(self, sign=True, max_age=300):
+        self.keys = {}
+        self.behaviour = {}
+        self.fetches = {}
+        self.sign = sign
+        self.max_age = max_age
+        self.lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                host = (self.headers.get("Host") or "").lower()
+                with outer.lock:
+                    outer.fetches[host] = outer.fetches.get(host, 0) + 1
+                    mode = outer.behaviour.get(host, "ok")
+                    keys = list(outer.keys.get(host, []))
+                if self.path != DIRECTORY_PATH:
+                    return self._send(404, b"not found", "text/plain")
+                if mode.startswith("slow:"):
+                    time.sleep(float(mode.split(":")[1]))
+                    mode = "ok"
+                if mode.startswith("status:"):
+                    return self._send(int(mode.split(":")[1]), b"{}", "application/json")
+                if mode == "redirect":
+                    return self._send(301, b"", "text/plain", [("Location", "https://elsewhere.example/")])
+                jwks = [dict(k.jwk, kid=k.thumbprint) for k in keys]
+                if mode == "too_many":
+                    jwks = [dict(Key().jwk) for _ in range(40)]
+                if mode == "kid_mismatch":
+                    jwks = [dict(k.jwk, kid="not-the-thumbprint") for k in keys]
+                body = json.dumps({"keys": jwks}).encode()
+                if mode == "malformed":
+                    body = b'{"keys": [ {"kty": "OKP", '
+                if mode == "oversized":
+                    body = json.dumps({"keys": jwks, "padding": "x" * 100_000}).encode()
+                media = "application/json" if mode == "wrong_type" else DIRECTORY_MEDIA_TYPE
+                extra = [("Cache-Control", f"max-age={outer.max_age}")]
+                if outer.sign and mode == "ok":
+                    extra += directory_proof(keys, host, body)
+                self._send(200, body, media, extra)
+
+            def _send(self, status, body, media, extra=()):
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", media)
+                    self.send_header("Content-Length", str(len(body)))
+                    for n, v in extra:
+                        self.send_header(n, v)
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the fetcher gave up (timeout): that is the point of some tests
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def count(self, host):
+        with self.lock:
+            return self.fetches.get(host, 0)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def directory_proof(keys, authority, body):
+    """Response signatures proving possession of each key (Web Bot Auth directory, section 5)."""
+    digest = "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
+    now = int(time.time())
+    inputs, sigs = [], []
+    for i, k in enumerate(keys):
+        label = f"sig{i + 1}"
+        params = (
+            f'("@authority";req "content-digest");created={now};expires={now + 300};'
+            f'keyid="{k.thumbprint}";tag="http-message-signatures-directory"'
+        )
+        base = f'"@authority";req: {authority}\n"content-digest": {digest}\n"@signature-params": {params}'
+        inputs.append(f"{label}={params}")
+        sigs.append(f"{label}=:{base64.b64encode(k.sign(base.encode())).decode()}:")
+    if not keys:
+        return [("Content-Digest", digest)]
+    return [("Content-Digest", digest), ("Signature-Input", ", ".join(inputs)), ("Signature", ", ".join(sigs))]
+
+
+def wait_for(predicate, timeout=20, interval=0.05, what="condition"):
+    """Polls `predicate` until it is true (a deadline, not a timing assertion)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
