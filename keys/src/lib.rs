@@ -1,1 +1,13 @@
-//! Agent- and operator-side library for Web Bot Auth keys (CLI arrives in a later issue).
+//! The `wba` tool for agent developers: generate a key, publish its directory, sign requests,
+//! and explain why a request does or does not verify. Every protocol step is the verifier
+//! core's (`wba_filter`); this crate reads files, talks HTTP and prints.
+#![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod directory;
+pub mod explain;
+pub mod keyfile;
+pub mod rawrequest;
+pub mod request;
+pub mod serve;
+pub mod sign;
