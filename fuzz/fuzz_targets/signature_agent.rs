@@ -1,0 +1,32 @@
+//! `Signature-Agent` parsing (dictionary and legacy forms), member selection, and the agent URL
+//! normalization that follows it in verification.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wba_filter::agent_url::normalize_agent_url;
+use wba_filter::component::Component;
+use wba_filter::signature_agent::{parse_signature_agent, SignatureAgent};
+
+fuzz_target!(|data: &[u8]| {
+    let value = wba_filter_fuzz::text(data);
+    let Ok(agent) = parse_signature_agent(&value) else {
+        return;
+    };
+    let members = match &agent {
+        SignatureAgent::Dictionary(m) => m.clone(),
+        SignatureAgent::Legacy(m) => vec![m.clone()],
+    };
+    for m in &members {
+        if let Some(kind) = m.kind {
+            let _ = normalize_agent_url(kind, &m.url);
+        }
+        if let Some(key) = &m.key {
+            if let Ok(c) = Component::parse(&format!("signature-agent;key=\"{key}\"")) {
+                let _ = agent.member_for(&c);
+            }
+        }
+    }
+    if let Ok(c) = Component::parse("signature-agent") {
+        let _ = agent.member_for(&c);
+    }
+});

@@ -1,0 +1,179 @@
+//! Whole-request verification, and the filter's request path around it (strip, verify, replay
+//! check, plan, reject) over a recording host and an in-memory shared store.
+//!
+//! Input: optional settings lines, then a request in the text form of `wba_filter_fuzz`:
+//!
+//! ```text
+//! @now 1735689600
+//! @skew 60
+//! @validity 86400
+//! @nonce
+//! @mode require
+//! @fetched 600
+//! @fetch-failed 30
+//! POST https example.com /foo
+//! signature-input: ...
+//! ```
+//!
+//! The configuration pins the RFC 9421 test key for `https://signature-agent.test` (so the
+//! published vectors verify) and for a JWKS agent, and lists `https://remote.example`, whose keys
+//! are fetched: `@fetched <fresh_for>` records the test key as fetched for it, `@fetch-failed
+//! [retry_after]` a failed fetch.
+#![no_main]
+
+use std::sync::OnceLock;
+
+use libfuzzer_sys::fuzz_target;
+use wba_filter::config::{Config, Mode};
+use wba_filter::fetch::{FailureKind, FetchFailure, Fetched, Proof};
+use wba_filter::host::Host;
+use wba_filter::jwk::Key;
+use wba_filter::key_cache::KeyCache;
+use wba_filter::request_filter::on_request_headers;
+use wba_filter::shared::MemoryStore;
+use wba_filter::stats::Counter;
+use wba_filter::verify::{verify_traced, Trace};
+
+const TEST_KEY: &str =
+    r#"{"kty":"OKP","crv":"Ed25519","x":"JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"}"#;
+
+/// The configuration, loaded once.
+fn config() -> Option<&'static Config> {
+    static CONFIG: OnceLock<Option<Config>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            Config::from_json(
+                format!(
+                    r#"{{"allow_test_keys":true,"agents":[
+                    {{"name":"vectors","url":"https://signature-agent.test","keys":[{TEST_KEY}]}},
+                    {{"name":"jwks","url":"https://jwks.example/keys.json","type":"jwks_uri","keys":[{TEST_KEY}]}},
+                    {{"name":"remote","url":"https://remote.example","cluster":"remote"}}]}}"#
+                )
+                .as_bytes(),
+            )
+            .ok()
+        })
+        .as_ref()
+}
+
+fn test_key() -> Option<Key> {
+    Key::from_jwk_json(TEST_KEY).ok()
+}
+
+#[derive(Default)]
+struct RecordingHost {
+    headers: Vec<(String, String)>,
+    now: i64,
+    sent: Option<u16>,
+}
+
+impl Host for RecordingHost {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.headers.clone()
+    }
+    fn remove_request_header(&mut self, name: &str) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        self.remove_request_header(name);
+        self.headers.push((name.to_string(), value.to_string()));
+    }
+    fn now(&self) -> i64 {
+        self.now
+    }
+    fn send_response(&mut self, status: u16, _headers: &[(String, String)], _body: &str) {
+        self.sent = Some(status);
+    }
+    fn increment(&mut self, _counter: Counter) {}
+    fn set_log_value(&mut self, _key: &str, _value: &str) {}
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some(base) = config() else {
+        return;
+    };
+    let text = wba_filter_fuzz::text(data);
+    let mut lines = text.split('\n').peekable();
+    let mut config = base.clone();
+    config.policy.max_validity_seconds = i64::MAX;
+    let mut now: i64 = 1_735_689_600;
+    let mut fetch = None;
+    while let Some(setting) = lines.peek().and_then(|l| l.strip_prefix('@')) {
+        let (name, value) = setting.split_once(' ').unwrap_or((setting, ""));
+        let number = value.trim().parse::<i64>().ok();
+        match (name, number) {
+            ("now", Some(n)) => now = n,
+            ("skew", Some(n)) => config.policy.clock_skew_seconds = n,
+            ("validity", Some(n)) => config.policy.max_validity_seconds = n,
+            ("nonce", _) => config.policy.require_nonce = true,
+            ("fetched", Some(n)) => {
+                fetch = test_key().map(|key| {
+                    Ok(Fetched {
+                        keys: vec![key],
+                        fresh_for: n,
+                        proof: Proof::Absent,
+                    })
+                })
+            }
+            ("fetch-failed", n) => {
+                fetch = Some(Err(FetchFailure {
+                    kind: FailureKind::Status,
+                    detail: "status 500".into(),
+                    retry_after: n,
+                }))
+            }
+            ("mode", _) => {
+                config.mode = match value.trim() {
+                    "observe" => Mode::Observe,
+                    "require" => Mode::Require,
+                    _ => Mode::Enforce,
+                }
+            }
+            _ => {}
+        }
+        lines.next();
+    }
+    let (method, scheme, authority, path) =
+        wba_filter_fuzz::request_line(lines.next().unwrap_or_default());
+    let fields = wba_filter_fuzz::header_lines(lines);
+
+    let mut keys = KeyCache::new(&config);
+    let mut store = MemoryStore::default();
+    if let Some(result) = fetch {
+        keys.record(
+            &mut store,
+            "https://remote.example",
+            &result,
+            &config.directory,
+            now,
+        );
+    }
+    let request = wba_filter::request::HttpRequest::from_parts(
+        method,
+        scheme,
+        authority,
+        path,
+        fields.clone(),
+    );
+    let mut trace = Trace::default();
+    let _ = verify_traced(&request, &config.policy, &keys, now, Some(&mut trace));
+
+    let mut headers = vec![
+        (":method".to_string(), method.to_string()),
+        (":scheme".to_string(), scheme.to_string()),
+        (":authority".to_string(), authority.to_string()),
+        (":path".to_string(), path.to_string()),
+    ];
+    headers.extend(fields);
+    let first = headers.clone();
+    let mut host = RecordingHost {
+        headers,
+        now,
+        ..RecordingHost::default()
+    };
+    // Twice over one store, the second time as after a key fetch: a verified signature is then
+    // a replay.
+    let _ = on_request_headers(&mut host, &config, &mut keys, &mut store, true);
+    host.headers = first;
+    let _ = on_request_headers(&mut host, &config, &mut keys, &mut store, false);
+});
