@@ -13,7 +13,8 @@ ACCESS_LOG_FORMAT = (
     "wba_result=%FILTER_STATE(wasm.wba.result:PLAIN)% "
     "wba_reason=%FILTER_STATE(wasm.wba.reason:PLAIN)% "
     "wba_agent=%FILTER_STATE(wasm.wba.agent:PLAIN)% "
-    "wba_key_id=%FILTER_STATE(wasm.wba.key_id:PLAIN)%\n"
+    "wba_key_id=%FILTER_STATE(wasm.wba.key_id:PLAIN)% "
+    "wba_proof=%FILTER_STATE(wasm.wba.directory_proof:PLAIN)%\n"
 )
 
 

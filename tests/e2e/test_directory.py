@@ -1,7 +1,9 @@
 """Key directories through Envoy: discovery, cold start, rotation, failures, replay."""
 
-import http.client
+import json
+import os
 import socket
+import subprocess
 import sys
 import threading
 import uuid
@@ -27,6 +29,10 @@ AGENT = "https://agent.test"
 OTHER = "https://other.test"
 DOWN = "https://down.test"
 STATS = "wasmcustom.web_bot_auth."
+
+
+def wba_binary():
+    return os.environ.get("WBA_BIN") or str(ROOT / "target" / "release" / "wba")
 
 
 def closed_port():
@@ -229,3 +235,14 @@ def test_independent_signers_against_discovered_keys(envoy, tmp_path):
     seen = request(port, path="/independent?x=1", headers=h).seen()
     assert seen.get(PREFIX + "result") == "verified", seen.headers
     assert seen.get(PREFIX + "key-id") == ORIGINAL.thumbprint
+    # And our own agent-side tool, `wba sign`, with the same key.
+    key_file = tmp_path / "agent.jwk"
+    key_file.write_text(json.dumps(ORIGINAL.private_jwk()))
+    out = subprocess.run(
+        [wba_binary(), "sign", "--key", str(key_file), "--agent", AGENT, "--method", "GET",
+         "--url", f"http://127.0.0.1:{port}/ours", "--random-nonce"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    h = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
+    seen = request(port, path="/ours", headers=h).seen()
+    assert seen.get(PREFIX + "result") == "verified", (out, seen.headers)
