@@ -101,6 +101,7 @@ def sign(
     alg=None,
     legacy_agent=False,
     scheme="http",
+    agent_type=None,
 ):
     """Signs a request the Web Bot Auth way and returns a `Signed`.
 
@@ -114,15 +115,18 @@ def sign(
     keyid = key.thumbprint if keyid is None else keyid
     fields = {k.lower(): v for k, v in (headers or {}).items()}
     out = {}
+    member = sf_string(agent) if agent is not None else ""
+    if agent_type is not None:
+        member += f';type="{agent_type}"'
     if agent is not None:
-        fields["signature-agent"] = sf_string(agent) if legacy_agent else f"{label}={sf_string(agent)}"
+        fields["signature-agent"] = member if legacy_agent else f"{label}={member}"
         out["Signature-Agent"] = fields["signature-agent"]
     target_path, _, query = path.partition("?")
     lines, idents = [], []
     for c in components:
         if c == "signature-agent" and not legacy_agent:
             ident = f'"signature-agent";key="{label}"'
-            value = sf_string(agent)
+            value = member
         elif c == "@authority":
             ident, value = '"@authority"', authority.lower()
         elif c == "@method":
@@ -416,7 +420,8 @@ class DirectoryServer:
     possession proof per key (tag="http-message-signatures-directory").
     """
 
-    def __init__(self, sign=True, max_age=300):
+    def __init__(self, sign=True, max_age=300, jwks_path="/jwks.json"):
+        self.jwks_path = jwks_path
         self.keys = {}
         self.behaviour = {}
         self.fetches = {}
@@ -434,6 +439,10 @@ class DirectoryServer:
                     outer.fetches[host] = outer.fetches.get(host, 0) + 1
                     mode = outer.behaviour.get(host, "ok")
                     keys = list(outer.keys.get(host, []))
+                if self.path == outer.jwks_path:  # a plain JWK Set (type: jwks_uri)
+                    jwks = [dict(k.jwk, kid=f"label-{i}") for i, k in enumerate(keys)]
+                    return self._send(200, json.dumps({"keys": jwks}).encode(), "application/json",
+                                      [("Cache-Control", f"max-age={outer.max_age}")])
                 if self.path != DIRECTORY_PATH:
                     return self._send(404, b"not found", "text/plain")
                 if mode.startswith("slow:"):

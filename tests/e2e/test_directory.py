@@ -28,6 +28,7 @@ PREFIX = "x-web-bot-auth-"
 AGENT = "https://agent.test"
 OTHER = "https://other.test"
 DOWN = "https://down.test"
+JWKS = "https://jwks.test/jwks.json"
 STATS = "wasmcustom.web_bot_auth."
 
 
@@ -50,6 +51,7 @@ def directory_envoy(upstream, directory, **overrides):
             {"name": "dir-agent", "url": AGENT, "cluster": "dir"},
             {"name": "other-agent", "url": OTHER, "cluster": "dir"},
             {"name": "down-agent", "url": DOWN, "cluster": "nowhere"},
+            {"name": "jwks-agent", "url": JWKS, "type": "jwks_uri", "cluster": "dir"},
         ],
         "directory": {
             "timeout_ms": 500,
@@ -135,6 +137,7 @@ def directory():
 def envoy(upstream, directory):
     directory.keys["agent.test"] = [ORIGINAL]
     directory.keys["other.test"] = [OTHER_KEY]
+    directory.keys["jwks.test"] = [JWKS_KEY]
     directory.behaviour["other.test"] = "status:503"
     with directory_envoy(upstream, directory) as e:
         yield e
@@ -144,6 +147,7 @@ def envoy(upstream, directory):
 ORIGINAL = Key()
 ROTATED = Key()
 OTHER_KEY = Key()
+JWKS_KEY = Key()
 
 
 def test_discovered_keys_verify(envoy):
@@ -246,3 +250,18 @@ def test_independent_signers_against_discovered_keys(envoy, tmp_path):
     h = dict(line.split(": ", 1) for line in out.splitlines() if ": " in line)
     seen = request(port, path="/ours", headers=h).seen()
     assert seen.get(PREFIX + "result") == "verified", (out, seen.headers)
+
+
+def test_jwks_uri_agent(envoy):
+    """`type: jwks_uri`: the URL is a plain JWK Set; `kid` is a label, keys match by thumbprint."""
+    port = envoy.ports["observe"]
+
+    def check():
+        h = signed(JWKS_KEY, port, agent=JWKS, agent_type="jwks_uri")
+        seen = request(port, headers=h).seen()
+        return (seen.get(PREFIX + "result"), seen.get(PREFIX + "agent"), seen.get(PREFIX + "key-id"))
+
+    assert wait_for(lambda: check() == ("verified", JWKS, JWKS_KEY.thumbprint), what="jwks_uri verified")
+    # The same key named as a directory-type agent is another agent: not trusted.
+    h = signed(JWKS_KEY, port, agent="https://jwks.test")
+    assert request(port, headers=h).seen().get(PREFIX + "reason") == "unknown_agent"
