@@ -520,7 +520,7 @@ def directory_proof(keys, authority, body):
     return [("Content-Digest", digest), ("Signature-Input", ", ".join(inputs)), ("Signature", ", ".join(sigs))]
 
 
-def wait_for(predicate, timeout=20, interval=0.05, what="condition"):
+def wait_for(predicate, timeout=60, interval=0.05, what="condition"):
     """Polls `predicate` until it is true (a deadline, not a timing assertion)."""
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -104,7 +104,9 @@ def test_cold_start_waits_for_one_fetch(upstream):
     with DirectoryServer(max_age=300) as d:
         d.keys["agent.test"] = [k]
         d.behaviour["agent.test"] = "slow:0.3"  # the first requests arrive while it is fetched
-        with directory_envoy(upstream, d) as envoy:
+        # A generous timeout: the point is that requests wait for the slow fetch, not its speed.
+        settings = {"timeout_ms": 10000, "min_refresh_seconds": 1, "negative_cache_seconds": 1}
+        with directory_envoy(upstream, d, directory=settings) as envoy:
             port = envoy.ports["enforce"]
             results = [None] * 24
 
