@@ -44,7 +44,7 @@ def closed_port():
     return port
 
 
-def directory_envoy(upstream, directory, **overrides):
+def directory_envoy(upstream, server, **overrides):
     cfg = {
         "replay_protection": True,
         "agents": [
@@ -67,7 +67,7 @@ def directory_envoy(upstream, directory, **overrides):
     ]
     clusters = [
         bootstrap.cluster("upstream", upstream.port),
-        bootstrap.cluster("dir", directory.port),
+        bootstrap.cluster("dir", server.port),
         bootstrap.cluster("nowhere", closed_port()),
     ]
     return Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=2)
