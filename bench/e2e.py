@@ -1,0 +1,367 @@
+"""`make bench`, parts 2-5: the filter inside Envoy (V8), end to end, against ext_authz.
+
+Envoy runs with one worker (`--concurrency 1`) on loopback and answers every request itself
+(a `direct_response` route), so what is measured is Envoy plus what sits in front of the
+router, never an upstream application. `wrk` (one thread, keep-alive connections) replays a
+pre-generated corpus; every signed request carries its own fresh signature (distinct nonce and
+path), and the warm-up and the measured run use disjoint slices of the corpus, so replay
+protection (on, as by default) never sees a signature twice.
+
+Scenarios, each with a fresh Envoy (and service) and run `--repeats` times, interleaved:
+
+  envoy/unsigned, envoy/signed     Envoy without the filter (the baselines)
+  wasm/unsigned, wasm/signed       the filter (dist/web_bot_auth.wasm)
+  authz/unsigned, authz/signed     envoy.filters.http.ext_authz + the wba-authz HTTP service
+
+Signed runs use `mode: require`, so a request the verifier did not verify is a 403 and shows in
+wrk's status errors; unsigned runs use `enforce` (unsigned requests pass). For each run: requests
+per second, wrk's latency percentiles, and CPU time per request of the Envoy worker thread, the
+whole Envoy process and the ext_authz service (from /proc, so the figures do not depend on how
+the two cores were shared with wrk). After each run: the resident memory of the Envoy process
+and of each Wasm VM's linear memory (V8 reserves each one as a multi-GiB mapping, so its RSS is
+what that VM's module uses; with one worker there are two VMs, the main thread's and the
+worker's).
+
+Writes JSON (all runs, medians) to `--out`.
+"""
+
+import argparse
+import json
+import os
+import re
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+import harness  # noqa: E402  (tests/e2e/harness.py; puts envoy/ on the path too)
+import bootstrap  # noqa: E402  (envoy/bootstrap.py)
+
+AGENT = "https://agent.bench.example"
+AUTHORITY = "shop.bench.example"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+LUA = ROOT / "bench" / "wrk" / "corpus.lua"
+
+
+# ---------------------------------------------------------------------------- corpus
+
+
+def write_corpus(path, key, n, signed):
+    """`n` requests, one a line: path, then headers, tab-separated."""
+    with open(path, "w") as f:
+        for i in range(n):
+            p = f"/items/{i}?ref=bench"
+            line = [p, "User-Agent: ExampleBot/1.0 (+https://agent.bench.example/bot)",
+                    "Accept: text/html"]
+            if signed:
+                s = harness.sign(
+                    key, "GET", AUTHORITY, p, agent=AGENT,
+                    components=("@authority", "@method", "@path", "signature-agent"),
+                    validity=3600, nonce=secrets.token_urlsafe(16), alg="ed25519",
+                )
+                line += [f"{k}: {v}" for k, v in s.headers.items()]
+            f.write("\t".join(line) + "\n")
+
+
+# ---------------------------------------------------------------------------- Envoy configs
+
+
+def direct_listener(filters):
+    """A loopback listener whose only route answers 200 itself."""
+    l = bootstrap.listener("bench", "unused", filters)
+    hcm = l["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = [
+        {"match": {"prefix": "/"},
+         "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}}}
+    ]
+    return l
+
+
+def plugin_config(key, mode):
+    return {"mode": mode,
+            "agents": [{"name": "bench-agent", "url": AGENT, "keys": [key.jwk]}]}
+
+
+def ext_authz_filter():
+    patterns = [{"exact": h} for h in ("signature", "signature-input", "signature-agent")]
+    return {
+        "name": "envoy.filters.http.ext_authz",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+            "transport_api_version": "V3",
+            "failure_mode_allow": False,
+            "http_service": {
+                "server_uri": {"uri": "http://127.0.0.1", "cluster": "wba_authz", "timeout": "2s"},
+                "authorization_request": {
+                    "allowed_headers": {"patterns": patterns + [{"prefix": "x-web-bot-auth-"}]}
+                },
+                "authorization_response": {
+                    "allowed_upstream_headers": {"patterns": [{"prefix": "x-web-bot-auth-"}]}
+                },
+            },
+        },
+    }
+
+
+def config_for(kind, key, mode, authz_port=None, wasm=None):
+    if kind == "envoy":
+        return bootstrap.bootstrap([direct_listener([])], [])
+    if kind == "wasm":
+        return bootstrap.bootstrap(
+            [direct_listener([bootstrap.wasm_filter(wasm, plugin_config(key, mode))])], [])
+    if kind == "authz":
+        return bootstrap.bootstrap(
+            [direct_listener([ext_authz_filter()])],
+            [bootstrap.cluster("wba_authz", authz_port, timeout="1s")])
+    raise ValueError(kind)
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def cpu_seconds(pid, tid=None):
+    """utime + stime of a process (or one of its threads), seconds."""
+    p = f"/proc/{pid}/task/{tid}/stat" if tid else f"/proc/{pid}/stat"
+    with open(p) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def thread_named(pid, prefix):
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip().startswith(prefix):
+                    return tid
+        except OSError:
+            pass
+    return None
+
+
+def memory(pid):
+    """Process RSS, and each Wasm VM's linear memory (size and RSS), KiB.
+
+    V8 reserves each Wasm memory as a multi-GiB region: the pages the module has grown into are
+    a read-write mapping right before the inaccessible rest of the reservation.
+    """
+    vmas = []
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 5 and re.fullmatch(r"[0-9a-f]+-[0-9a-f]+", parts[0]):
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                vmas.append({"lo": lo, "hi": hi, "perms": parts[1], "rss": 0})
+            elif parts and parts[0] == "Rss:":
+                vmas[-1]["rss"] = int(parts[1])
+    wasm = []
+    for before, v in zip(vmas, vmas[1:]):
+        if (v["hi"] - v["lo"] >= 4 << 30 and v["perms"] == "---p"
+                and before["hi"] == v["lo"] and before["perms"] == "rw-p"):
+            wasm.append({"size_kib": (before["hi"] - before["lo"]) // 1024,
+                         "rss_kib": before["rss"]})
+    return {"process_rss_kib": sum(v["rss"] for v in vmas), "wasm_memories": wasm}
+
+
+class Authz:
+    """The wba-authz service on an ephemeral port."""
+
+    def __init__(self, binary, config, threads, workdir):
+        cfg = Path(workdir) / "authz.json"
+        cfg.write_text(json.dumps(config))
+        self.proc = subprocess.Popen(
+            [binary, "--config", str(cfg), "--threads", str(threads)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        line = self.proc.stdout.readline()
+        m = re.match(r"listening on 127\.0\.0\.1:(\d+)", line)
+        if not m:
+            self.stop()
+            raise RuntimeError(f"wba-authz did not start: {line}")
+        self.port = int(m.group(1))
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def wrk(port, corpus, start, count, seconds, connections, out):
+    env = dict(os.environ, WBA_CORPUS=str(corpus), WBA_START=str(start), WBA_COUNT=str(count),
+               WBA_HOST=AUTHORITY, WBA_OUT=str(out), WBA_THREADS="1")
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+           "-s", str(LUA), f"http://127.0.0.1:{port}/"]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    return p
+
+
+def load_average():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+# ---------------------------------------------------------------------------- one run
+
+
+def run(kind, traffic, args, key, corpora, workdir):
+    signed = traffic == "signed"
+    mode = "require" if signed else "enforce"
+    corpus, size = corpora[traffic]
+    authz = None
+    if kind == "authz":
+        authz = Authz(args.authz, plugin_config(key, mode), args.authz_threads, workdir)
+    cfg = config_for(kind, key, mode, authz_port=authz and authz.port, wasm=args.wasm)
+    envoy = harness.Envoy(cfg, concurrency=1, log_level="warning", workdir=workdir)
+    try:
+        envoy.start()
+        port = envoy.ports["bench"]
+        pid = envoy.proc.pid
+        worker = thread_named(pid, "wrk:worker")
+        warm = Path(workdir) / "warm.json"
+        w = wrk(port, corpus, 0, args.warmup_requests, args.warmup, args.connections, warm)
+        w.communicate()
+        load_before = load_average()
+        out = Path(workdir) / "wrk.json"
+        c0 = (cpu_seconds(pid), cpu_seconds(pid, worker) if worker else 0.0,
+              cpu_seconds(authz.proc.pid) if authz else 0.0)
+        t0 = time.monotonic()
+        m = wrk(port, corpus, args.warmup_requests, size - args.warmup_requests,
+                args.duration, args.connections, out)
+        # wrk's own CPU time, for the record (it shares the two cores).
+        wrk_cpu = None
+        stdout, _ = m.communicate()
+        elapsed = time.monotonic() - t0
+        c1 = (cpu_seconds(pid), cpu_seconds(pid, worker) if worker else 0.0,
+              cpu_seconds(authz.proc.pid) if authz else 0.0)
+        if m.returncode != 0 or not out.exists():
+            raise RuntimeError(f"wrk failed: {stdout}")
+        r = json.loads(out.read_text())
+        n = r["requests"]
+        stats = envoy.stats("wasmcustom.web_bot_auth.outcome") if kind == "wasm" else {}
+        authz_stats = envoy.stats("http.bench.ext_authz") if kind == "authz" else {}
+        result = {
+            "kind": kind, "traffic": traffic, "mode": mode,
+            "requests": n,
+            "rps": n / (r["duration_us"] / 1e6),
+            "latency_us": r["latency_us"],
+            "errors": r["errors"],
+            "wrapped": r["wrapped"],
+            "envoy_cpu_us_per_req": (c1[0] - c0[0]) * 1e6 / n,
+            "worker_cpu_us_per_req": (c1[1] - c0[1]) * 1e6 / n if worker else None,
+            "authz_cpu_us_per_req": (c1[2] - c0[2]) * 1e6 / n if authz else 0.0,
+            "elapsed_s": elapsed,
+            "load_before": load_before,
+            "load_after": load_average(),
+            "filter_outcomes": stats,
+            "ext_authz_stats": authz_stats,
+        }
+        result["total_cpu_us_per_req"] = (result["envoy_cpu_us_per_req"]
+                                          + result["authz_cpu_us_per_req"])
+        result["memory"] = memory(pid)
+        problems = []
+        if sum(r["errors"].values()):
+            problems.append(f"errors {r['errors']}")
+        if r["wrapped"] and signed and kind != "envoy":
+            problems.append("corpus exhausted: signatures were replayed")
+        if kind == "wasm":
+            want = "verified" if signed else "unsigned"
+            got = stats.get(f"wasmcustom.web_bot_auth.outcome.{want}", 0)
+            if got < n:
+                problems.append(f"only {got} of {n} requests were {want}: {stats}")
+        result["problems"] = problems
+        return result
+    finally:
+        envoy.stop()
+        if authz:
+            authz.stop()
+
+
+def median(runs, field):
+    values = [r[field] for r in runs if r.get(field) is not None]
+    return statistics.median(values) if values else None
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--wasm", default=str(ROOT / "dist" / "web_bot_auth.wasm"))
+    ap.add_argument("--authz", default=str(ROOT / "target" / "release" / "wba-authz"))
+    ap.add_argument("--authz-threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "e2e.json"))
+    ap.add_argument("--duration", type=int, default=8, help="seconds per measured run")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of warm-up per run")
+    ap.add_argument("--warmup-requests", type=int, default=40_000)
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--signed-corpus", type=int, default=160_000)
+    ap.add_argument("--scenarios", default="envoy/unsigned,envoy/signed,wasm/unsigned,"
+                    "wasm/signed,authz/unsigned,authz/signed")
+    args = ap.parse_args()
+    scenarios = [tuple(s.split("/")) for s in args.scenarios.split(",")]
+
+    key = harness.Key()
+    with tempfile.TemporaryDirectory(prefix="wba-bench-") as tmp:
+        tmp = Path(tmp)
+        t = time.monotonic()
+        corpora = {}
+        for traffic, n in (("unsigned", 50_000), ("signed", args.signed_corpus)):
+            if any(tr == traffic for _, tr in scenarios):
+                write_corpus(tmp / f"{traffic}.txt", key, n, traffic == "signed")
+                corpora[traffic] = (tmp / f"{traffic}.txt", n)
+        print(f"corpus: {sum(n for _, n in corpora.values())} requests in "
+              f"{time.monotonic() - t:.1f}s", flush=True)
+        runs = []
+        for rep in range(args.repeats):
+            for kind, traffic in scenarios:
+                d = tmp / f"{kind}-{traffic}-{rep}"
+                d.mkdir()
+                r = run(kind, traffic, args, key, corpora, d)
+                r["repeat"] = rep
+                runs.append(r)
+                print(f"{kind}/{traffic} #{rep}: {r['rps']:.0f} req/s, "
+                      f"p50 {r['latency_us']['p50']} us, p99 {r['latency_us']['p99']} us, "
+                      f"envoy {r['envoy_cpu_us_per_req']:.2f} us/req "
+                      f"(worker {r['worker_cpu_us_per_req'] or 0:.2f}), "
+                      f"authz {r['authz_cpu_us_per_req']:.2f} us/req, "
+                      f"load {r['load_before']:.2f}"
+                      + (f"  PROBLEMS: {r['problems']}" if r["problems"] else ""),
+                      flush=True)
+
+    summary = {}
+    for kind, traffic in scenarios:
+        rs = [r for r in runs if r["kind"] == kind and r["traffic"] == traffic]
+        summary[f"{kind}/{traffic}"] = {
+            "runs": len(rs),
+            "rps": median(rs, "rps"),
+            "p50_us": statistics.median(r["latency_us"]["p50"] for r in rs),
+            "p99_us": statistics.median(r["latency_us"]["p99"] for r in rs),
+            "envoy_cpu_us_per_req": median(rs, "envoy_cpu_us_per_req"),
+            "worker_cpu_us_per_req": median(rs, "worker_cpu_us_per_req"),
+            "authz_cpu_us_per_req": median(rs, "authz_cpu_us_per_req"),
+            "total_cpu_us_per_req": median(rs, "total_cpu_us_per_req"),
+            "problems": [p for r in rs for p in r["problems"]],
+        }
+    mem = [dict(r["memory"], scenario=f"{r['kind']}/{r['traffic']}") for r in runs]
+    out = {
+        "settings": {k: v for k, v in vars(args).items()},
+        "wasm_bytes": os.path.getsize(args.wasm),
+        "summary": summary,
+        "memory_after_runs": mem,
+        "runs": runs,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 1 if any(s["problems"] for s in summary.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

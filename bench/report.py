@@ -1,0 +1,264 @@
+"""`make bench`, last step: the results table (results.md), the plot (results.svg) and all raw
+figures in one file (results.json), from criterion's estimates and bench/e2e.py's output.
+
+Usage: report.py --criterion target/criterion --e2e bench/results/e2e.json --machine machine.json
+"""
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KIB = 1024
+SIZE_TARGET = 400 * KIB
+
+
+def criterion_medians(base):
+    out = {}
+    for name in ("ours", "web_bot_auth_crate", "ed25519_floor"):
+        p = Path(base) / "verify" / name / "new" / "estimates.json"
+        est = json.loads(p.read_text())
+        out[name] = {
+            "median_us": est["median"]["point_estimate"] / 1000,
+            "ci95_us": [est["median"]["confidence_interval"]["lower_bound"] / 1000,
+                        est["median"]["confidence_interval"]["upper_bound"] / 1000],
+        }
+    return out
+
+
+def fmt(v, digits=1):
+    return "n/a" if v is None else f"{v:,.{digits}f}"
+
+
+def met(ok):
+    return "**met**" if ok else "**not met**"
+
+
+def plot(path, native, wasm_core, summary, labels):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(15, 4.8))
+    names = ["ed25519-dalek\n(floor)", "our core", "web-bot-auth\ncrate", "our core in\nwasm (Envoy V8)"]
+    values = [native["ed25519_floor"]["median_us"], native["ours"]["median_us"],
+              native["web_bot_auth_crate"]["median_us"], wasm_core]
+    a.bar(names, values, color=["#888", "#2b7bba", "#e0a030", "#c0392b"])
+    a.set_title("Verifying one signed request (CPU µs)")
+    for i, v in enumerate(values):
+        a.text(i, v, f"{v:.1f}", ha="center", va="bottom")
+    a.tick_params(axis="x", labelsize=8)
+
+    keys = [k for k in labels if k in summary]
+    envoy = [summary[k]["envoy_cpu_us_per_req"] for k in keys]
+    authz = [summary[k]["authz_cpu_us_per_req"] for k in keys]
+    x = range(len(keys))
+    b.bar(x, envoy, label="Envoy (1 worker)", color="#2b7bba")
+    b.bar(x, authz, bottom=envoy, label="ext_authz service", color="#e0a030")
+    b.set_xticks(list(x), [labels[k] for k in keys], fontsize=8, rotation=20)
+    b.set_title("CPU time per request (µs)")
+    b.legend(fontsize=8)
+    for i, (e, z) in enumerate(zip(envoy, authz)):
+        b.text(i, e + z, f"{e + z:.0f}", ha="center", va="bottom", fontsize=8)
+
+    rps = [summary[k]["rps"] for k in keys]
+    c.bar(x, rps, color="#2b7bba")
+    c.set_xticks(list(x), [labels[k] for k in keys], fontsize=8, rotation=20)
+    c.set_title("Requests per second (wrk, 16 connections)")
+    for i, v in enumerate(rps):
+        c.text(i, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--criterion", default=str(ROOT / "target" / "criterion"))
+    ap.add_argument("--e2e", default=str(ROOT / "bench" / "results" / "e2e.json"))
+    ap.add_argument("--machine", required=True)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args()
+    out = Path(args.out)
+
+    native = criterion_medians(args.criterion)
+    e2e = json.loads(Path(args.e2e).read_text())
+    machine = json.loads(Path(args.machine).read_text())
+    s = e2e["summary"]
+    floor = native["ed25519_floor"]["median_us"]
+
+    def cpu(k):
+        return s[k]["envoy_cpu_us_per_req"] if k in s else None
+
+    def total(k):
+        return s[k]["total_cpu_us_per_req"] if k in s else None
+
+    def via_rps(a, b):
+        return 1e6 / s[a]["rps"] - 1e6 / s[b]["rps"]
+
+    unsigned_added = cpu("wasm/unsigned") - cpu("envoy/unsigned")
+    signed_added = cpu("wasm/signed") - cpu("envoy/signed")
+    wasm_core = signed_added - unsigned_added
+    authz_signed_added = total("authz/signed") - cpu("envoy/signed")
+    authz_unsigned_added = total("authz/unsigned") - cpu("envoy/unsigned")
+    throughput_ratio = s["wasm/signed"]["rps"] / s["authz/signed"]["rps"]
+    cpu_ratio = authz_signed_added / signed_added
+    wasm_bytes = e2e["wasm_bytes"]
+    mem = {}
+    for m in e2e["memory_after_runs"]:
+        mem.setdefault(m["scenario"], []).append(m)
+
+    def med_rss(scenario):
+        return statistics.median(m["process_rss_kib"] for m in mem[scenario])
+
+    wasm_mems = [w for m in mem.get("wasm/signed", []) for w in m["wasm_memories"]]
+    targets = {
+        "unsigned_added_us": {"value": unsigned_added, "target": 5.0,
+                              "met": unsigned_added <= 5.0},
+        "signed_added_over_floor": {"value": signed_added / floor, "target": 1.5,
+                                    "met": signed_added / floor <= 1.5},
+        "signed_throughput_over_ext_authz": {"value": throughput_ratio, "target": 2.0,
+                                             "met": throughput_ratio >= 2.0},
+        "wasm_bytes": {"value": wasm_bytes, "target": SIZE_TARGET,
+                       "met": wasm_bytes < SIZE_TARGET},
+    }
+
+    labels = {
+        "envoy/unsigned": "Envoy\nunsigned", "envoy/signed": "Envoy\nsigned",
+        "wasm/unsigned": "filter\nunsigned", "wasm/signed": "filter\nsigned",
+        "authz/unsigned": "ext_authz\nunsigned", "authz/signed": "ext_authz\nsigned",
+    }
+    plot(out / "results.svg", native, wasm_core, s, labels)
+
+    st = e2e["settings"]
+    lines = []
+    w = lines.append
+    w("# Web Bot Auth filter: benchmark results")
+    w("")
+    w(f"Generated by `make bench` ({machine['date']}, commit `{machine['commit']}`). "
+      "Every figure below comes from this one run on this machine; raw data: "
+      "[results.json](results.json), plot: [results.svg](results.svg).")
+    w("")
+    w("## Machine")
+    w("")
+    w(f"- CPU: {machine['cpu']} ({machine['cores']} cores), memory {machine['memory']}")
+    w(f"- Kernel {machine['kernel']}; {machine['rustc']}; Envoy {machine['envoy']}; {machine['wrk']}")
+    w(f"- Load average before the native benchmark: {machine['load_before_criterion']}; "
+      f"before the end-to-end runs: {machine['load_before_e2e']} (other work may share the "
+      "machine: all costs below are CPU time, which that does not inflate, and the end-to-end "
+      "scenarios are interleaved and repeated).")
+    w("")
+    w("## Targets")
+    w("")
+    w("| target | measured | |")
+    w("|---|---|---|")
+    t = targets
+    w(f"| unsigned traffic: added cost ≤ 5 µs/request over Envoy without the filter | "
+      f"{fmt(unsigned_added, 2)} µs | {met(t['unsigned_added_us']['met'])} |")
+    w(f"| signed traffic: added cost ≤ 1.5 × one native ed25519-dalek verification "
+      f"({fmt(1.5 * floor)} µs) | {fmt(signed_added)} µs = {signed_added / floor:.2f} × "
+      f"{fmt(floor)} µs | {met(t['signed_added_over_floor']['met'])} |")
+    w(f"| signed traffic: ≥ 2 × the requests/s of the ext_authz deployment | "
+      f"{throughput_ratio:.2f} × ({fmt(s['wasm/signed']['rps'], 0)} vs "
+      f"{fmt(s['authz/signed']['rps'], 0)} req/s) | "
+      f"{met(t['signed_throughput_over_ext_authz']['met'])} |")
+    w(f"| dist/web_bot_auth.wasm < 400 KiB | {wasm_bytes:,} bytes = {wasm_bytes / KIB:.1f} KiB | "
+      f"{met(t['wasm_bytes']['met'])} |")
+    w("")
+    w("## 1. Core, native (criterion, median CPU time per verification)")
+    w("")
+    w("One typical Web Bot Auth request (`@authority`, `@method`, `@path`, "
+      "`\"signature-agent\";key=\"sig1\"` covered, with `created`, `expires`, `nonce`, `keyid`, "
+      "`alg`, `tag`), pinned key already decoded.")
+    w("")
+    w("| verifier | median µs | 95% CI | × floor |")
+    w("|---|---|---|---|")
+    for name, label in (("ed25519_floor", "bare `ed25519-dalek` `verify_strict` of the same bytes (floor)"),
+                        ("ours", "our core (`verify_request`: parse, profile checks, key lookup, base, verify)"),
+                        ("web_bot_auth_crate", "crates.io `web-bot-auth` 0.7 (`WebBotAuthVerifier::parse` + `verify`)")):
+        n = native[name]
+        w(f"| {label} | {fmt(n['median_us'], 2)} | {fmt(n['ci95_us'][0], 2)}–{fmt(n['ci95_us'][1], 2)} | "
+          f"{n['median_us'] / floor:.2f} |")
+    w("")
+    w("## 2. Core in wasm, inside Envoy (V8)")
+    w("")
+    w("The filter's verification cost in Envoy, without the HTTP cost: what a signed request adds "
+      "over an unsigned one with the filter, minus what it adds without the filter (the bigger "
+      "request to parse), in Envoy CPU time per request. It includes the replay-table "
+      "check-and-record and setting the seven result headers.")
+    w("")
+    w("| | µs/request |")
+    w("|---|---|")
+    w(f"| filter, signed − unsigned | {fmt(cpu('wasm/signed') - cpu('wasm/unsigned'))} |")
+    w(f"| Envoy without filter, signed − unsigned | {fmt(cpu('envoy/signed') - cpu('envoy/unsigned'))} |")
+    w(f"| **verification in wasm** | **{fmt(wasm_core)}** |")
+    w(f"| ratio to the native floor ({fmt(floor)} µs) | **{wasm_core / floor:.2f} ×** |")
+    w(f"| ratio to our core natively ({fmt(native['ours']['median_us'])} µs) | "
+      f"{wasm_core / native['ours']['median_us']:.2f} × |")
+    w("")
+    w("## 3 and 4. End to end: Envoy, the filter, and ext_authz")
+    w("")
+    w(f"Envoy {machine['envoy']} with `--concurrency 1`, a loopback listener whose route answers "
+      "200 itself (`direct_response`: no upstream, so only Envoy and what sits before the router "
+      f"is measured). `wrk` with 1 thread and {st['connections']} keep-alive connections, "
+      f"{st['warmup']} s warm-up then {st['duration']} s measured, each scenario "
+      f"{st['repeats']} times with a fresh Envoy, interleaved; medians. Signed traffic: every "
+      f"request has its own path and nonce and a fresh signature (a pre-generated corpus of "
+      f"{st['signed_corpus']:,}, cycled through by bench/wrk/corpus.lua; warm-up and measured "
+      "run use disjoint slices), replay protection on. Signed runs use `mode: require`, so "
+      "every 200 was verified; unsigned runs `enforce`. The ext_authz deployment is Envoy's "
+      "`envoy.filters.http.ext_authz` (HTTP service) calling `wba-authz` (authz/: the same core "
+      f"and request state machine, native, hyper 1 + tokio with {st['authz_threads']} worker "
+      "thread) on loopback.")
+    w("")
+    w("CPU µs/request is the CPU time the process used during the measured run divided by the "
+      "requests completed (from /proc; robust to sharing the 2 cores with wrk and other work). "
+      "Requests/s and latencies are what wrk saw: on 2 cores they depend on how wrk, Envoy and "
+      "the ext_authz service share them.")
+    w("")
+    w("| scenario | req/s | p50 µs | p99 µs | Envoy CPU µs/req | ext_authz CPU µs/req | total CPU µs/req | added µs/req (CPU) | added µs/req (from req/s) |")
+    w("|---|---|---|---|---|---|---|---|---|")
+    for k in labels:
+        if k not in s:
+            continue
+        base = "envoy/signed" if k.endswith("signed") and not k.endswith("unsigned") else "envoy/unsigned"
+        added = total(k) - cpu(base) if not k.startswith("envoy") else None
+        added_rps = via_rps(k, base) if not k.startswith("envoy") else None
+        w(f"| {labels[k].replace(chr(10), ' ')} | {fmt(s[k]['rps'], 0)} | {fmt(s[k]['p50_us'], 0)} | "
+          f"{fmt(s[k]['p99_us'], 0)} | {fmt(cpu(k))} | {fmt(s[k]['authz_cpu_us_per_req'])} | "
+          f"{fmt(total(k))} | {fmt(added)} | {fmt(added_rps)} |")
+    w("")
+    w(f"Per signed request the filter adds {fmt(signed_added)} µs of CPU; the ext_authz "
+      f"deployment adds {fmt(authz_signed_added)} µs (Envoy's ext_authz call plus the service), "
+      f"{cpu_ratio:.2f} × as much. Unsigned: {fmt(unsigned_added, 2)} µs vs "
+      f"{fmt(authz_unsigned_added)} µs.")
+    w("")
+    w("## 5. Memory and size")
+    w("")
+    w(f"- dist/web_bot_auth.wasm: {wasm_bytes:,} bytes ({wasm_bytes / KIB:.1f} KiB).")
+    if wasm_mems:
+        sizes = sorted({m["size_kib"] for m in wasm_mems})
+        rss = [m["rss_kib"] for m in wasm_mems]
+        per_envoy = len(wasm_mems) // max(1, len(mem["wasm/signed"]))
+        w(f"- Wasm linear memory per VM after the signed runs ({per_envoy} Wasm memories in an "
+          f"Envoy with one worker): {', '.join(str(x) for x in sizes)} KiB grown, "
+          f"{min(rss)}–{max(rss)} KiB resident.")
+    if "wasm/signed" in mem and "envoy/signed" in mem:
+        d = med_rss("wasm/signed") - med_rss("envoy/signed")
+        w(f"- Envoy process RSS after the signed run: {med_rss('wasm/signed') / KIB:.1f} MiB with "
+          f"the filter, {med_rss('envoy/signed') / KIB:.1f} MiB without: the filter's VMs (V8 "
+          f"isolates, compiled code, linear memories) and the replay table cost {d / KIB:.1f} MiB.")
+    w("")
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    (out / "results.json").write_text(json.dumps({
+        "machine": machine, "native": native, "targets": targets,
+        "wasm_core_us": wasm_core, "signed_added_us": signed_added,
+        "unsigned_added_us": unsigned_added, "ext_authz_signed_added_us": authz_signed_added,
+        "e2e": e2e,
+    }, indent=1) + "\n")
+    print((out / "results.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
