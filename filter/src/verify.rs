@@ -52,12 +52,9 @@ pub fn verify_traced(
     let sig_value = req.header("signature");
     let (input_value, sig_value) = match (input_value, sig_value) {
         (None, None) => {
-            t.check(
-                None,
-                "signature headers present",
-                false,
-                "no Signature-Input or Signature",
-            );
+            t.check(None, "signature headers present", false, || {
+                "no Signature-Input or Signature"
+            });
             return Verdict::Unsigned;
         }
         (Some(i), Some(s)) => (i, s),
@@ -68,41 +65,29 @@ pub fn verify_traced(
         Ok(i) => i,
         Err(e) => return t.fail(malformed(e.to_string())),
     };
-    t.check(
-        None,
-        "parse Signature-Input",
-        true,
-        format!("{} label(s)", inputs.len()),
-    );
+    t.check(None, "parse Signature-Input", true, || {
+        format!("{} label(s)", inputs.len())
+    });
     let signatures = match parse_signature(&sig_value) {
         Ok(s) => s,
         Err(e) => return t.fail(malformed(e.to_string())),
     };
-    t.check(
-        None,
-        "parse Signature",
-        true,
-        format!("{} label(s)", signatures.len()),
-    );
+    t.check(None, "parse Signature", true, || {
+        format!("{} label(s)", signatures.len())
+    });
     let wba: Vec<&SignatureInput> = inputs.iter().filter(|i| i.is_web_bot_auth()).collect();
     if wba.is_empty() {
-        t.check(
-            None,
-            "select tag=\"web-bot-auth\"",
-            false,
-            "no label carries the web-bot-auth tag",
-        );
+        t.check(None, "select tag=\"web-bot-auth\"", false, || {
+            "no label carries the web-bot-auth tag"
+        });
         return Verdict::Unsigned;
     }
-    t.check(
-        None,
-        "select tag=\"web-bot-auth\"",
-        true,
+    t.check(None, "select tag=\"web-bot-auth\"", true, || {
         wba.iter()
             .map(|i| i.label.as_str())
             .collect::<Vec<_>>()
-            .join(", "),
-    );
+            .join(", ")
+    });
     let agent = match req.header("signature-agent") {
         None => None,
         Some(v) => match parse_signature_agent(&v) {
@@ -143,28 +128,47 @@ fn malformed(detail: impl Into<String>) -> Failure {
     Failure::new(Reason::Malformed, detail)
 }
 
+/// Records checks into a [`Trace`] when there is one. Details are closures, so that without
+/// a trace (the filter's hot path) no detail string is ever built.
 struct Tracer<'a>(Option<&'a mut Trace>);
 
 impl Tracer<'_> {
-    fn check(
+    fn check<D: Into<String>>(
         &mut self,
         label: Option<&str>,
         name: &'static str,
         passed: bool,
-        detail: impl Into<String>,
+        detail: impl FnOnce() -> D,
     ) {
         if let Some(t) = self.0.as_deref_mut() {
             t.checks.push(Check {
                 label: label.map(str::to_string),
                 name,
                 passed,
-                detail: detail.into(),
+                detail: detail().into(),
             });
         }
     }
 
+    /// Records the outcome of one step of [`verify_one`]: `detail` describes a success, a
+    /// failure is described by its reason and detail.
+    fn step<T>(
+        &mut self,
+        label: &str,
+        name: &'static str,
+        r: &Result<T, Failure>,
+        detail: impl FnOnce(&T) -> String,
+    ) {
+        match r {
+            Ok(v) => self.check(Some(label), name, true, || detail(v)),
+            Err(f) => self.check(Some(label), name, false, || {
+                format!("{}: {}", f.reason, f.detail)
+            }),
+        }
+    }
+
     fn fail(&mut self, f: Failure) -> Verdict {
-        self.check(None, "parse signature headers", false, f.detail.clone());
+        self.check(None, "parse signature headers", false, || f.detail.clone());
         Verdict::Failed(f)
     }
 }
@@ -181,32 +185,12 @@ fn verify_one(
     t: &mut Tracer<'_>,
 ) -> Result<Verified, Failure> {
     let label = input.label.as_str();
-    let step = |t: &mut Tracer<'_>, name, r: Result<String, Failure>| match r {
-        Ok(detail) => {
-            t.check(Some(label), name, true, detail);
-            Ok(())
-        }
-        Err(f) => {
-            t.check(
-                Some(label),
-                name,
-                false,
-                format!("{}: {}", f.reason, f.detail),
-            );
-            Err(f)
-        }
-    };
 
     let signature =
         signature.ok_or_else(|| malformed(format!("no Signature member for label {label:?}")));
-    step(
-        t,
-        "signature present",
-        signature
-            .as_ref()
-            .map(|s| format!("{} bytes", s.len()))
-            .map_err(Clone::clone),
-    )?;
+    t.step(label, "signature present", &signature, |s| {
+        format!("{} bytes", s.len())
+    });
     let signature = signature?;
 
     let p = &input.params;
@@ -219,7 +203,7 @@ fn verify_one(
     let params = (|| {
         let created = p.created.ok_or_else(|| missing("created"))?;
         let expires = p.expires.ok_or_else(|| missing("expires"))?;
-        let keyid = p.keyid.clone().ok_or_else(|| missing("keyid"))?;
+        let keyid = p.keyid.as_deref().ok_or_else(|| missing("keyid"))?;
         if let Some(alg) = &p.alg {
             if alg != "ed25519" {
                 return Err(Failure::new(
@@ -236,14 +220,9 @@ fn verify_one(
         }
         Ok((created, expires, keyid))
     })();
-    step(
-        t,
-        "required parameters",
-        params
-            .as_ref()
-            .map(|_| "created, expires, keyid, tag".to_string())
-            .map_err(Clone::clone),
-    )?;
+    t.step(label, "required parameters", &params, |_| {
+        "created, expires, keyid, tag".to_string()
+    });
     let (created, expires, keyid) = params?;
 
     // Coverage: the target, the signature's own Signature-Agent member, the operator's list.
@@ -260,12 +239,13 @@ fn verify_one(
                 "the signature must cover \"@authority\" or \"@target-uri\"",
             ));
         }
-        let agent_components: Vec<_> = input
-            .components
-            .iter()
-            .filter(|c| c.is_field("signature-agent"))
-            .collect();
-        if agent_components.is_empty() {
+        let agent_components = || {
+            input
+                .components
+                .iter()
+                .filter(|c| c.is_field("signature-agent"))
+        };
+        if agent_components().next().is_none() {
             return Err(Failure::new(
                 Reason::MissingComponent,
                 "the signature must cover \"signature-agent\"",
@@ -278,11 +258,10 @@ fn verify_one(
             )
         })?;
         // Prefer the member keyed by the label; otherwise the first member the signature covers.
-        let member = agent_components
-            .iter()
+        let member = agent_components()
             .find(|c| c.key.as_deref() == Some(label))
             .and_then(|c| agent.member_for(c))
-            .or_else(|| agent_components.iter().find_map(|c| agent.member_for(c)))
+            .or_else(|| agent_components().find_map(|c| agent.member_for(c)))
             .ok_or_else(|| {
                 Failure::new(
                     Reason::MissingComponent,
@@ -299,14 +278,9 @@ fn verify_one(
         }
         Ok(member)
     })();
-    step(
-        t,
-        "covered components",
-        coverage
-            .as_ref()
-            .map(|_| input.covered.clone())
-            .map_err(Clone::clone),
-    )?;
+    t.step(label, "covered components", &coverage, |_| {
+        input.covered.clone()
+    });
     let member = coverage?;
 
     let fresh = (|| {
@@ -338,9 +312,12 @@ fn verify_one(
                 ),
             ));
         }
-        Ok(format!("created {created}, expires {expires}, now {now}"))
+        Ok(())
     })();
-    step(t, "freshness", fresh)?;
+    t.step(label, "freshness", &fresh, |_| {
+        format!("created {created}, expires {expires}, now {now}")
+    });
+    fresh?;
 
     let resolved = (|| {
         let kind = member.kind.ok_or_else(|| {
@@ -359,7 +336,7 @@ fn verify_one(
             agent: Some(url.clone()),
             ..Failure::new(reason, detail)
         };
-        let (key, agent_name) = match keys.lookup(kind, &url, &keyid) {
+        let (key, agent_name) = match keys.lookup(kind, &url, keyid) {
             Lookup::Found { key, agent_name } => (key, agent_name),
             Lookup::UnknownAgent => {
                 return Err(with_agent(
@@ -400,14 +377,12 @@ fn verify_one(
         }
         Ok((url, key, agent_name))
     })();
-    step(
-        t,
+    t.step(
+        label,
         "key lookup (agent, keyid)",
-        resolved
-            .as_ref()
-            .map(|(u, _, _)| format!("{u} / {keyid}"))
-            .map_err(Clone::clone),
-    )?;
+        &resolved,
+        |(u, _, _)| format!("{u} / {keyid}"),
+    );
     let (url, key, agent_name) = resolved?;
 
     let base = signature_base(Message::Request(req), input).map_err(|e| {
@@ -419,13 +394,7 @@ fn verify_one(
         };
         Failure::new(reason, e.to_string())
     });
-    step(
-        t,
-        "signature base",
-        base.as_ref()
-            .map(|_| "built".to_string())
-            .map_err(Clone::clone),
-    )?;
+    t.step(label, "signature base", &base, |_| "built".to_string());
     let base = base?;
     if let Some(tr) = t.0.as_deref_mut() {
         tr.bases.push((label.to_string(), base.clone()));
@@ -443,14 +412,10 @@ fn verify_one(
             )
         },
     });
-    step(
-        t,
-        "ed25519 signature",
-        checked
-            .as_ref()
-            .map(|_| "valid".to_string())
-            .map_err(Clone::clone),
-    )?;
+    t.step(label, "ed25519 signature", &checked, |_| {
+        "valid".to_string()
+    });
+    checked?;
 
     Ok(Verified {
         agent_url: url,
