@@ -1,6 +1,8 @@
 //! The host calls the request path needs, behind a trait: Envoy implements it through
-//! proxy-wasm, tests with a recording double.
+//! proxy-wasm; [`RecordingHost`] keeps everything in memory, for tests and for embedding the
+//! core elsewhere.
 
+use crate::plan::Rejection;
 use crate::stats::Counter;
 
 /// What the filter asks of its host for one request.
@@ -18,4 +20,89 @@ pub trait Host {
     fn increment(&mut self, counter: Counter);
     /// Records a value for access logs (filter state).
     fn set_log_value(&mut self, key: &str, value: &str);
+}
+
+/// A [`Host`] over one request held in memory, recording what the filter did to it: the
+/// headers as it left them, the local response it sent, the counters it incremented and the
+/// log values it set, in order.
+///
+/// ```
+/// use wba_filter::config::Config;
+/// use wba_filter::host::RecordingHost;
+/// use wba_filter::key_cache::KeyCache;
+/// use wba_filter::request_filter::{on_request_headers, Action};
+/// use wba_filter::shared::MemoryStore;
+///
+/// let config = Config::from_json(br#"{"mode":"require","agents":[]}"#).unwrap();
+/// let headers = [(":method", "GET"), (":authority", "a.example"), (":path", "/")];
+/// let mut host = RecordingHost::new(
+///     headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+///     1_800_000_000,
+/// );
+/// let mut keys = KeyCache::new(&config);
+/// let action = on_request_headers(&mut host, &config, &mut keys, &mut MemoryStore::default(), true);
+/// assert_eq!(action, Action::Stop);
+/// assert_eq!(host.sent.map(|r| r.status), Some(403));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecordingHost {
+    /// The request headers: what [`Host::request_headers`] answers, changed in place.
+    pub headers: Vec<(String, String)>,
+    /// What [`Host::now`] answers.
+    pub now: i64,
+    /// The last local response sent, if any.
+    pub sent: Option<Rejection>,
+    /// Every counter incremented, in order.
+    pub counters: Vec<Counter>,
+    /// Every log value set, as (key, value), in order.
+    pub log: Vec<(String, String)>,
+}
+
+impl RecordingHost {
+    /// A host for a request with these headers (pseudo-headers included), at `now`.
+    pub fn new(headers: Vec<(String, String)>, now: i64) -> Self {
+        RecordingHost {
+            headers,
+            now,
+            ..RecordingHost::default()
+        }
+    }
+
+    /// The values of a request header (name compared case-insensitively), in order.
+    pub fn header_values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+impl Host for RecordingHost {
+    fn request_headers(&self) -> Vec<(String, String)> {
+        self.headers.clone()
+    }
+    fn remove_request_header(&mut self, name: &str) {
+        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+    }
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        self.remove_request_header(name);
+        self.headers.push((name.to_string(), value.to_string()));
+    }
+    fn now(&self) -> i64 {
+        self.now
+    }
+    fn send_response(&mut self, status: u16, headers: &[(String, String)], body: &str) {
+        self.sent = Some(Rejection {
+            status,
+            headers: headers.to_vec(),
+            body: body.to_string(),
+        });
+    }
+    fn increment(&mut self, counter: Counter) {
+        self.counters.push(counter);
+    }
+    fn set_log_value(&mut self, key: &str, value: &str) {
+        self.log.push((key.to_string(), value.to_string()));
+    }
 }

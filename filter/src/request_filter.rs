@@ -191,49 +191,14 @@ pub fn request_from_headers(headers: &[(String, String)], prefix: &str) -> HttpR
 mod tests {
     use super::*;
     use crate::fetch::{Fetched, Proof};
+    use crate::host::RecordingHost;
     use crate::jwk::Jwk;
+    use crate::plan::Rejection;
     use crate::shared::MemoryStore;
     use crate::sign::{sign_request, SignOptions};
     use ed25519_dalek::SigningKey;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
-
-    type Sent = (u16, Vec<(String, String)>, String);
-
-    /// A recording host.
-    #[derive(Default)]
-    struct FakeHost {
-        headers: Vec<(String, String)>,
-        now: i64,
-        sent: Option<Sent>,
-        counters: Vec<Counter>,
-        log: Vec<(String, String)>,
-    }
-
-    impl Host for FakeHost {
-        fn request_headers(&self) -> Vec<(String, String)> {
-            self.headers.clone()
-        }
-        fn remove_request_header(&mut self, name: &str) {
-            self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-        }
-        fn set_request_header(&mut self, name: &str, value: &str) {
-            self.remove_request_header(name);
-            self.headers.push((name.into(), value.into()));
-        }
-        fn now(&self) -> i64 {
-            self.now
-        }
-        fn send_response(&mut self, status: u16, headers: &[(String, String)], body: &str) {
-            self.sent = Some((status, headers.to_vec(), body.into()));
-        }
-        fn increment(&mut self, counter: Counter) {
-            self.counters.push(counter);
-        }
-        fn set_log_value(&mut self, key: &str, value: &str) {
-            self.log.push((key.into(), value.into()));
-        }
-    }
 
     const NOW: i64 = 1_800_000_000;
 
@@ -247,7 +212,7 @@ mod tests {
         .expect("config")
     }
 
-    fn host(signed: bool, extra: &[(&str, &str)]) -> FakeHost {
+    fn host(signed: bool, extra: &[(&str, &str)]) -> RecordingHost {
         let mut headers: Vec<(String, String)> = vec![
             (":method".into(), "GET".into()),
             (":scheme".into(), "http".into()),
@@ -265,14 +230,10 @@ mod tests {
             .expect("sign");
             headers.extend(h.pairs());
         }
-        FakeHost {
-            headers,
-            now: NOW,
-            ..FakeHost::default()
-        }
+        RecordingHost::new(headers, NOW)
     }
 
-    fn run(h: &mut FakeHost, c: &Config) -> Action {
+    fn run(h: &mut RecordingHost, c: &Config) -> Action {
         on_request_headers(
             h,
             c,
@@ -282,28 +243,23 @@ mod tests {
         )
     }
 
-    fn get<'a>(h: &'a FakeHost, name: &str) -> Vec<&'a str> {
-        h.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
     #[test]
     fn verified_request_is_annotated_and_forwarded() {
         let c = config("require");
         let mut h = host(true, &[]);
         assert_eq!(run(&mut h, &c), Action::Continue);
-        assert_eq!(get(&h, "x-web-bot-auth-result"), ["verified"]);
-        assert_eq!(get(&h, "x-web-bot-auth-agent"), ["https://a.example"]);
-        assert_eq!(get(&h, "x-web-bot-auth-agent-name"), ["A"]);
+        assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
         assert_eq!(
-            get(&h, "x-web-bot-auth-expires"),
+            h.header_values("x-web-bot-auth-agent"),
+            ["https://a.example"]
+        );
+        assert_eq!(h.header_values("x-web-bot-auth-agent-name"), ["A"]);
+        assert_eq!(
+            h.header_values("x-web-bot-auth-expires"),
             [(NOW + 60).to_string().as_str()]
         );
         assert_eq!(
-            get(&h, "signature").len(),
+            h.header_values("signature").len(),
             1,
             "signature headers pass unchanged"
         );
@@ -343,10 +299,13 @@ mod tests {
                 "{ours:?}"
             );
             if signed {
-                assert_eq!(get(&h, "x-web-bot-auth-agent"), ["https://a.example"]);
+                assert_eq!(
+                    h.header_values("x-web-bot-auth-agent"),
+                    ["https://a.example"]
+                );
             } else {
                 assert_eq!(ours.len(), 1, "{ours:?}");
-                assert_eq!(get(&h, "x-web-bot-auth-result"), ["unsigned"]);
+                assert_eq!(h.header_values("x-web-bot-auth-result"), ["unsigned"]);
             }
         }
     }
@@ -371,7 +330,7 @@ mod tests {
             }
             let action = run(&mut h, &c);
             assert_eq!(
-                h.sent.as_ref().map(|s| s.0),
+                h.sent.as_ref().map(|s| s.status),
                 status,
                 "{mode} signed={signed} tamper={tamper}"
             );
@@ -384,7 +343,11 @@ mod tests {
         let c = config("enforce");
         let mut h = host(false, &[("signature-input", "((("), ("signature", "x")]);
         assert_eq!(run(&mut h, &c), Action::Stop);
-        let (status, headers, body) = h.sent.clone().expect("sent");
+        let Rejection {
+            status,
+            headers,
+            body,
+        } = h.sent.clone().expect("sent");
         assert_eq!(status, 400);
         assert!(headers.contains(&("content-type".into(), "application/problem+json".into())));
         assert!(body.contains("\"reason\":\"malformed\""));
@@ -419,19 +382,17 @@ mod tests {
         .expect("config")
     }
 
-    fn fetched(seed: u8) -> Result<Fetched, crate::fetch::FetchFailure> {
-        let key = Jwk::from_ed25519(
-            SigningKey::from_bytes(&[seed; 32])
-                .verifying_key()
-                .as_bytes(),
-        )
-        .to_key()
-        .expect("key");
-        Ok(Fetched {
+    /// Records agent A's key (the one `host` signs with) as fetched at `NOW`.
+    fn record_fetched(cache: &mut KeyCache, store: &mut MemoryStore, c: &Config) {
+        let key = Jwk::from_ed25519(SigningKey::from_bytes(&[5; 32]).verifying_key().as_bytes())
+            .to_key()
+            .expect("key");
+        let fetched = Ok(Fetched {
             keys: vec![key],
             fresh_for: 600,
             proof: Proof::Absent,
-        })
+        });
+        cache.record(store, "https://a.example", &fetched, &c.directory, NOW);
     }
 
     #[test]
@@ -444,19 +405,13 @@ mod tests {
         let action = on_request_headers(&mut h, &c, &mut cache, &mut store, true);
         assert_eq!(action, Action::Wait("https://a.example".into()));
         // Paused: nothing decided yet, but the forgery is already gone.
-        assert!(get(&h, "x-web-bot-auth-result").is_empty());
+        assert!(h.header_values("x-web-bot-auth-result").is_empty());
         assert!(h.sent.is_none());
         assert!(h.counters.contains(&Counter::Waited));
-        cache.record(
-            &mut store,
-            "https://a.example",
-            &fetched(5),
-            &c.directory,
-            NOW,
-        );
+        record_fetched(&mut cache, &mut store, &c);
         let action = on_request_headers(&mut h, &c, &mut cache, &mut store, false);
         assert_eq!(action, Action::Continue);
-        assert_eq!(get(&h, "x-web-bot-auth-result"), ["verified"]);
+        assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
         assert!(h.log.contains(&(PROOF_LOG_KEY.into(), "absent".into())));
     }
 
@@ -480,8 +435,11 @@ mod tests {
             on_request_headers(&mut h, &c, &mut cache, &mut store, false),
             Action::Stop
         );
-        assert_eq!(get(&h, "x-web-bot-auth-reason"), ["directory_unavailable"]);
-        assert_eq!(h.sent.as_ref().map(|s| s.0), Some(403));
+        assert_eq!(
+            h.header_values("x-web-bot-auth-reason"),
+            ["directory_unavailable"]
+        );
+        assert_eq!(h.sent.as_ref().map(|s| s.status), Some(403));
         // Negative-cached: the next request does not wait.
         let mut h = host(true, &[]);
         assert_eq!(
@@ -495,19 +453,9 @@ mod tests {
         let c = directory_config(r#""replay_protection":true,"#);
         let mut cache = KeyCache::new(&c);
         let mut store = MemoryStore::default();
-        cache.record(
-            &mut store,
-            "https://a.example",
-            &fetched(5),
-            &c.directory,
-            NOW,
-        );
+        record_fetched(&mut cache, &mut store, &c);
         let mut first = host(true, &[]);
-        let mut again = FakeHost {
-            headers: first.headers.clone(),
-            now: NOW + 1,
-            ..FakeHost::default()
-        };
+        let mut again = RecordingHost::new(first.headers.clone(), NOW + 1);
         assert_eq!(
             on_request_headers(&mut first, &c, &mut cache, &mut store, true),
             Action::Continue
@@ -516,16 +464,12 @@ mod tests {
             on_request_headers(&mut again, &c, &mut cache, &mut store, true),
             Action::Stop
         );
-        let (status, _, body) = again.sent.clone().expect("sent");
+        let Rejection { status, body, .. } = again.sent.clone().expect("sent");
         assert_eq!(status, 429);
         assert!(body.contains("\"reason\":\"replayed\""));
         // Without replay protection the same request passes twice.
         let c = directory_config(r#""replay_protection":false,"#);
-        let mut twice = FakeHost {
-            headers: first.headers.clone(),
-            now: NOW + 1,
-            ..FakeHost::default()
-        };
+        let mut twice = RecordingHost::new(first.headers.clone(), NOW + 1);
         assert_eq!(
             on_request_headers(&mut twice, &c, &mut cache, &mut store, true),
             Action::Continue
@@ -538,17 +482,11 @@ mod tests {
         let mut other_worker = KeyCache::new(&c);
         let mut this_worker = KeyCache::new(&c);
         let mut store = MemoryStore::default();
-        other_worker.record(
-            &mut store,
-            "https://a.example",
-            &fetched(5),
-            &c.directory,
-            NOW,
-        );
+        record_fetched(&mut other_worker, &mut store, &c);
         let mut h = host(true, &[]);
         let action = on_request_headers(&mut h, &c, &mut this_worker, &mut store, true);
         assert_eq!(action, Action::Continue);
-        assert_eq!(get(&h, "x-web-bot-auth-result"), ["verified"]);
+        assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
         assert!(!h.counters.contains(&Counter::Waited));
     }
 }

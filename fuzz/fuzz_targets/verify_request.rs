@@ -26,12 +26,11 @@ use std::sync::OnceLock;
 use libfuzzer_sys::fuzz_target;
 use wba_filter::config::{Config, Mode};
 use wba_filter::fetch::{FailureKind, FetchFailure, Fetched, Proof};
-use wba_filter::host::Host;
+use wba_filter::host::RecordingHost;
 use wba_filter::jwk::Key;
 use wba_filter::key_cache::KeyCache;
 use wba_filter::request_filter::on_request_headers;
 use wba_filter::shared::MemoryStore;
-use wba_filter::stats::Counter;
 use wba_filter::verify::{verify_traced, Trace};
 
 const TEST_KEY: &str =
@@ -58,34 +57,6 @@ fn config() -> Option<&'static Config> {
 
 fn test_key() -> Option<Key> {
     Key::from_jwk_json(TEST_KEY).ok()
-}
-
-#[derive(Default)]
-struct RecordingHost {
-    headers: Vec<(String, String)>,
-    now: i64,
-    sent: Option<u16>,
-}
-
-impl Host for RecordingHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.headers.clone()
-    }
-    fn remove_request_header(&mut self, name: &str) {
-        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-    }
-    fn set_request_header(&mut self, name: &str, value: &str) {
-        self.remove_request_header(name);
-        self.headers.push((name.to_string(), value.to_string()));
-    }
-    fn now(&self) -> i64 {
-        self.now
-    }
-    fn send_response(&mut self, status: u16, _headers: &[(String, String)], _body: &str) {
-        self.sent = Some(status);
-    }
-    fn increment(&mut self, _counter: Counter) {}
-    fn set_log_value(&mut self, _key: &str, _value: &str) {}
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -166,11 +137,7 @@ fuzz_target!(|data: &[u8]| {
     ];
     headers.extend(fields);
     let first = headers.clone();
-    let mut host = RecordingHost {
-        headers,
-        now,
-        ..RecordingHost::default()
-    };
+    let mut host = RecordingHost::new(headers, now);
     // Twice over one store, the second time as after a key fetch: a verified signature is then
     // a replay.
     let _ = on_request_headers(&mut host, &config, &mut keys, &mut store, true);
