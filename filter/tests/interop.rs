@@ -15,10 +15,10 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+mod common;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use base64::Engine as _;
+use std::time::Duration;
+
 use ed25519_dalek::SigningKey;
 use indexmap::IndexMap;
 use web_bot_auth::components::HTTPFieldParametersSet;
@@ -29,16 +29,16 @@ use web_bot_auth::keyring::{Algorithm, KeyRing as TheirKeyRing, Thumbprintable};
 use web_bot_auth::message_signatures::{MessageSigner, SignedMessage, UnsignedMessage};
 use web_bot_auth::{SignatureAgentLink, WebBotAuthVerifier};
 
+use common::{
+    expect_verified, now, our_signed, request as base_request, ring, set, tampers, thumbprint,
+    verdict_token, AGENT,
+};
 use wba_filter::agent_url::AgentType;
-use wba_filter::jwk::Jwk;
 use wba_filter::keyring::KeyRing;
 use wba_filter::policy::Policy;
 use wba_filter::request::HttpRequest;
-use wba_filter::sign::{sign_request, SignOptions};
 use wba_filter::verdict::{Outcome, Verdict};
 use wba_filter::verify::{verify_traced, Trace};
-
-const AGENT: &str = "https://agent.example";
 
 /// A fresh Ed25519 key (fixed random-looking bytes; not an RFC 9421 test key).
 const SEED: [u8; 32] = [
@@ -46,67 +46,33 @@ const SEED: [u8; 32] = [
     0x5e, 0xfa, 0x26, 0x8b, 0xd0, 0x13, 0x6f, 0xa4, 0x39, 0xc2, 0x75, 0x0b, 0xee, 0x58, 0x91, 0x4d,
 ];
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 fn key() -> SigningKey {
     SigningKey::from_bytes(&SEED)
 }
 
-fn x() -> String {
-    URL_SAFE_NO_PAD.encode(key().verifying_key().as_bytes())
+/// The public key as their crate takes it.
+fn their_jwk() -> Thumbprintable {
+    Thumbprintable::OKP {
+        crv: "Ed25519".into(),
+        x: common::x(&key()),
+    }
 }
 
 /// The key's thumbprint as their crate computes it.
 fn their_thumbprint() -> String {
-    Thumbprintable::OKP {
-        crv: "Ed25519".into(),
-        x: x(),
-    }
-    .b64_thumbprint()
+    their_jwk().b64_thumbprint()
 }
 
 fn our_ring() -> KeyRing {
-    let public = Jwk::from_ed25519(key().verifying_key().as_bytes())
-        .to_key()
-        .unwrap();
-    assert!(!public.is_test_key());
-    let mut r = KeyRing::default();
-    r.add("Interop Agent", AgentType::Directory, AGENT, vec![public]);
+    let r = ring("Interop Agent", &key());
+    assert!(!r.agents[0].keys[0].is_test_key());
     r
 }
 
 fn their_ring() -> TheirKeyRing {
     let mut r = TheirKeyRing::default();
-    r.try_import_jwk(&Thumbprintable::OKP {
-        crv: "Ed25519".into(),
-        x: x(),
-    })
-    .unwrap();
+    r.try_import_jwk(&their_jwk()).unwrap();
     r
-}
-
-/// The request every case starts from.
-fn base_request() -> HttpRequest {
-    HttpRequest::from_parts(
-        "GET",
-        "https",
-        "shop.example",
-        "/items/42?color=blue",
-        vec![
-            ("host".into(), "shop.example".into()),
-            ("accept".into(), "text/html".into()),
-        ],
-    )
-}
-
-fn set(req: &mut HttpRequest, name: &str, value: &str) {
-    req.remove_header(name);
-    req.add_header(name, value);
 }
 
 /// A request as their crate sees it: component values derived here, independently of our core.
@@ -279,17 +245,12 @@ fn their_signed(form: Form, label: &str) -> HttpRequest {
 }
 
 /// Signs `base_request()` with our signer, current time.
-fn our_signed(form: Form) -> HttpRequest {
-    let mut req = base_request();
-    let mut o = SignOptions::web_bot_auth(AGENT, now(), 300);
-    if matches!(form, Form::Legacy) {
-        o.legacy_agent = true;
-    }
-    let h = sign_request(&req, &key(), &o).unwrap();
-    assert_eq!(h.signature_agent.as_deref(), Some(form.header().as_str()));
-    for (n, v) in h.pairs() {
-        set(&mut req, &n, &v);
-    }
+fn our_signed_as(form: Form) -> HttpRequest {
+    let req = our_signed(&key(), matches!(form, Form::Legacy));
+    assert_eq!(
+        req.header("signature-agent").as_deref(),
+        Some(form.header().as_str())
+    );
     req
 }
 
@@ -333,49 +294,19 @@ fn theirs(req: &HttpRequest) -> Result<Vec<SignatureAgentLink>, String> {
 }
 
 fn assert_ours_verified(req: &HttpRequest, label: &str) {
-    match ours(req) {
-        Verdict::Verified(v) => {
-            assert_eq!(v.agent_url, AGENT);
-            assert_eq!(v.agent_name, "Interop Agent");
-            assert_eq!(v.key_id, their_thumbprint());
-            assert_eq!(v.label, label);
-        }
-        other => panic!("our core refused a valid signature: {other:?}"),
-    }
+    let v = expect_verified(ours(req), &key(), "a valid signature");
+    assert_eq!(v.agent_name, "Interop Agent");
+    assert_eq!(v.key_id, their_thumbprint());
+    assert_eq!(v.label, label);
 }
 
 fn assert_ours_bad_signature(req: &HttpRequest, what: &str) {
     let v = ours(req);
     assert_eq!(
-        (v.outcome(), v.reason().map(|r| r.token())),
+        verdict_token(&v),
         (Outcome::Invalid, Some("bad_signature")),
         "{what}: {v:?}"
     );
-}
-
-/// The ways to spoil a signed request by one byte, each of which must fail in both verifiers.
-/// A named one-byte change to a signed request.
-type Tamper = (&'static str, fn(&mut HttpRequest));
-
-fn tampers() -> Vec<Tamper> {
-    vec![
-        ("path", |r| r.path = r.path.replacen("42", "43", 1)),
-        ("authority", |r| {
-            r.authority = r.authority.replacen("shop", "shoq", 1)
-        }),
-        ("method", |r| r.method = "GEt".into()),
-        ("signature", |r| {
-            let sig = r.header("signature").unwrap();
-            let (label, rest) = sig.split_once('=').unwrap();
-            let mut bytes = STANDARD.decode(rest.trim_matches(':')).unwrap();
-            bytes[10] ^= 0x01;
-            set(
-                r,
-                "signature",
-                &format!("{label}=:{}:", STANDARD.encode(bytes)),
-            );
-        }),
-    ]
 }
 
 fn one_byte_agent_tamper(r: &mut HttpRequest) {
@@ -385,10 +316,7 @@ fn one_byte_agent_tamper(r: &mut HttpRequest) {
 
 #[test]
 fn thumbprints_agree() {
-    let ours = Jwk::from_ed25519(key().verifying_key().as_bytes())
-        .thumbprint()
-        .unwrap();
-    assert_eq!(ours, their_thumbprint());
+    assert_eq!(thumbprint(&key()), their_thumbprint());
 }
 
 #[test]
@@ -425,7 +353,7 @@ fn their_signature_with_a_member_not_named_after_the_label() {
 
 #[test]
 fn our_signature_verifies_with_theirs_dictionary_form() {
-    let req = our_signed(Form::Dictionary("sig1"));
+    let req = our_signed_as(Form::Dictionary("sig1"));
     assert!(req
         .header("signature-input")
         .unwrap()
@@ -439,7 +367,7 @@ fn our_signature_verifies_with_theirs_dictionary_form() {
 
 #[test]
 fn our_signature_verifies_with_theirs_legacy_form() {
-    let req = our_signed(Form::Legacy);
+    let req = our_signed_as(Form::Legacy);
     assert_eq!(
         theirs(&req).unwrap(),
         vec![SignatureAgentLink::External(AGENT.into())]
@@ -455,13 +383,15 @@ fn one_byte_tampers_fail_in_both_directions() {
             their_signed(Form::Dictionary("sig1"), "sig1"),
         ),
         ("theirs/legacy", their_signed(Form::Legacy, "sig1")),
-        ("ours/dictionary", our_signed(Form::Dictionary("sig1"))),
-        ("ours/legacy", our_signed(Form::Legacy)),
+        ("ours/dictionary", our_signed_as(Form::Dictionary("sig1"))),
+        ("ours/legacy", our_signed_as(Form::Legacy)),
     ];
     for (origin, req) in &signed {
         assert!(theirs(req).is_ok(), "{origin}: untampered must verify");
         assert_eq!(ours(req).outcome(), Outcome::Verified, "{origin}");
-        for (what, tamper) in tampers() {
+        // The ways to spoil a signed request by one byte, each of which must fail in both
+        // verifiers.
+        for (what, tamper) in tampers(Some("GEt"), 10, 0x01) {
             let mut t = req.clone();
             tamper(&mut t);
             assert_ne!(&t, req, "{origin}/{what}: the tamper changed nothing");
@@ -491,7 +421,7 @@ fn one_byte_tampers_fail_in_both_directions() {
         );
         let v = wba_filter::verify::verify_request(&t, &Policy::default(), &ring, now());
         assert_eq!(
-            (v.outcome(), v.reason().map(|r| r.token())),
+            verdict_token(&v),
             (Outcome::Invalid, Some("bad_signature")),
             "{origin}/agent: {v:?}"
         );

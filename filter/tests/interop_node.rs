@@ -15,151 +15,30 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::Write as _;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+mod common;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, SigningKey};
 use serde_json::{json, Value};
 
-use wba_filter::agent_url::AgentType;
-use wba_filter::jwk::Jwk;
-use wba_filter::keyring::KeyRing;
+use common::interop::{node_available as available, run_node, verifier_answer};
+use common::{
+    assert_tampers_fail, expect_verified, headers_json, now, our_signed, private_jwk, request,
+    ring, set, take_signature_headers, tampers, verdict_token, verify_job,
+};
 use wba_filter::policy::Policy;
 use wba_filter::request::HttpRequest;
-use wba_filter::sign::{sign_request, SignOptions};
 use wba_filter::verdict::{Outcome, Verdict};
 use wba_filter::verify::verify_request;
 
-const AGENT: &str = "https://agent.example";
 const SEED: [u8; 32] = [
     0x8e, 0x21, 0x5a, 0xc7, 0x03, 0x9f, 0x64, 0xb8, 0x1d, 0xe2, 0x47, 0x70, 0xaa, 0x0c, 0x95, 0x3e,
     0xd6, 0x12, 0x89, 0x5b, 0xf4, 0x2a, 0x60, 0xc1, 0x7e, 0x08, 0xb5, 0x33, 0x9a, 0x4f, 0xe1, 0x76,
 ];
 
-fn node_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/interop/node")
-}
-
-/// Whether the node tests can run; panics when they must and cannot.
-fn available() -> bool {
-    if node_dir().join("node_modules/web-bot-auth").is_dir() {
-        return true;
-    }
-    let msg = "tests/interop/node has no node_modules/web-bot-auth: run `npm ci --prefix tests/interop/node`";
-    if std::env::var("WBA_REQUIRE_INTEROP").as_deref() == Ok("1") {
-        panic!("WBA_REQUIRE_INTEROP=1: {msg}");
-    }
-    skip_notice(&format!("SKIPPED node interop tests: {msg}"));
-    false
-}
-
-/// Says why a test is skipped, once per test binary, on the real stderr (the test harness
-/// captures `eprintln!` of passing tests, which would hide it).
-fn skip_notice(msg: &str) {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let _ = writeln!(std::io::stderr(), "{msg}");
-    });
-}
-
-fn node(script: &str, job: &Value) -> Value {
-    let exe = std::env::var("WBA_NODE").unwrap_or_else(|_| "node".into());
-    let mut child = Command::new(&exe)
-        .arg(script)
-        .current_dir(node_dir())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {exe}: {e}"));
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(job.to_string().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{exe} {script} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "{script} printed no JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 fn key() -> SigningKey {
     SigningKey::from_bytes(&SEED)
-}
-
-fn public_jwk() -> Value {
-    json!({"kty": "OKP", "crv": "Ed25519", "x": URL_SAFE_NO_PAD.encode(key().verifying_key().as_bytes())})
-}
-
-fn private_jwk() -> Value {
-    let mut j = public_jwk();
-    j["d"] = json!(URL_SAFE_NO_PAD.encode(SEED));
-    j
-}
-
-fn thumbprint() -> String {
-    Jwk::from_ed25519(key().verifying_key().as_bytes())
-        .thumbprint()
-        .unwrap()
-}
-
-fn ring() -> KeyRing {
-    let k = Jwk::from_ed25519(key().verifying_key().as_bytes())
-        .to_key()
-        .unwrap();
-    let mut r = KeyRing::default();
-    r.add("Node Agent", AgentType::Directory, AGENT, vec![k]);
-    r
-}
-
-fn request() -> HttpRequest {
-    HttpRequest::from_parts(
-        "GET",
-        "https",
-        "shop.example",
-        "/items/42?color=blue",
-        vec![
-            ("host".into(), "shop.example".into()),
-            ("accept".into(), "text/html".into()),
-        ],
-    )
-}
-
-fn url(r: &HttpRequest) -> String {
-    r.target_uri()
-}
-
-fn headers_json(r: &HttpRequest) -> Value {
-    let mut m = serde_json::Map::new();
-    for (n, v) in &r.headers {
-        m.insert(n.clone(), json!(v));
-    }
-    Value::Object(m)
-}
-
-fn set(req: &mut HttpRequest, name: &str, value: &str) {
-    req.remove_header(name);
-    req.add_header(name, value);
 }
 
 /// Signs `request()` with the package; `components: None` lets the package choose.
@@ -168,9 +47,9 @@ fn node_signed(agent_header: &str, components: Option<Value>) -> HttpRequest {
     let created = now();
     let mut job = json!({
         "method": req.method,
-        "url": url(&req),
+        "url": req.target_uri(),
         "headers": headers_json(&req),
-        "jwk": private_jwk(),
+        "jwk": private_jwk(&key()),
         "created": created,
         "expires": created + 300,
         "signature_agent": agent_header,
@@ -179,61 +58,25 @@ fn node_signed(agent_header: &str, components: Option<Value>) -> HttpRequest {
     if let Some(c) = components {
         job["components"] = c;
     }
-    let out = node("sign.mjs", &job);
-    for name in ["Signature-Agent", "Signature-Input", "Signature"] {
-        let v = out[name]
-            .as_str()
-            .unwrap_or_else(|| panic!("no {name}: {out}"));
-        set(&mut req, &name.to_ascii_lowercase(), v);
-    }
-    let input = req.header("signature-input").unwrap();
-    assert!(
-        input.contains(&format!("keyid=\"{}\"", thumbprint())),
-        "the package computed another thumbprint: {input}"
-    );
-    assert!(input.contains("tag=\"web-bot-auth\""), "{input}");
+    let out = run_node("sign.mjs", &job);
+    take_signature_headers(&mut req, &out, "the package", &key());
     req
 }
 
 fn node_verifies(req: &HttpRequest) -> Result<(), String> {
-    let out = node(
+    verifier_answer(
         "verify.mjs",
-        &json!({"method": req.method, "url": url(req), "headers": headers_json(req), "jwk": public_jwk()}),
-    );
-    match out["ok"].as_bool() {
-        Some(true) => Ok(()),
-        Some(false) => Err(out["error"].as_str().unwrap_or("?").to_string()),
-        None => panic!("verify.mjs: {out}"),
-    }
-}
-
-fn our_signed(legacy: bool) -> HttpRequest {
-    let mut req = request();
-    let mut o = SignOptions::web_bot_auth(AGENT, now(), 300);
-    o.legacy_agent = legacy;
-    let h = sign_request(&req, &key(), &o).unwrap();
-    for (n, v) in h.pairs() {
-        set(&mut req, &n, &v);
-    }
-    req
+        run_node("verify.mjs", &verify_job(req, &key())),
+    )
+    .map(drop)
 }
 
 fn ours(req: &HttpRequest) -> Verdict {
-    verify_request(req, &Policy::default(), &ring(), now())
-}
-
-fn verdict_token(v: &Verdict) -> (Outcome, Option<&'static str>) {
-    (v.outcome(), v.reason().map(|r| r.token()))
+    verify_request(req, &Policy::default(), &ring("Node Agent", &key()), now())
 }
 
 fn assert_ours_verified(req: &HttpRequest) {
-    match ours(req) {
-        Verdict::Verified(v) => {
-            assert_eq!(v.agent_url, AGENT);
-            assert_eq!(v.key_id, thumbprint());
-        }
-        other => panic!("our core refused the package's signature: {other:?}"),
-    }
+    expect_verified(ours(req), &key(), "the package's signature");
 }
 
 const LEGACY: &str = "\"https://agent.example\"";
@@ -241,29 +84,6 @@ const DICT: &str = "sig1=\"https://agent.example\"";
 
 fn full_components() -> Value {
     json!(["@authority", "@method", "@path", "signature-agent"])
-}
-
-/// A named one-byte change to a signed request.
-type Tamper = (&'static str, fn(&mut HttpRequest));
-
-fn tampers() -> Vec<Tamper> {
-    vec![
-        ("path", |r| r.path = r.path.replacen("42", "43", 1)),
-        ("authority", |r| {
-            r.authority = r.authority.replacen("shop", "shoq", 1)
-        }),
-        ("signature", |r| {
-            let sig = r.header("signature").unwrap();
-            let (label, rest) = sig.split_once('=').unwrap();
-            let mut bytes = STANDARD.decode(rest.trim_matches(':')).unwrap();
-            bytes[7] ^= 0x01;
-            set(
-                r,
-                "signature",
-                &format!("{label}=:{}:", STANDARD.encode(bytes)),
-            );
-        }),
-    ]
 }
 
 #[test]
@@ -296,7 +116,7 @@ fn our_legacy_signature_verifies_with_node() {
     if !available() {
         return;
     }
-    let req = our_signed(true);
+    let req = our_signed(&key(), true);
     assert_eq!(
         verdict_token(&ours(&req)),
         (Outcome::Verified, None),
@@ -312,23 +132,9 @@ fn one_byte_tampers_fail_in_both() {
     }
     for (origin, req) in [
         ("node", node_signed(LEGACY, Some(full_components()))),
-        ("ours", our_signed(true)),
+        ("ours", our_signed(&key(), true)),
     ] {
-        node_verifies(&req).unwrap_or_else(|e| panic!("{origin}: untampered: {e}"));
-        assert_eq!(ours(&req).outcome(), Outcome::Verified, "{origin}");
-        for (what, tamper) in tampers() {
-            let mut t = req.clone();
-            tamper(&mut t);
-            assert!(
-                node_verifies(&t).is_err(),
-                "{origin}/{what}: the package accepted it"
-            );
-            assert_eq!(
-                verdict_token(&ours(&t)),
-                (Outcome::Invalid, Some("bad_signature")),
-                "{origin}/{what}"
-            );
-        }
+        assert_tampers_fail(origin, &req, tampers(None, 7, 0x01), node_verifies, ours);
         // The agent URL one byte off: the package's base changes; ours never attributes it.
         let mut t = req.clone();
         set(&mut t, "signature-agent", "\"https://agenu.example\"");
@@ -374,7 +180,7 @@ fn deviation_node_signs_the_whole_field_for_key_parameter() {
     );
     node_verifies(&req).unwrap();
     // And the other way: our RFC-conformant dictionary-form signature fails with the package.
-    let ours_dict = our_signed(false);
+    let ours_dict = our_signed(&key(), false);
     assert_eq!(ours(&ours_dict).outcome(), Outcome::Verified);
     assert_eq!(
         node_verifies(&ours_dict),

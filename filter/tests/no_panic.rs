@@ -5,21 +5,23 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use ed25519_dalek::SigningKey;
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::sample::select;
 use serde_json::Value;
 
+use common::{public, signing_key};
 use wba_filter::agent_url::{normalize_agent_url, AgentType};
 use wba_filter::base::{component_lines, signature_base, Message};
 use wba_filter::component::Component;
 use wba_filter::config::Config;
 use wba_filter::directory::{parse_key_set, verify_directory_response};
 use wba_filter::fetch::{FailureKind, FetchFailure, Fetched, Proof};
-use wba_filter::host::Host;
+use wba_filter::host::RecordingHost;
 use wba_filter::jwk::{Jwk, Key};
 use wba_filter::key_cache::KeyCache;
 use wba_filter::keyring::{AgentKeys, KeyRing};
@@ -31,7 +33,6 @@ use wba_filter::sign::{sign_request, SignOptions};
 use wba_filter::signature::parse_signature;
 use wba_filter::signature_agent::parse_signature_agent;
 use wba_filter::signature_input::parse_signature_input;
-use wba_filter::stats::Counter;
 use wba_filter::verify::{verify_request, verify_traced, Trace};
 
 const NOW: i64 = 1_800_000_000;
@@ -57,16 +58,6 @@ fn config(cases: u32) -> ProptestConfig {
 
 // ---------------------------------------------------------------------------------------------
 // Keys and key sources.
-
-fn signing_key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
-}
-
-fn public(seed: u8) -> Key {
-    Jwk::from_ed25519(signing_key(seed).verifying_key().as_bytes())
-        .to_key()
-        .unwrap()
-}
 
 fn test_key() -> Key {
     Key::from_jwk_json(&format!(
@@ -952,41 +943,6 @@ fn json_text() -> impl Strategy<Value = String> {
     ]
 }
 
-// ---------------------------------------------------------------------------------------------
-// A host double.
-
-#[derive(Default)]
-struct TestHost {
-    headers: Vec<(String, String)>,
-    now: i64,
-    sent: Option<u16>,
-    counters: usize,
-}
-
-impl Host for TestHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.headers.clone()
-    }
-    fn remove_request_header(&mut self, name: &str) {
-        self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-    }
-    fn set_request_header(&mut self, name: &str, value: &str) {
-        self.remove_request_header(name);
-        self.headers.push((name.into(), value.into()));
-    }
-    fn now(&self) -> i64 {
-        self.now
-    }
-    fn send_response(&mut self, status: u16, _headers: &[(String, String)], body: &str) {
-        assert!(serde_json::from_str::<Value>(body).is_ok(), "{body}");
-        self.sent = Some(status);
-    }
-    fn increment(&mut self, _counter: Counter) {
-        self.counters += 1;
-    }
-    fn set_log_value(&mut self, _key: &str, _value: &str) {}
-}
-
 fn filter_config() -> impl Strategy<Value = Config> {
     let agents = format!(
         r#"[{{"name":"Agent","url":"https://agent.example","keys":[{}]}},
@@ -1253,9 +1209,12 @@ proptest! {
             keys.record(&mut store, "https://u.example", &result, &config.directory, at);
         }
         for may_wait in [true, false] {
-            let mut host = TestHost { headers: headers.clone(), now, ..TestHost::default() };
+            let mut host = RecordingHost::new(headers.clone(), now);
             let action = on_request_headers(&mut host, &config, &mut keys, &mut store, may_wait);
-            prop_assert!(host.counters >= 1);
+            prop_assert!(!host.counters.is_empty());
+            if let Some(sent) = &host.sent {
+                prop_assert!(serde_json::from_str::<Value>(&sent.body).is_ok(), "{}", sent.body);
+            }
             if matches!(action, Action::Wait(_)) {
                 prop_assert!(may_wait);
                 continue;

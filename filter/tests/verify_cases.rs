@@ -3,7 +3,11 @@
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
+mod common;
+
 use ed25519_dalek::SigningKey;
+
+use common::{public, set, sign_into, signing_key, AGENT};
 use wba_filter::agent_url::AgentType;
 use wba_filter::component::Component;
 use wba_filter::jwk::{Jwk, Key};
@@ -15,27 +19,9 @@ use wba_filter::verdict::{Outcome, Verdict};
 use wba_filter::verify::{verify_request, verify_traced, Trace};
 
 const NOW: i64 = 1_800_000_000;
-const AGENT: &str = "https://agent.example";
-
-fn signing_key(seed: u8) -> SigningKey {
-    SigningKey::from_bytes(&[seed; 32])
-}
-
-fn public(seed: u8) -> Key {
-    Jwk::from_ed25519(signing_key(seed).verifying_key().as_bytes())
-        .to_key()
-        .unwrap()
-}
 
 fn ring() -> KeyRing {
-    let mut r = KeyRing::default();
-    r.add(
-        "Example Agent",
-        AgentType::Directory,
-        AGENT,
-        vec![public(1)],
-    );
-    r
+    common::ring("Example Agent", &signing_key(1))
 }
 
 fn request() -> HttpRequest {
@@ -53,11 +39,7 @@ fn request() -> HttpRequest {
 
 fn signed_with(opts: &SignOptions, seed: u8) -> HttpRequest {
     let mut req = request();
-    let h = sign_request(&req, &signing_key(seed), opts).unwrap();
-    for (n, v) in h.pairs() {
-        req.remove_header(&n);
-        req.add_header(&n, &v);
-    }
+    sign_into(&mut req, &signing_key(seed), opts);
     req
 }
 
@@ -78,11 +60,6 @@ fn reason(v: &Verdict) -> (&'static str, &'static str) {
         v.outcome().token(),
         v.reason().map(|r| r.token()).unwrap_or("-"),
     )
-}
-
-fn set(req: &mut HttpRequest, name: &str, value: &str) {
-    req.remove_header(name);
-    req.add_header(name, value);
 }
 
 #[test]

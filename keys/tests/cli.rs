@@ -4,6 +4,8 @@
 mod common;
 
 use std::io::Read as _;
+use std::path::Path;
+use std::process::Output;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -32,6 +34,11 @@ fn independent_thumbprint(x: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
 }
 
+/// What `wba thumbprint <file>` prints, trimmed.
+fn thumbprint(dir: &Path, file: &str) -> String {
+    ok(run(dir, &["thumbprint", file])).trim().to_string()
+}
+
 // ---- generate ----
 
 #[test]
@@ -53,7 +60,7 @@ fn generate_writes_three_files_and_refuses_to_overwrite() {
     for f in ["agent.jwk", "agent.pem", "agent.pub.jwk"] {
         assert!(dir.path().join(f).is_file(), "{f}");
         // Every file has the same thumbprint.
-        assert_eq!(ok(run(dir.path(), &["thumbprint", f])).trim(), tp, "{f}");
+        assert_eq!(thumbprint(dir.path(), f), tp, "{f}");
     }
     #[cfg(unix)]
     {
@@ -120,16 +127,12 @@ fn thumbprint_of_every_key_form() {
     )
     .unwrap();
     for f in ["pub.jwk", "priv.jwk", "pub.pem", "priv.pem"] {
-        assert_eq!(
-            ok(run(dir.path(), &["thumbprint", f])).trim(),
-            VECTOR_TP,
-            "{f}"
-        );
+        assert_eq!(thumbprint(dir.path(), f), VECTOR_TP, "{f}");
     }
     // RFC 7638 section 3.1 (RSA) and an EC key: the core's canonical members.
     std::fs::write(dir.path().join("rsa.jwk"), r#"{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB","alg":"RS256","kid":"2011-04-29"}"#).unwrap();
     assert_eq!(
-        ok(run(dir.path(), &["thumbprint", "rsa.jwk"])).trim(),
+        thumbprint(dir.path(), "rsa.jwk"),
         "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
     );
     std::fs::write(
@@ -140,10 +143,7 @@ fn thumbprint_of_every_key_form() {
     let expected = URL_SAFE_NO_PAD.encode(Sha256::digest(
         br#"{"crv":"P-256","kty":"EC","x":"a","y":"b"}"#,
     ));
-    assert_eq!(
-        ok(run(dir.path(), &["thumbprint", "ec.jwk"])).trim(),
-        expected
-    );
+    assert_eq!(thumbprint(dir.path(), "ec.jwk"), expected);
     // Several files: one line each, named.
     let out = ok(run(dir.path(), &["thumbprint", "pub.jwk", "rsa.jwk"]));
     assert_eq!(out.lines().count(), 2);
@@ -277,12 +277,8 @@ fn proofs(
 fn serve_publishes_a_signed_cacheable_directory() {
     let dir = with_key();
     ok(run(dir.path(), &["generate", "--out", "second"]));
-    let tp = ok(run(dir.path(), &["thumbprint", "agent.jwk"]))
-        .trim()
-        .to_string();
-    let tp2 = ok(run(dir.path(), &["thumbprint", "second.pem"]))
-        .trim()
-        .to_string();
+    let tp = thumbprint(dir.path(), "agent.jwk");
+    let tp2 = thumbprint(dir.path(), "second.pem");
     let server = Served::start(
         dir.path(),
         &[
@@ -379,12 +375,8 @@ fn serve_publishes_a_signed_cacheable_directory() {
 fn serve_a_directory_file_reread_on_every_request() {
     let dir = with_key();
     ok(run(dir.path(), &["generate", "--out", "next"]));
-    let tp = ok(run(dir.path(), &["thumbprint", "agent.jwk"]))
-        .trim()
-        .to_string();
-    let tp_next = ok(run(dir.path(), &["thumbprint", "next.jwk"]))
-        .trim()
-        .to_string();
+    let tp = thumbprint(dir.path(), "agent.jwk");
+    let tp_next = thumbprint(dir.path(), "next.jwk");
     let file = dir.path().join("directory.json");
     std::fs::write(&file, ok(run(dir.path(), &["directory", "agent.pub.jwk"]))).unwrap();
     let server = Served::start(
@@ -476,21 +468,23 @@ fn serve_refusals() {
 
 // ---- sign ----
 
-fn sign(dir: &std::path::Path, extra: &[&str]) -> String {
-    let mut args = vec![
-        "sign",
-        "--key",
-        "agent.jwk",
-        "--agent",
-        AGENT,
-        "--url",
-        "https://shop.example/items/42?color=blue",
-    ];
-    args.extend_from_slice(extra);
-    ok(run(dir, &args))
+const URL: &str = "https://shop.example/items/42?color=blue";
+
+/// `wba sign --key <key> --agent AGENT --url <url> <extra...>`.
+fn sign_with(dir: &Path, key: &str, url: &str, extra: &[&str]) -> Output {
+    run_with(
+        dir,
+        &["sign", "--key", key, "--agent", AGENT, "--url", url],
+        extra,
+    )
 }
 
-fn verify_signed(dir: &std::path::Path, method: &str, headers: &[(String, String)]) -> Verdict {
+/// What `wba sign` prints for `URL` with `agent.jwk`.
+fn sign(dir: &Path, extra: &[&str]) -> String {
+    ok(sign_with(dir, "agent.jwk", URL, extra))
+}
+
+fn verify_signed(dir: &Path, method: &str, headers: &[(String, String)]) -> Verdict {
     let req = request_with(method, "shop.example", "/items/42?color=blue", headers);
     verify_request(
         &req,
@@ -503,9 +497,7 @@ fn verify_signed(dir: &std::path::Path, method: &str, headers: &[(String, String
 #[test]
 fn sign_output_verifies_with_the_core() {
     let dir = with_key();
-    let tp = ok(run(dir.path(), &["thumbprint", "agent.jwk"]))
-        .trim()
-        .to_string();
+    let tp = thumbprint(dir.path(), "agent.jwk");
     let out = sign(dir.path(), &[]);
     let hs = header_lines(&out);
     let names: Vec<&str> = hs.iter().map(|(n, _)| n.as_str()).collect();
@@ -522,18 +514,7 @@ fn sign_output_verifies_with_the_core() {
         other => panic!("{other:?}\n{out}"),
     }
     // The PEM signs the same way.
-    let out = ok(run(
-        dir.path(),
-        &[
-            "sign",
-            "--key",
-            "agent.pem",
-            "--agent",
-            AGENT,
-            "--url",
-            "https://shop.example/items/42?color=blue",
-        ],
-    ));
+    let out = ok(sign_with(dir.path(), "agent.pem", URL, &[]));
     assert!(matches!(
         verify_signed(dir.path(), "GET", &header_lines(&out)),
         Verdict::Verified(_)
@@ -581,7 +562,7 @@ fn sign_options() {
         hs[1].1,
         format!(
             "bot=(\"@target-uri\" \"content-type\" \"signature-agent\");created={created};expires={expires};keyid=\"{}\";alg=\"ed25519\";nonce=\"n-1\";tag=\"web-bot-auth\"",
-            ok(run(dir.path(), &["thumbprint", "agent.jwk"])).trim()
+            thumbprint(dir.path(), "agent.jwk")
         )
     );
     let mut with_ct = hs.clone();
@@ -641,18 +622,11 @@ fn sign_curl_sends_the_signed_request() {
 #[test]
 fn sign_print_base() {
     let dir = with_key();
-    let o = run(
+    let o = sign_with(
         dir.path(),
-        &[
-            "sign",
-            "--key",
-            "agent.jwk",
-            "--agent",
-            AGENT,
-            "--url",
-            "https://shop.example/x",
-            "--print-base",
-        ],
+        "agent.jwk",
+        "https://shop.example/x",
+        &["--print-base"],
     );
     let err = stderr(&o);
     assert!(
@@ -666,11 +640,7 @@ fn sign_print_base() {
 fn sign_refusals() {
     let dir = with_key();
     let base = ["sign", "--agent", AGENT, "--url", "https://shop.example/"];
-    let with = |extra: &[&str]| {
-        let mut a: Vec<&str> = base.to_vec();
-        a.extend_from_slice(extra);
-        run(dir.path(), &a)
-    };
+    let with = |extra: &[&str]| run_with(dir.path(), &base, extra);
     fails(
         with(&["--key", "agent.pub.jwk"]),
         1,
@@ -706,55 +676,44 @@ fn sign_refusals() {
         1,
         "must be after created",
     );
+    let no_agent = [
+        "sign",
+        "--key",
+        "agent.jwk",
+        "--url",
+        "https://shop.example/",
+    ];
     fails(
-        run(
-            dir.path(),
-            &[
-                "sign",
-                "--key",
-                "agent.jwk",
-                "--agent",
-                "http://agent.example",
-                "--url",
-                "https://shop.example/",
-            ],
-        ),
+        run_with(dir.path(), &no_agent, &["--agent", "http://agent.example"]),
         1,
         "--agent \"http://agent.example\": the URL must start with https://",
     );
     fails(
-        run(
-            dir.path(),
-            &[
-                "sign",
-                "--key",
-                "agent.jwk",
-                "--agent",
-                AGENT,
-                "--url",
-                "shop.example/x",
-            ],
-        ),
+        sign_with(dir.path(), "agent.jwk", "shop.example/x", &[]),
         1,
         "is not a valid URL",
     );
-    fails(
-        run(
-            dir.path(),
-            &[
-                "sign",
-                "--key",
-                "agent.jwk",
-                "--url",
-                "https://shop.example/",
-            ],
-        ),
-        2,
-        "--agent",
-    );
+    fails(run(dir.path(), &no_agent), 2, "--agent");
 }
 
 // ---- request ----
+
+/// `wba request --key agent.jwk --agent AGENT --url <url> <extra...>`.
+fn send(dir: &Path, url: &str, extra: &[&str]) -> Output {
+    run_with(
+        dir,
+        &[
+            "request",
+            "--key",
+            "agent.jwk",
+            "--agent",
+            AGENT,
+            "--url",
+            url,
+        ],
+        extra,
+    )
+}
 
 /// What the one-shot server received: method, target, headers.
 type Received = (String, String, Vec<(String, String)>);
@@ -789,16 +748,10 @@ fn request_sends_a_request_the_core_verifies() {
     let dir = with_key();
     let (addr, handle) = one_shot_server();
     let url = format!("http://{addr}/items/42?color=blue");
-    let out = ok(run(
+    let out = ok(send(
         dir.path(),
+        &url,
         &[
-            "request",
-            "--key",
-            "agent.jwk",
-            "--agent",
-            AGENT,
-            "--url",
-            &url,
             "-H",
             "Host: shop.example",
             "-H",
@@ -843,20 +796,7 @@ fn request_truncates_the_body_and_reports_failures() {
     let dir = with_key();
     let (addr, handle) = one_shot_server();
     let url = format!("http://{addr}/");
-    let out = ok(run(
-        dir.path(),
-        &[
-            "request",
-            "--key",
-            "agent.jwk",
-            "--agent",
-            AGENT,
-            "--url",
-            &url,
-            "--max-body",
-            "5",
-        ],
-    ));
+    let out = ok(send(dir.path(), &url, &["--max-body", "5"]));
     assert!(
         out.contains("\n\nhello\n[body truncated after 5 bytes"),
         "{out}"
@@ -870,18 +810,7 @@ fn request_truncates_the_body_and_reports_failures() {
     let port = listener.local_addr().unwrap().port();
     drop(listener);
     fails(
-        run(
-            dir.path(),
-            &[
-                "request",
-                "--key",
-                "agent.jwk",
-                "--agent",
-                AGENT,
-                "--url",
-                &format!("http://127.0.0.1:{port}/"),
-            ],
-        ),
+        send(dir.path(), &format!("http://127.0.0.1:{port}/"), &[]),
         1,
         "failed",
     );
@@ -889,7 +818,16 @@ fn request_truncates_the_body_and_reports_failures() {
 
 // ---- explain ----
 
-fn signed_request_file(dir: &std::path::Path, extra: &[&str]) -> String {
+/// `wba explain --request <request> --key agent.pub.jwk <extra...>`.
+fn explain(dir: &Path, request: &str, extra: &[&str]) -> Output {
+    run_with(
+        dir,
+        &["explain", "--request", request, "--key", "agent.pub.jwk"],
+        extra,
+    )
+}
+
+fn signed_request_file(dir: &Path, extra: &[&str]) -> String {
     let headers = sign(dir, extra);
     format!(
         "GET /items/42?color=blue HTTP/1.1\r\nHost: shop.example\r\nAccept: */*\r\n{}\r\n",
@@ -900,18 +838,13 @@ fn signed_request_file(dir: &std::path::Path, extra: &[&str]) -> String {
 #[test]
 fn explain_a_valid_request() {
     let dir = with_key();
-    let tp = ok(run(dir.path(), &["thumbprint", "agent.jwk"]))
-        .trim()
-        .to_string();
+    let tp = thumbprint(dir.path(), "agent.jwk");
     std::fs::write(
         dir.path().join("req.txt"),
         signed_request_file(dir.path(), &[]),
     )
     .unwrap();
-    let out = ok(run(
-        dir.path(),
-        &["explain", "--request", "req.txt", "--key", "agent.pub.jwk"],
-    ));
+    let out = ok(explain(dir.path(), "req.txt", &[]));
     assert!(
         out.contains("  ok    [sig1] ed25519 signature: valid\n"),
         "{out}"
@@ -995,9 +928,7 @@ fn explain_shows_the_failing_check() {
     ];
     for (name, text, extra, check, verdict) in cases {
         std::fs::write(dir.path().join("req.txt"), text).unwrap();
-        let mut args = vec!["explain", "--request", "req.txt", "--key", "agent.pub.jwk"];
-        args.extend_from_slice(extra);
-        let o = run(dir.path(), &args);
+        let o = explain(dir.path(), "req.txt", extra);
         let out = stdout(&o);
         assert_eq!(o.status.code(), Some(1), "{name}: {out}");
         assert!(out.contains(check), "{name}: {out}");
@@ -1005,17 +936,10 @@ fn explain_shows_the_failing_check() {
     }
     // A key lookup failure still shows the base as it would be checked.
     std::fs::write(dir.path().join("req.txt"), &good).unwrap();
-    let out = stdout(&run(
+    let out = stdout(&explain(
         dir.path(),
-        &[
-            "explain",
-            "--request",
-            "req.txt",
-            "--key",
-            "agent.pub.jwk",
-            "--agent-url",
-            "https://other.example",
-        ],
+        "req.txt",
+        &["--agent-url", "https://other.example"],
     ));
     assert!(out.contains("signature base [sig1] (not checked: verification stopped before the signature):\n\"@authority\": shop.example"), "{out}");
     // Another key entirely.
@@ -1032,32 +956,8 @@ fn explain_headers_only_capture_and_vectors() {
     let dir = with_key();
     // Only the headers `wba sign` printed, plus the URL on the command line.
     std::fs::write(dir.path().join("headers.txt"), sign(dir.path(), &[])).unwrap();
-    fails(
-        run(
-            dir.path(),
-            &[
-                "explain",
-                "--request",
-                "headers.txt",
-                "--key",
-                "agent.pub.jwk",
-            ],
-        ),
-        2,
-        "pass --url",
-    );
-    ok(run(
-        dir.path(),
-        &[
-            "explain",
-            "--request",
-            "headers.txt",
-            "--key",
-            "agent.pub.jwk",
-            "--url",
-            "https://shop.example/items/42?color=blue",
-        ],
-    ));
+    fails(explain(dir.path(), "headers.txt", &[]), 2, "pass --url");
+    ok(explain(dir.path(), "headers.txt", &["--url", URL]));
 
     // The draft's test vectors, as a capture with pseudo-headers.
     let v = vectors();
@@ -1142,35 +1042,12 @@ fn explain_refuses_unreadable_input() {
     ];
     for (text, needle) in cases {
         std::fs::write(dir.path().join("bad.txt"), text).unwrap();
-        fails(
-            run(
-                dir.path(),
-                &["explain", "--request", "bad.txt", "--key", "agent.pub.jwk"],
-            ),
-            2,
-            needle,
-        );
+        fails(explain(dir.path(), "bad.txt", &[]), 2, needle);
     }
     std::fs::write(dir.path().join("bin.txt"), [0xff, 0xfe, 0x00]).unwrap();
+    fails(explain(dir.path(), "bin.txt", &[]), 2, "is not text");
     fails(
-        run(
-            dir.path(),
-            &["explain", "--request", "bin.txt", "--key", "agent.pub.jwk"],
-        ),
-        2,
-        "is not text",
-    );
-    fails(
-        run(
-            dir.path(),
-            &[
-                "explain",
-                "--request",
-                "missing.txt",
-                "--key",
-                "agent.pub.jwk",
-            ],
-        ),
+        explain(dir.path(), "missing.txt", &[]),
         2,
         "cannot read missing.txt",
     );
@@ -1208,18 +1085,7 @@ fn explain_refuses_unreadable_input() {
         "not a usable key directory",
     );
     fails(
-        run(
-            dir.path(),
-            &[
-                "explain",
-                "--request",
-                "req.txt",
-                "--key",
-                "agent.pub.jwk",
-                "--agent-url",
-                "ftp://x",
-            ],
-        ),
+        explain(dir.path(), "req.txt", &["--agent-url", "ftp://x"]),
         2,
         "--agent-url",
     );

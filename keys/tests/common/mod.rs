@@ -23,6 +23,12 @@ pub fn run(dir: &Path, args: &[&str]) -> Output {
     wba().args(args).current_dir(dir).output().expect("run wba")
 }
 
+/// Runs `wba base... extra...` in `dir`.
+pub fn run_with(dir: &Path, base: &[&str], extra: &[&str]) -> Output {
+    let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+    run(dir, &args)
+}
+
 /// Runs `wba args...` with `stdin`.
 pub fn run_stdin(dir: &Path, args: &[&str], stdin: &str) -> Output {
     use std::io::Write as _;
