@@ -177,6 +177,20 @@ fn out(s: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Loads the signing key and signs as `args` say, printing the signature base to stderr when
+/// asked.
+fn prepare(args: &SignArgs, print_base: bool) -> anyhow::Result<sign::Prepared> {
+    let key = keyfile::load_signing_key(&args.key)?;
+    let p = sign::prepare(args, &key, sign::now())?;
+    if print_base {
+        eprintln!(
+            "signature base:\n{}\n(end of signature base)",
+            p.signed.base
+        );
+    }
+    Ok(p)
+}
+
 fn load_all(files: &[PathBuf]) -> anyhow::Result<Vec<LoadedKey>> {
     files
         .iter()
@@ -282,14 +296,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             curl,
             print_base,
         } => {
-            let key = keyfile::load_signing_key(&args.key)?;
-            let p = sign::prepare(&args, &key, sign::now())?;
-            if print_base {
-                eprintln!(
-                    "signature base:\n{}\n(end of signature base)",
-                    p.signed.base
-                );
-            }
+            let p = prepare(&args, print_base)?;
             out(&if curl { p.curl() } else { p.header_lines() })?;
         }
         Command::Request {
@@ -298,14 +305,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             max_body,
             print_base,
         } => {
-            let key = keyfile::load_signing_key(&args.key)?;
-            let p = sign::prepare(&args, &key, sign::now())?;
-            if print_base {
-                eprintln!(
-                    "signature base:\n{}\n(end of signature base)",
-                    p.signed.base
-                );
-            }
+            let p = prepare(&args, print_base)?;
             eprintln!("> {} {}", p.method, p.url);
             for (n, v) in p.send_headers() {
                 eprintln!("> {n}: {v}");
