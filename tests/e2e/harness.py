@@ -228,32 +228,34 @@ def request(port, method="GET", path="/", headers=(), host=None, body=None, conn
     return resp
 
 
-class EchoUpstream:
-    """An HTTP server on an ephemeral loopback port that answers with the request it saw."""
+class QuietHandler(BaseHTTPRequestHandler):
+    """An HTTP/1.1 request handler that logs nothing and answers with `_send`."""
 
-    def __init__(self):
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+    protocol_version = "HTTP/1.1"
 
-            def _answer(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
-                body = json.dumps(
-                    {"method": self.command, "path": self.path, "headers": list(self.headers.items())}
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    def _send(self, status, body, media, extra=()):
+        """A complete response: status, Content-Type `media`, `extra` headers, `body` (bytes)."""
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", media)
+            self.send_header("Content-Length", str(len(body)))
+            for n, v in extra:
+                self.send_header(n, v)
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up (a fetch timeout): that is the point of some tests
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
+    def log_message(self, *args):
+        pass
 
-            def log_message(self, *args):
-                pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+class LoopbackServer:
+    """A threaded HTTP server on an ephemeral loopback port; a context manager that serves
+    while entered. Subclasses call `_listen(handler_class)` in `__init__`."""
+
+    def _listen(self, handler):
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -265,6 +267,25 @@ class EchoUpstream:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+class EchoUpstream(LoopbackServer):
+    """An HTTP server on an ephemeral loopback port that answers with the request it saw."""
+
+    def __init__(self):
+        class Handler(QuietHandler):
+            def _answer(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                if n:
+                    self.rfile.read(n)
+                body = json.dumps(
+                    {"method": self.command, "path": self.path, "headers": list(self.headers.items())}
+                ).encode()
+                self._send(200, body, "application/json")
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _answer
+
+        self._listen(Handler)
 
 
 # ---------------------------------------------------------------------------- Envoy
@@ -411,7 +432,7 @@ DIRECTORY_PATH = "/.well-known/http-message-signatures-directory"
 DIRECTORY_MEDIA_TYPE = "application/http-message-signatures-directory+json"
 
 
-class DirectoryServer:
+class DirectoryServer(LoopbackServer):
     """A key directory on an ephemeral loopback port, misbehaving on demand, per Host.
 
     `behaviour[host]` is one of: ok, status:<code>, redirect, slow:<seconds>, oversized,
@@ -430,9 +451,7 @@ class DirectoryServer:
         self.lock = threading.Lock()
         outer = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_GET(self):
                 host = (self.headers.get("Host") or "").lower()
                 with outer.lock:
@@ -468,37 +487,11 @@ class DirectoryServer:
                     extra += directory_proof(keys, host, body)
                 self._send(200, body, media, extra)
 
-            def _send(self, status, body, media, extra=()):
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", media)
-                    self.send_header("Content-Length", str(len(body)))
-                    for n, v in extra:
-                        self.send_header(n, v)
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the fetcher gave up (timeout): that is the point of some tests
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.port = self.server.server_address[1]
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._listen(Handler)
 
     def count(self, host):
         with self.lock:
             return self.fetches.get(host, 0)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def directory_proof(keys, authority, body):
