@@ -3,7 +3,7 @@
 //! worker sees it); each VM keeps a decoded copy, re-read only when the entry's generation
 //! changes, so the request path never parses JSON or decodes keys.
 
-use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use crate::agent_url::AgentType;
 use crate::config::{AgentConfig, Config, DirectorySettings};
@@ -19,7 +19,7 @@ pub const ENTRY_PREFIX: &str = "wba.dir.";
 const CAS_ATTEMPTS: usize = 16;
 
 /// What every worker knows about one agent's fetched key set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirectoryEntry {
     /// The accepted keys, as public JWK JSON.
     pub keys: Vec<String>,
@@ -58,9 +58,62 @@ fn entry_key(agent: &AgentConfig) -> String {
 fn load(store: &dyn SharedStore, key: &str) -> (DirectoryEntry, Option<u32>) {
     let (bytes, cas) = store.get(key);
     let entry = bytes
-        .and_then(|b| serde_json::from_slice(&b).ok())
+        .as_deref()
+        .map(DirectoryEntry::from_bytes)
         .unwrap_or_default();
     (entry, cas)
+}
+
+impl DirectoryEntry {
+    /// JSON through `serde_json::Value` (already in the module for JWKs): a derive would add
+    /// its own (de)serializer code to the Wasm module for this one struct.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        json!({
+            "keys": self.keys,
+            "loaded": self.loaded,
+            "fetched_at": self.fetched_at,
+            "fresh_until": self.fresh_until,
+            "attempted_at": self.attempted_at,
+            "failures": self.failures,
+            "retry_at": self.retry_at,
+            "last_failure": self.last_failure,
+            "proof": self.proof,
+            "lease_until_ms": self.lease_until_ms,
+            "generation": self.generation,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// The inverse of [`Self::to_bytes`]; anything unreadable is an empty entry.
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        let Ok(v) = serde_json::from_slice::<Value>(bytes) else {
+            return DirectoryEntry::default();
+        };
+        let int = |k: &str| v.get(k).and_then(Value::as_i64).unwrap_or(0);
+        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        DirectoryEntry {
+            keys: v
+                .get("keys")
+                .and_then(Value::as_array)
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            loaded: v.get("loaded").and_then(Value::as_bool).unwrap_or(false),
+            fetched_at: int("fetched_at"),
+            fresh_until: int("fresh_until"),
+            attempted_at: int("attempted_at"),
+            failures: u32::try_from(int("failures")).unwrap_or(0),
+            retry_at: int("retry_at"),
+            last_failure: text("last_failure"),
+            proof: text("proof"),
+            lease_until_ms: int("lease_until_ms"),
+            generation: v.get("generation").and_then(Value::as_u64).unwrap_or(0),
+        }
+    }
 }
 
 /// Read-modify-write of an agent's entry; `f` returns false to leave it unchanged.
@@ -74,8 +127,7 @@ fn update(
         if !f(&mut entry) {
             return Ok(entry);
         }
-        let bytes = serde_json::to_vec(&entry).map_err(|_| StoreError::Unavailable)?;
-        match store.set(key, &bytes, Some(cas.unwrap_or(0))) {
+        match store.set(key, &entry.to_bytes(), Some(cas.unwrap_or(0))) {
             Ok(()) => return Ok(entry),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
@@ -425,6 +477,28 @@ mod tests {
             c.lookup(AgentType::Directory, URL, &key(seed).thumbprint),
             Lookup::Found { .. }
         )
+    }
+
+    #[test]
+    fn entries_round_trip_through_shared_data_bytes() {
+        let e = DirectoryEntry {
+            keys: vec![key(1).jwk.to_json()],
+            loaded: true,
+            fetched_at: NOW,
+            fresh_until: NOW + 600,
+            attempted_at: NOW,
+            failures: 3,
+            retry_at: NOW + 4,
+            last_failure: Some("status".into()),
+            proof: Some("valid".into()),
+            lease_until_ms: NOW * 1000,
+            generation: u64::MAX,
+        };
+        assert_eq!(DirectoryEntry::from_bytes(&e.to_bytes()), e);
+        assert_eq!(
+            DirectoryEntry::from_bytes(b"garbage"),
+            DirectoryEntry::default()
+        );
     }
 
     #[test]
