@@ -39,6 +39,8 @@ alone, by running a bare `verify_strict` in Node's V8 (CPU time, ±0.5 µs).
 | wasm-opt -O3 (binaryen 108) after the build | 72-76 | | 424,881 | not applied (Makefile): -3 µs, -65 KiB |
 | wasm-opt -Oz after the build | 77-79 | | 417,003 | not applied (Makefile): same speed, -73 KiB, still ≥ 400 KiB |
 | opt-level "z" + crypto at 3 + wasm-opt -Oz | 85-88 | | 375,883 | not applied: meets the size target, +8 µs per signed request |
+| key cache's shared-data entry through `serde_json::Value` instead of a serde derive | no change | | 481,943 (from 490,906) | **yes** |
+| **wasm-opt -Oz (binaryen 132, npm, pinned) in `make build`** | 89-90 vs 91-94 before (CPU µs/req, 2 runs each) | | 406,915 | **yes**: meets the size target at the same speed |
 
 Where an unsigned request's cost goes (Envoy CPU time per request over Envoy alone, 2 paired
 runs each, with throwaway proxy-wasm filters that make only the named host calls): an empty
