@@ -18,21 +18,23 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ed25519_dalek::{Signature, SigningKey};
-use indexmap::IndexMap;
-use web_bot_auth::components::{
-    CoveredComponent, DerivedComponent, HTTPField, HTTPFieldParameters,
-};
 use web_bot_auth::keyring::{KeyRing as TheirKeyRing, Thumbprintable};
-use web_bot_auth::message_signatures::{SignedMessage, UnsignedMessage};
 use web_bot_auth::WebBotAuthVerifier;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+#[path = "../tests/common/theirs.rs"]
+mod theirs;
+
+use common::now;
+use theirs::Theirs;
 use wba_filter::agent_url::AgentType;
 use wba_filter::jwk::Jwk;
 use wba_filter::keyring::KeyRing;
@@ -47,13 +49,6 @@ const SEED: [u8; 32] = [
     0x51, 0x0e, 0x9c, 0x27, 0xb4, 0x63, 0xf8, 0x1d, 0x8a, 0x3c, 0xd5, 0x70, 0x06, 0xe9, 0x42, 0xbb,
     0x2f, 0x94, 0x61, 0xc8, 0x1a, 0x7d, 0xe3, 0x55, 0x0c, 0xa6, 0x39, 0xf2, 0x84, 0x4b, 0xd0, 0x17,
 ];
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// A typical signed request: what a crawler sends, as the filter sees it.
 fn signed_request(key: &SigningKey, now: i64) -> (HttpRequest, String) {
@@ -79,59 +74,6 @@ fn signed_request(key: &SigningKey, now: i64) -> (HttpRequest, String) {
         req.add_header(&n, &v);
     }
     (req, h.base)
-}
-
-/// The request as the `web-bot-auth` crate asks for it: component values by name.
-struct Theirs<'a>(&'a HttpRequest);
-
-impl SignedMessage for Theirs<'_> {
-    fn lookup_component(&self, name: &CoveredComponent) -> Vec<String> {
-        let r = self.0;
-        let lines = |name: &str| -> Vec<String> {
-            r.headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.trim().to_string())
-                .collect()
-        };
-        match name {
-            CoveredComponent::HTTP(HTTPField { name, parameters }) => {
-                let values = lines(name);
-                match parameters.0.as_slice() {
-                    [] => values,
-                    [HTTPFieldParameters::Key(k)] => {
-                        let Ok(dict) =
-                            sfv::Parser::new(&values.join(", ")).parse::<sfv::Dictionary>()
-                        else {
-                            return vec![];
-                        };
-                        match dict.get(k.as_str()) {
-                            Some(sfv::ListEntry::Item(item)) => {
-                                vec![sfv::FieldType::serialize(item)]
-                            }
-                            _ => vec![],
-                        }
-                    }
-                    _ => vec![],
-                }
-            }
-            CoveredComponent::Derived(d) => match d {
-                DerivedComponent::Authority { req: false } => {
-                    vec![r.authority.to_ascii_lowercase()]
-                }
-                DerivedComponent::Method { req: false } => vec![r.method.clone()],
-                DerivedComponent::Path { req: false } => vec![r.path.clone()],
-                _ => vec![],
-            },
-        }
-    }
-}
-
-impl UnsignedMessage for Theirs<'_> {
-    fn fetch_components_to_cover(&self) -> IndexMap<CoveredComponent, String> {
-        IndexMap::new()
-    }
-    fn register_header_contents(&mut self, _: String, _: String) {}
 }
 
 /// CPU time of the calling thread, in nanoseconds.
@@ -222,7 +164,7 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
         })
         .unwrap();
     let their_verify = |req: &HttpRequest| {
-        let msg = Theirs(req);
+        let msg = Theirs::verifying(req);
         let v = WebBotAuthVerifier::parse(&msg).map_err(|e| e.to_string())?;
         v.verify(&theirs, None).map_err(|e| e.to_string())
     };

@@ -16,23 +16,25 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "common/theirs.rs"]
+mod theirs;
 
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
-use indexmap::IndexMap;
 use web_bot_auth::components::HTTPFieldParametersSet;
 use web_bot_auth::components::{
     CoveredComponent, DerivedComponent, HTTPField, HTTPFieldParameters,
 };
 use web_bot_auth::keyring::{Algorithm, KeyRing as TheirKeyRing, Thumbprintable};
-use web_bot_auth::message_signatures::{MessageSigner, SignedMessage, UnsignedMessage};
+use web_bot_auth::message_signatures::MessageSigner;
 use web_bot_auth::{SignatureAgentLink, WebBotAuthVerifier};
 
 use common::{
     expect_verified, now, our_signed, request as base_request, ring, set, tampers, thumbprint,
     verdict_token, AGENT,
 };
+use theirs::Theirs;
 use wba_filter::agent_url::AgentType;
 use wba_filter::keyring::KeyRing;
 use wba_filter::policy::Policy;
@@ -73,105 +75,6 @@ fn their_ring() -> TheirKeyRing {
     let mut r = TheirKeyRing::default();
     r.try_import_jwk(&their_jwk()).unwrap();
     r
-}
-
-/// A request as their crate sees it: component values derived here, independently of our core.
-struct Theirs<'a> {
-    req: &'a HttpRequest,
-    cover: Vec<CoveredComponent>,
-    label: &'a str,
-    registered: Option<(String, String)>,
-}
-
-impl Theirs<'_> {
-    fn lines(&self, name: &str) -> Vec<String> {
-        self.req
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim().to_string())
-            .collect()
-    }
-}
-
-fn authority(req: &HttpRequest) -> String {
-    let a = req.authority.to_ascii_lowercase();
-    a.strip_suffix(":443")
-        .filter(|_| req.scheme.eq_ignore_ascii_case("https"))
-        .map(str::to_string)
-        .unwrap_or(a)
-}
-
-impl SignedMessage for Theirs<'_> {
-    fn lookup_component(&self, name: &CoveredComponent) -> Vec<String> {
-        let r = self.req;
-        match name {
-            CoveredComponent::HTTP(HTTPField { name, parameters }) => {
-                let lines = self.lines(name);
-                match parameters.0.as_slice() {
-                    [] => lines,
-                    // RFC 9421 section 2.1.2: the serialized value of one Dictionary member.
-                    [HTTPFieldParameters::Key(k)] => {
-                        if lines.is_empty() {
-                            return vec![];
-                        }
-                        let dict: sfv::Dictionary =
-                            match sfv::Parser::new(&lines.join(", ")).parse() {
-                                Ok(d) => d,
-                                Err(_) => return vec![],
-                            };
-                        match dict.get(k.as_str()) {
-                            Some(sfv::ListEntry::Item(item)) => {
-                                vec![sfv::FieldType::serialize(item)]
-                            }
-                            _ => vec![],
-                        }
-                    }
-                    _ => vec![],
-                }
-            }
-            CoveredComponent::Derived(d) => match d {
-                DerivedComponent::Authority { req: false } => vec![authority(r)],
-                DerivedComponent::Method { req: false } => vec![r.method.clone()],
-                DerivedComponent::Path { req: false } => vec![r.path.clone()],
-                DerivedComponent::Scheme { req: false } => vec![r.scheme.to_ascii_lowercase()],
-                DerivedComponent::Query { req: false } => {
-                    vec![format!("?{}", r.query.as_deref().unwrap_or(""))]
-                }
-                DerivedComponent::TargetUri { req: false } => vec![format!(
-                    "{}://{}{}{}",
-                    r.scheme,
-                    authority(r),
-                    r.path,
-                    r.query
-                        .as_deref()
-                        .map(|q| format!("?{q}"))
-                        .unwrap_or_default()
-                )],
-                _ => vec![],
-            },
-        }
-    }
-}
-
-impl UnsignedMessage for Theirs<'_> {
-    fn fetch_components_to_cover(&self) -> IndexMap<CoveredComponent, String> {
-        self.cover
-            .iter()
-            .map(|c| {
-                let v = self.lookup_component(c);
-                assert!(!v.is_empty(), "no value for {c:?}");
-                (c.clone(), v.join(", "))
-            })
-            .collect()
-    }
-
-    fn register_header_contents(&mut self, signature_input: String, signature_header: String) {
-        self.registered = Some((
-            format!("{}={signature_input}", self.label),
-            format!("{}={signature_header}", self.label),
-        ));
-    }
 }
 
 fn derived(d: DerivedComponent) -> CoveredComponent {

@@ -78,6 +78,27 @@ fn cases() -> Vec<(Value, HttpRequest, i64)> {
         .collect()
 }
 
+/// The request and clock of the named vector case.
+fn case(name: &str) -> (HttpRequest, i64) {
+    let (_, req, now) = cases()
+        .into_iter()
+        .find(|(c, _, _)| c["name"] == name)
+        .unwrap();
+    (req, now)
+}
+
+/// The vectors' agent, `https://signature-agent.test`, trusted with `keys`.
+fn vector_ring(keys: Vec<Key>) -> KeyRing {
+    let mut ring = KeyRing::default();
+    ring.add(
+        "vector agent",
+        AgentType::Directory,
+        "https://signature-agent.test",
+        keys,
+    );
+    ring
+}
+
 #[test]
 fn signature_bases_match_byte_for_byte() {
     let mut n = 0;
@@ -95,10 +116,7 @@ fn signature_bases_match_byte_for_byte() {
 
 #[test]
 fn rfc9421_b26_signature_verifies_but_is_not_web_bot_auth() {
-    let (_, req, now) = cases()
-        .into_iter()
-        .find(|(c, _, _)| c["name"] == "rfc9421-b26-ed25519")
-        .unwrap();
+    let (req, now) = case("rfc9421-b26-ed25519");
     let inputs = parse_signature_input(&req.header("signature-input").unwrap()).unwrap();
     let sigs = parse_signature(&req.header("signature").unwrap()).unwrap();
     let base = signature_base(Message::Request(&req), &inputs[0]).unwrap();
@@ -106,13 +124,7 @@ fn rfc9421_b26_signature_verifies_but_is_not_web_bot_auth() {
     let mut tampered = base.into_bytes();
     tampered[0] ^= 1;
     assert!(test_key().verify(&tampered, &sigs[0].1).is_err());
-    let mut ring = KeyRing::default();
-    ring.add(
-        "t",
-        AgentType::Directory,
-        "https://signature-agent.test",
-        vec![test_key()],
-    );
+    let ring = vector_ring(vec![test_key()]);
     let policy = Policy {
         allow_test_keys: true,
         ..Policy::default()
@@ -132,13 +144,7 @@ fn web_bot_auth_cases_have_their_expected_verdict() {
         } else {
             vec![test_key()]
         };
-        let mut ring = KeyRing::default();
-        ring.add(
-            "vector agent",
-            AgentType::Directory,
-            "https://signature-agent.test",
-            keys,
-        );
+        let mut ring = vector_ring(keys);
         if case["name"] == "wba-dictionary-agent-changed" {
             // bad_signature is only reachable when the verifier holds this key for the substituted
             // URL too (keys are found by (agent, keyid), never keyid alone): the case shows that
@@ -190,17 +196,8 @@ fn web_bot_auth_cases_have_their_expected_verdict() {
 
 #[test]
 fn substituted_agent_without_keys_is_unknown_agent() {
-    let (_, req, now) = cases()
-        .into_iter()
-        .find(|(c, _, _)| c["name"] == "wba-dictionary-agent-changed")
-        .unwrap();
-    let mut ring = KeyRing::default();
-    ring.add(
-        "vector agent",
-        AgentType::Directory,
-        "https://signature-agent.test",
-        vec![test_key()],
-    );
+    let (req, now) = case("wba-dictionary-agent-changed");
+    let ring = vector_ring(vec![test_key()]);
     let policy = Policy {
         allow_test_keys: true,
         max_validity_seconds: 4_000_000_000,
@@ -213,17 +210,8 @@ fn substituted_agent_without_keys_is_unknown_agent() {
 
 #[test]
 fn vector_key_is_refused_as_a_test_key_by_default() {
-    let (_, req, now) = cases()
-        .into_iter()
-        .find(|(c, _, _)| c["name"] == "wba-legacy-string-agent")
-        .unwrap();
-    let mut ring = KeyRing::default();
-    ring.add(
-        "vector agent",
-        AgentType::Directory,
-        "https://signature-agent.test",
-        vec![test_key()],
-    );
+    let (req, now) = case("wba-legacy-string-agent");
+    let ring = vector_ring(vec![test_key()]);
     let verdict = verify_request(&req, &Policy::default(), &ring, now);
     assert_eq!(verdict.outcome(), Outcome::Invalid);
     assert_eq!(verdict.reason().map(|r| r.token()), Some("test_key"));
@@ -231,17 +219,8 @@ fn vector_key_is_refused_as_a_test_key_by_default() {
 
 #[test]
 fn dictionary_vector_exceeds_default_max_validity() {
-    let (_, req, now) = cases()
-        .into_iter()
-        .find(|(c, _, _)| c["name"] == "wba-dictionary-agent")
-        .unwrap();
-    let mut ring = KeyRing::default();
-    ring.add(
-        "vector agent",
-        AgentType::Directory,
-        "https://signature-agent.test",
-        vec![test_key()],
-    );
+    let (req, now) = case("wba-dictionary-agent");
+    let ring = vector_ring(vec![test_key()]);
     let policy = Policy {
         allow_test_keys: true,
         ..Policy::default()
