@@ -9,7 +9,6 @@ use serde_json::Value;
 use crate::agent_url::{normalize_agent_url, AgentType};
 use crate::component::Component;
 use crate::jwk::{Jwk, Key};
-use crate::keyring::{AgentKeys, KeyRing};
 use crate::policy::Policy;
 
 /// What the filter does with a verdict.
@@ -238,23 +237,6 @@ impl Config {
             directory: raw.directory,
         })
     }
-
-    /// The pinned keys as a key source; agents without pinned keys are known but not loaded.
-    pub fn pinned_keys(&self) -> KeyRing {
-        KeyRing {
-            agents: self
-                .agents
-                .iter()
-                .map(|a| AgentKeys {
-                    name: a.name.clone(),
-                    kind: a.kind,
-                    url: a.url.clone(),
-                    keys: a.keys.clone(),
-                    loaded: !a.keys.is_empty(),
-                })
-                .collect(),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -298,9 +280,17 @@ mod tests {
         assert_eq!(c.agents[1].kind, AgentType::JwksUri);
         assert_eq!(c.directory.timeout_ms, 500);
         assert_eq!(c.directory.max_keys, 32);
-        let ring = c.pinned_keys();
-        assert!(ring.agents[0].loaded);
-        assert!(!ring.agents[1].loaded);
+        // Pinned keys are usable at once; an agent with only a cluster waits for its fetch.
+        let keys = crate::key_cache::KeyCache::new(&c);
+        let lookup = |kind, url| crate::keyring::KeySource::lookup(&keys, kind, url, "other");
+        assert!(matches!(
+            lookup(AgentType::Directory, "https://agent.example"),
+            crate::keyring::Lookup::UnknownKey
+        ));
+        assert!(matches!(
+            lookup(AgentType::JwksUri, "https://j.example/k.json"),
+            crate::keyring::Lookup::Unavailable
+        ));
     }
 
     #[test]
