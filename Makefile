@@ -18,6 +18,8 @@ WASM_OPT := $(TOOLS)/binaryen/node_modules/.bin/wasm-opt
 # Exactly the features rustc's wasm32-unknown-unknown output uses (wasm-opt validates them).
 WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int
 NODE_INTEROP := tests/interop/node
+# Where the e2e tests and the demo find the built parts.
+PARTS := WBA_WASM=$(CURDIR)/$(WASM) WBA_ENVOY=$(CURDIR)/$(ENVOY) WBA_BIN=$(CURDIR)/target/release/wba
 PY_REQS := tests/e2e/requirements.txt $(wildcard tests/interop/python/requirements.txt)
 
 .PHONY: all test build demo bench fuzz lint unit wasm-test e2e deps rust-deps py-deps node-deps clean
@@ -74,8 +76,7 @@ wasm-test: rust-deps
 
 e2e: build deps
 	cargo build -p wba-keys --release
-	WBA_WASM=$(CURDIR)/$(WASM) WBA_ENVOY=$(CURDIR)/$(ENVOY) WBA_BIN=$(CURDIR)/target/release/wba \
-	  $(PY) -m pytest -q tests/e2e
+	$(PARTS) $(PY) -m pytest -q tests/e2e
 
 test: lint unit wasm-test e2e
 
@@ -83,8 +84,7 @@ test: lint unit wasm-test e2e
 
 demo: build py-deps
 	cargo build -p wba-keys --release --quiet
-	WBA_WASM=$(CURDIR)/$(WASM) WBA_ENVOY=$(CURDIR)/$(ENVOY) WBA_BIN=$(CURDIR)/target/release/wba \
-	  $(PY) envoy/demo.py
+	$(PARTS) $(PY) envoy/demo.py
 
 fuzz:
 	fuzz/run.sh
