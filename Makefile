@@ -62,7 +62,7 @@ build: rust-deps
 
 ## ---- tests ----
 
-lint:
+lint: rust-deps
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p wba-filter --target $(WASM_TARGET) --features envoy -- -D warnings

@@ -15,6 +15,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 
 use crate::config::Config;
 use crate::fetch::{evaluate, fetch_request, FailureKind, FetchFailure, FetchResponse};
+use crate::header_map::decode_header_map;
 use crate::host::Host;
 use crate::key_cache::{Claim, KeyCache};
 use crate::request_filter::{self, Action as FilterAction};
@@ -84,6 +85,33 @@ fn count(metrics: &[u32], counter: Counter) {
     }
 }
 
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: MapType,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> Status;
+}
+
+/// A header map's pairs. Not the SDK's `get_map`: it unwraps `String::from_utf8` on every
+/// name and value, and HTTP/1.1 allows bytes 0x80-0xFF in values, so one such header would
+/// panic the VM. Here names and values are decoded lossily (a covered field with such bytes
+/// then fails verification, which is the safe side) and a malformed map reads as empty.
+fn header_pairs(map: MapType) -> Vec<(String, String)> {
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a buffer it allocated through this module's
+    // `proxy_on_memory_allocate` (a boxed slice of `size` bytes), which we take back.
+    let bytes = unsafe {
+        if proxy_get_header_map_pairs(map, &mut data, &mut size) != Status::Ok || data.is_null() {
+            return Vec::new();
+        }
+        Vec::from_raw_parts(data, size, size)
+    };
+    decode_header_map(&bytes).unwrap_or_default()
+}
+
 /// A small, stable per-(agent, worker) jitter so workers do not refresh in lockstep.
 fn jitter(url: &str, salt: u32) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(salt);
@@ -103,7 +131,7 @@ impl Context for Root {
             let Some(url) = vm.in_flight.remove(&token) else {
                 return;
             };
-            let headers = hostcalls::get_map(MapType::HttpCallResponseHeaders).unwrap_or_default();
+            let headers = header_pairs(MapType::HttpCallResponseHeaders);
             let status = headers
                 .iter()
                 .find(|(n, _)| n == ":status")
@@ -463,7 +491,7 @@ impl<'a> EnvoyHost<'a> {
 
 impl Host for EnvoyHost<'_> {
     fn request_headers(&self) -> Vec<(String, String)> {
-        hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default()
+        header_pairs(MapType::HttpRequestHeaders)
     }
 
     fn remove_request_header(&mut self, name: &str) {

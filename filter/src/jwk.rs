@@ -4,8 +4,9 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::Value;
+
+use crate::ed25519::{Ed25519Key, Ed25519KeyError};
 use sha2::{Digest, Sha256};
 
 /// A parsed public JWK. Members this verifier does not use are ignored.
@@ -59,7 +60,7 @@ impl std::error::Error for JwkError {}
 /// A key ready to verify signatures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
-    Ed25519(VerifyingKey),
+    Ed25519(Ed25519Key),
     /// A well-formed key of a type whose algorithm this verifier does not implement.
     Unsupported {
         kty: String,
@@ -194,12 +195,11 @@ impl Jwk {
                 let arr: [u8; 32] = bytes
                     .try_into()
                     .map_err(|_| JwkError::BadKey("an Ed25519 key is 32 bytes"))?;
-                let vk = VerifyingKey::from_bytes(&arr)
-                    .map_err(|_| JwkError::BadKey("not a point on Ed25519"))?;
-                if vk.is_weak() {
-                    return Err(JwkError::BadKey("a small-order Ed25519 key"));
-                }
-                PublicKey::Ed25519(vk)
+                let key = Ed25519Key::from_bytes(&arr).map_err(|e| match e {
+                    Ed25519KeyError::NotAPoint => JwkError::BadKey("not a point on Ed25519"),
+                    Ed25519KeyError::Weak => JwkError::BadKey("a small-order Ed25519 key"),
+                })?;
+                PublicKey::Ed25519(key)
             }
             (kty, _) => PublicKey::Unsupported {
                 kty: kty.to_string(),
@@ -266,13 +266,11 @@ impl Key {
     /// Verifies `signature` over `message`.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
         match &self.public {
-            PublicKey::Ed25519(vk) => {
-                let sig =
-                    Signature::from_slice(signature).map_err(|_| VerifyError::BadSignature)?;
-                // Strict: refuses non-canonical encodings and small-order components.
-                vk.verify_strict(message, &sig)
-                    .map_err(|_| VerifyError::BadSignature)
-            }
+            // Strict: refuses non-canonical encodings and small-order components.
+            PublicKey::Ed25519(key) => match key.verify(message, signature) {
+                true => Ok(()),
+                false => Err(VerifyError::BadSignature),
+            },
             PublicKey::Unsupported { .. } => Err(VerifyError::UnsupportedAlgorithm),
         }
     }

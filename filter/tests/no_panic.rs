@@ -1009,6 +1009,27 @@ proptest! {
     }
 
     #[test]
+    fn header_map_decoding_never_panics(
+        bytes in prop_oneof![
+            vec(any::<u8>(), 0..64),
+            // A plausible count and lengths in front of arbitrary bytes.
+            (0u32..4, vec((0u32..8, 0u32..8), 0..4), vec(any::<u8>(), 0..64)).prop_map(
+                |(n, lens, rest)| {
+                    let mut b = n.to_le_bytes().to_vec();
+                    for (k, v) in lens {
+                        b.extend(k.to_le_bytes());
+                        b.extend(v.to_le_bytes());
+                    }
+                    b.extend(rest);
+                    b
+                }
+            ),
+        ]
+    ) {
+        let _ = wba_filter::header_map::decode_header_map(&bytes);
+    }
+
+    #[test]
     fn structured_signature_input_never_panics(s in signature_input()) {
         let _ = parse_signature_input(&s);
     }

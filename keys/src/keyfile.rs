@@ -235,7 +235,7 @@ pub fn parse_jwk_value(path: &Path, value: &Value) -> Result<LoadedKey, KeyFileE
     }
     let key = public_jwk.to_key().map_err(jwk_err)?;
     let vk = match key.public {
-        wba_filter::jwk::PublicKey::Ed25519(vk) => vk,
+        wba_filter::jwk::PublicKey::Ed25519(key) => *key.verifying_key(),
         wba_filter::jwk::PublicKey::Unsupported { kty } => {
             return Err(KeyFileError::NotEd25519 {
                 path: path_buf,

@@ -436,7 +436,8 @@ class DirectoryServer(LoopbackServer):
     """A key directory on an ephemeral loopback port, misbehaving on demand, per Host.
 
     `behaviour[host]` is one of: ok, status:<code>, redirect, slow:<seconds>, oversized,
-    wrong_type, malformed, too_many, kid_mismatch. `keys[host]` lists the `Key`s served.
+    wrong_type, malformed, too_many, kid_mismatch, odd_header (ok, plus a header whose value
+    has bytes 0x80-0xFF, as HTTP/1.1 allows). `keys[host]` lists the `Key`s served.
     Every fetch is counted in `fetches[host]`. With `sign=True`, responses carry a
     possession proof per key (tag="http-message-signatures-directory").
     """
@@ -483,7 +484,9 @@ class DirectoryServer(LoopbackServer):
                     body = json.dumps({"keys": jwks, "padding": "x" * 100_000}).encode()
                 media = "application/json" if mode == "wrong_type" else DIRECTORY_MEDIA_TYPE
                 extra = [("Cache-Control", f"max-age={outer.max_age}")]
-                if outer.sign and mode == "ok":
+                if mode == "odd_header":
+                    extra.append(("X-Note", "caf\xe9 \xff"))  # sent as those bytes (latin-1)
+                if outer.sign and mode in ("ok", "odd_header"):
                     extra += directory_proof(keys, host, body)
                 self._send(200, body, media, extra)
 

@@ -208,6 +208,23 @@ def test_directory_failures(envoy, directory, behaviour, kind):
         directory.behaviour["other.test"] = "status:503"
 
 
+def test_directory_response_header_with_non_utf8_bytes(envoy, directory):
+    # HTTP/1.1 allows bytes 0x80-0xFF in field values: no reason to refuse the keys, nor to
+    # crash the fetching VM (the module fixture checks the log for crashes).
+    wait_for(lambda: settled(envoy, ORIGINAL, ("verified", None)), what="cached agent verified")
+    fetched = directory.count("agent.test")
+    ok_before = envoy.stats().get(STATS + "directory.fetch_ok", 0)
+    directory.behaviour["agent.test"] = "odd_header"
+    try:
+        # Two fetches later, at least one of them answered oddly and was accepted.
+        wait_for(lambda: directory.count("agent.test") >= fetched + 2
+                 and envoy.stats().get(STATS + "directory.fetch_ok", 0) >= ok_before + 2,
+                 what="odd responses accepted")
+        assert settled(envoy, ORIGINAL, ("verified", None))
+    finally:
+        directory.behaviour["agent.test"] = "ok"
+
+
 def test_stopped_directory_is_unreachable(envoy):
     wait_for(lambda: envoy.stats().get(STATS + "directory.fetch_failed.unreachable", 0) >= 1, what="unreachable")
     assert verdict(envoy, Key(), agent=DOWN) == ("unverified", "directory_unavailable")

@@ -3,7 +3,7 @@
 import time
 
 from conftest import AGENT_URL
-from harness import request, sign
+from harness import CRASH_PATTERNS, request, sign
 
 PREFIX = "x-web-bot-auth-"
 
@@ -46,6 +46,24 @@ FORGED = [
     ("x-web-bot-auth-anything-else", "forged"),
     ("x-web-bot-auth-", "empty-suffix"),
 ]
+
+
+# HTTP/1.1 allows bytes 0x80-0xFF in field values (obs-text); http.client sends these
+# strings as latin-1, one byte per character.
+OBS_TEXT = [("X-Note", "caf\xe9 \xff\xfe"), ("x-web-bot-auth-result", "verified\xff")]
+
+
+def test_header_values_with_non_utf8_bytes(envoy, agent_key):
+    port = envoy.ports["enforce"]
+    for _ in range(3):  # the VM lives on
+        r = request(port, headers=OBS_TEXT)
+        assert r.status == 200, r.body
+        assert r.seen().with_prefix(PREFIX) == [(PREFIX + "result", "unsigned")]
+        h = signed_headers(agent_key, port)
+        r = request(port, path="/hello", headers=list(h.items()) + OBS_TEXT)
+        assert r.status == 200, r.body
+        assert r.seen().get(PREFIX + "result") == "verified"
+    assert not CRASH_PATTERNS.search(envoy.log()), CRASH_PATTERNS.search(envoy.log())
 
 
 def test_unsigned_request_with_forged_identity_headers(envoy):

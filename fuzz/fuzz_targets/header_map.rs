@@ -1,0 +1,9 @@
+//! Decoding the host's serialized header maps (the bytes Envoy hands the filter).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use wba_filter::header_map::decode_header_map;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = decode_header_map(data);
+});
