@@ -42,8 +42,34 @@ alone, by running a bare `verify_strict` in Node's V8 (CPU time, ±0.5 µs).
 | key cache's shared-data entry through `serde_json::Value` instead of a serde derive | no change | | 481,943 (from 490,906) | **yes** |
 | **wasm-opt -Oz (binaryen 132, npm, pinned) in `make build`** | 89-90 vs 91-94 before (CPU µs/req, 2 runs each) | | 406,915 | **yes**: meets the size target at the same speed |
 
-Where an unsigned request's cost goes (Envoy CPU time per request over Envoy alone, 2 paired
-runs each, with throwaway proxy-wasm filters that make only the named host calls): an empty
+Second round (2026-12-01), on another machine of the same kind, an Intel Xeon with 2 cores
+and slower than the one above (Envoy alone 16-18 µs per request instead of 12.5). Envoy CPU
+µs per request of the whole filter-signed scenario (not minus unsigned), 4 s runs, 2 runs
+each, interleaved with the build before the step; Node's V8 and native figures are CPU time
+per verification.
+
+| step | filter signed, Envoy CPU µs/req | verification in Node's V8 (µs) | natively (µs) | module bytes | kept |
+|---|---|---|---|---|---|
+| before: `verify_strict` | 162.6, 168.8 | 97.5 | 37.3 | 406,915 | |
+| **per-key precomputed tables** (filter/src/ed25519.rs: curve25519-dalek's radix-16 `EdwardsBasepointTable` for the key, built on its first use in a VM, 30 KiB; the basepoint's built at run time instead of linking the static one; `verify_strict`'s checks without decompressing R) | 121.1, 121.2 (−27 %) | 62.1 | 23.7 (our core: 31.8) | 396,512 | **yes** |
+| only skipping R's decompression (same checks) | | 88.4 | 32.7 | | subsumed by the above |
+| `VartimeEdwardsPrecomputation` of [B, −A] (width-8 NAF tables for both) | | 90.1 | 32.2 | | no: the comb above is faster |
+| radix-32 / radix-64 / radix-128 tables instead of radix-16 | | 64.4 / 75.5 / 99.7 | | | no: radix-16 is as fast as 32, with a third of the memory |
+| one `proxy_set_header_map_pairs` call (the map as read, with the edits) instead of one call per header edit, from 3 edits on | 123.8, 130.0 vs 121.1, 118.9 | | | 400,352 | no: Envoy rebuilds the whole map; no gain |
+| request counters added up in the VM and flushed on the root's ticks (one host call less per request) | 115.5, 114.6 vs 116.0, 116.6; unsigned 26.2, 25.9 vs 25.8, 25.8 | | | 397,670 | no: within noise, and stats would lag by up to a second |
+
+Where a signed request's cost goes now (this machine): with the two scalar multiplications cut
+out of a throwaway build, the filter-signed scenario costs 59 µs of Envoy CPU per request
+instead of 121: the point arithmetic is 62 µs, as in Node's V8 (62.1). Of the remaining 40 µs
+over Envoy alone (19), the module's own work is about 14 µs (in Node's V8: `verify_request`
+minus the crypto 13 µs, of which parsing Signature-Input with sfv 3.6 µs, the signature base
+1.2, Signature 0.65, Signature-Agent 0.5) and the rest, about 26 µs, is Envoy's side of the
+host calls a verified request makes (reading the headers, the clock, the replay record's get
+and compare-and-swap in shared data, seven result headers, three filter-state values, a
+counter); fewer calls for the same headers did not make it cheaper (above).
+
+Where an unsigned request's cost goes (first machine; Envoy CPU time per request over Envoy
+alone, 2 paired runs each, with throwaway proxy-wasm filters that make only the named host calls): an empty
 filter 1.6 µs; then each host call `get_map` (all request headers) 1.2 µs, `set_property` (the
 filter-state verdict for access logs) 1.1 µs, setting a request header 0.9 µs, the current time
 0.6 µs, `increment_metric` 0.4 µs; all of them together 4.7 µs. The filter makes the same
@@ -51,7 +77,8 @@ calls but the clock one, plus about 1 µs of its own work, so the 5 µs target i
 of the documented behaviour (strip, `x-web-bot-auth-result: unsigned`, the outcome counter, the
 filter-state verdict) in proxy-wasm host calls; only dropping one of those would meet it.
 
-Where a signed request's cost goes in wasm (Node V8, same build): the bare Ed25519 verification
+Where a signed request's cost went in wasm before the second round (first machine, Node V8,
+same build): the bare Ed25519 verification
 is about 73 µs of about 79 µs (SHA-512 of the base 1 µs, decompressing R for the strict check
 7.5 µs, the double-scalar multiplication the rest); parsing Signature-Input (sfv) 2.4 µs,
 Signature 0.4 µs, building the base 0.6 µs, copying the request headers 0.3 µs. Natively,
@@ -67,10 +94,9 @@ std 30 KB, proxy-wasm 27 KB, sha2 19 KB, hashbrown 17 KB, sfv 16 KB. Retained by
 (overlapping): configuration parsing (serde derive + serde_json) 29 KB, the key-directory fetch
 evaluation 20 KB, the key cache's JSON in shared data 21 KB, `f64` Display 21 KB (reached only
 through serde's error messages), serde_json `Value` Display 6 KB: JSON, needed at configuration
-time and for key-directory responses, never per request, is the largest single item. What would
-bring the module under 400 KiB: a small purpose-built JSON reader/writer for the configuration,
-JWKs and the shared key cache instead of serde/serde_json (a filter/src change beyond the hot
-path), or opt-level "z" with the crypto at 3 plus wasm-opt -Oz (above; +8 µs per signed request).
+time and for key-directory responses, never per request, is the largest single item. With
+wasm-opt -Oz the module went under 400 KiB (406,915 bytes before the second round's tables,
+which dropped `verify_strict`'s R decompression path: 396,512).
 """
 
 
