@@ -379,10 +379,14 @@ impl KeyCache {
 fn adopt(agent: &mut CachedAgent, mut entry: DirectoryEntry) -> bool {
     let changed = entry.generation != agent.entry.generation || entry.loaded != agent.entry.loaded;
     if changed {
+        let old = std::mem::take(&mut agent.fetched);
+        // A key the new set still lists keeps its decoded form and its precomputed table
+        // (crate::ed25519): a refresh does not make the next request rebuild it.
         agent.fetched = entry
             .keys
             .iter()
             .filter_map(|text| Key::from_jwk_json(text).ok())
+            .map(|k| old.iter().find(|o| **o == k).cloned().unwrap_or(k))
             .collect();
     }
     entry.keys = Vec::new();
@@ -423,7 +427,7 @@ impl KeySource for KeyCache {
 mod tests {
     use super::*;
     use crate::fetch::{FailureKind, Proof};
-    use crate::jwk::Jwk;
+    use crate::jwk::{Jwk, PublicKey};
     use crate::shared::MemoryStore;
     use ed25519_dalek::SigningKey;
     #[cfg(target_arch = "wasm32")]
@@ -582,6 +586,35 @@ mod tests {
             "a key the directory no longer lists stops verifying"
         );
         assert!(found(&c, 2));
+    }
+
+    #[test]
+    fn a_refresh_keeps_the_keys_it_still_lists_with_their_tables() {
+        let s = DirectorySettings::default();
+        let mut store = MemoryStore::default();
+        let mut c = KeyCache::new(&config());
+        c.record(&mut store, URL, &ok(vec![key(1), key(2)]), &s, NOW);
+        let ed25519 = |c: &KeyCache, seed: u8| match c.lookup(
+            AgentType::Directory,
+            URL,
+            &key(seed).thumbprint,
+        ) {
+            Lookup::Found { key, .. } => match &key.public {
+                PublicKey::Ed25519(k) => Some(k.clone()),
+                PublicKey::Unsupported { .. } => None,
+            },
+            _ => None,
+        };
+        // A verification builds key 1's table.
+        let _ = ed25519(&c, 1).unwrap().verify(b"m", &[0; 64]);
+        assert!(ed25519(&c, 1).unwrap().has_table());
+        c.record(&mut store, URL, &ok(vec![key(1), key(3)]), &s, NOW + 600);
+        assert!(
+            ed25519(&c, 1).unwrap().has_table(),
+            "kept across the refresh"
+        );
+        assert!(!ed25519(&c, 3).unwrap().has_table());
+        assert!(ed25519(&c, 2).is_none(), "dropped from the set");
     }
 
     #[test]
