@@ -104,6 +104,12 @@ impl Ed25519Key {
     }
 }
 
+/// Builds the basepoint's table now (about 2 ms in wasm), so that the VM's first signed
+/// request does not wait for it: the filter calls this when its configuration is loaded.
+pub fn prepare() {
+    let _ = basepoint_table();
+}
+
 /// The basepoint's table, built once per VM instead of linking curve25519-dalek's static
 /// one (30 KiB more module).
 fn basepoint_table() -> &'static EdwardsBasepointTable {

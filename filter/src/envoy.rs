@@ -368,6 +368,7 @@ impl RootContext for Root {
             .map(|c| hostcalls::define_metric(MetricType::Counter, &c.name()).unwrap_or(u32::MAX))
             .collect();
         let keys_gauge = hostcalls::define_metric(MetricType::Gauge, KEYS_GAUGE).ok();
+        crate::ed25519::prepare();
         let cache = KeyCache::new(&config);
         let fetches = cache.fetched_agents().next().is_some();
         self.vm = Some(Rc::new(RefCell::new(Vm {
