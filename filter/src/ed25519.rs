@@ -27,12 +27,19 @@ pub enum Ed25519KeyError {
     Weak,
 }
 
+impl Ed25519KeyError {
+    /// The reason, as [`Display`](fmt::Display) prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotAPoint => "not a point on Ed25519",
+            Self::Weak => "a small-order Ed25519 key",
+        }
+    }
+}
+
 impl fmt::Display for Ed25519KeyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::NotAPoint => write!(f, "not a point on Ed25519"),
-            Self::Weak => write!(f, "a small-order Ed25519 key"),
-        }
+        f.write_str(self.as_str())
     }
 }
 
@@ -62,11 +69,6 @@ impl Ed25519Key {
     /// The key as ed25519-dalek's type.
     pub fn verifying_key(&self) -> &VerifyingKey {
         &self.key
-    }
-
-    /// The 32-byte encoding.
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        self.key.as_bytes()
     }
 
     /// Whether `signature` (64 bytes, `R || s`) is this key's signature of `message`.

@@ -94,10 +94,9 @@ extern "C" {
     ) -> Status;
 }
 
-/// A header map's pairs. Not the SDK's `get_map`: it unwraps `String::from_utf8` on every
-/// name and value, and HTTP/1.1 allows bytes 0x80-0xFF in values, so one such header would
-/// panic the VM. Here names and values are decoded lossily (a covered field with such bytes
-/// then fails verification, which is the safe side) and a malformed map reads as empty.
+/// A header map's pairs, read through the raw ABI and [`decode_header_map`] rather than the
+/// SDK's `get_map`, which panics on non-UTF-8 bytes (why: crate::header_map). A malformed
+/// map reads as empty.
 fn header_pairs(map: MapType) -> Vec<(String, String)> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;

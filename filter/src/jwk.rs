@@ -5,9 +5,9 @@ use std::fmt;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::Value;
-
-use crate::ed25519::{Ed25519Key, Ed25519KeyError};
 use sha2::{Digest, Sha256};
+
+use crate::ed25519::Ed25519Key;
 
 /// A parsed public JWK. Members this verifier does not use are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -195,10 +195,7 @@ impl Jwk {
                 let arr: [u8; 32] = bytes
                     .try_into()
                     .map_err(|_| JwkError::BadKey("an Ed25519 key is 32 bytes"))?;
-                let key = Ed25519Key::from_bytes(&arr).map_err(|e| match e {
-                    Ed25519KeyError::NotAPoint => JwkError::BadKey("not a point on Ed25519"),
-                    Ed25519KeyError::Weak => JwkError::BadKey("a small-order Ed25519 key"),
-                })?;
+                let key = Ed25519Key::from_bytes(&arr).map_err(|e| JwkError::BadKey(e.as_str()))?;
                 PublicKey::Ed25519(key)
             }
             (kty, _) => PublicKey::Unsupported {
