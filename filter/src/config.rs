@@ -33,6 +33,8 @@ pub struct DirectorySettings {
     pub min_refresh_seconds: u64,
     pub max_cache_seconds: u64,
     pub negative_cache_seconds: u64,
+    /// Use only keys whose directory response signature (possession proof) is valid.
+    pub require_proof: bool,
 }
 
 impl Default for DirectorySettings {
@@ -44,9 +46,17 @@ impl Default for DirectorySettings {
             min_refresh_seconds: 60,
             max_cache_seconds: 86_400,
             negative_cache_seconds: 60,
+            require_proof: false,
         }
     }
 }
+
+/// Web Bot Auth signatures verified per request, at most (cheap checks first).
+pub const DEFAULT_MAX_SIGNATURES: u64 = 3;
+/// Largest body whose `Content-Digest` the filter checks (Envoy's default buffer limit).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 1_048_576;
+/// Live signatures the replay table holds (in buckets of [`crate::replay::SLOTS`]).
+pub const DEFAULT_REPLAY_CAPACITY: u64 = 65_536;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +86,9 @@ struct RawConfig {
     replay_protection: bool,
     required_components: Vec<String>,
     allow_test_keys: bool,
+    max_signatures: u64,
+    max_body_bytes: u64,
+    replay_capacity: u64,
     agents: Vec<RawAgent>,
     directory: DirectorySettings,
 }
@@ -91,6 +104,9 @@ impl Default for RawConfig {
             replay_protection: true,
             required_components: Vec::new(),
             allow_test_keys: false,
+            max_signatures: DEFAULT_MAX_SIGNATURES,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            replay_capacity: DEFAULT_REPLAY_CAPACITY,
             agents: Vec::new(),
             directory: DirectorySettings::default(),
         }
@@ -116,6 +132,10 @@ pub struct Config {
     pub header_prefix: String,
     pub policy: Policy,
     pub replay_protection: bool,
+    /// Live signatures the replay table holds; a multiple of [`crate::replay::SLOTS`].
+    pub replay_capacity: usize,
+    /// Largest request body checked against a covered `Content-Digest`.
+    pub max_body_bytes: usize,
     pub agents: Vec<AgentConfig>,
     pub directory: DirectorySettings,
 }
@@ -169,6 +189,19 @@ impl Config {
         for c in &raw.required_components {
             required
                 .push(Component::parse(c).map_err(|e| err(format!("required_components: {e}")))?);
+        }
+        if raw.max_signatures == 0 || raw.max_signatures > 64 {
+            return Err(err("max_signatures must be between 1 and 64"));
+        }
+        let slots = crate::replay::SLOTS as u64;
+        if raw.replay_capacity < slots || raw.replay_capacity > 1 << 24 {
+            return Err(err(format!(
+                "replay_capacity must be between {slots} and {}",
+                1u64 << 24
+            )));
+        }
+        if raw.max_body_bytes == 0 || raw.max_body_bytes > 1 << 30 {
+            return Err(err("max_body_bytes must be between 1 and 1073741824"));
         }
         let d = &raw.directory;
         if d.timeout_ms == 0 || d.max_bytes == 0 || d.max_keys == 0 {
@@ -231,8 +264,13 @@ impl Config {
                 required_components: required,
                 allow_test_keys: raw.allow_test_keys,
                 require_nonce: raw.require_nonce,
+                max_signatures: usize::try_from(raw.max_signatures).unwrap_or(1),
             },
             replay_protection: raw.replay_protection,
+            // Whole buckets, rounded up.
+            replay_capacity: usize::try_from(raw.replay_capacity.div_ceil(slots) * slots)
+                .unwrap_or(usize::MAX),
+            max_body_bytes: usize::try_from(raw.max_body_bytes).unwrap_or(usize::MAX),
             agents,
             directory: raw.directory,
         })

@@ -369,6 +369,13 @@ impl RootContext for Root {
         let keys_gauge = hostcalls::define_metric(MetricType::Gauge, KEYS_GAUGE).ok();
         crate::ed25519::prepare();
         let cache = KeyCache::new(&config);
+        if let Err(e) = cache.prepare(&mut EnvoyStore) {
+            let _ = hostcalls::log(
+                LogLevel::Error,
+                &format!("invalid web-bot-auth configuration: cannot create the shared key cache entries: {e}"),
+            );
+            return false;
+        }
         let fetches = cache.fetched_agents().next().is_some();
         self.vm = Some(Rc::new(RefCell::new(Vm {
             config,

@@ -114,13 +114,18 @@ pub enum Proof {
     Valid,
     /// The response was not signed.
     Absent,
+    /// A response signature is present but proves nothing.
+    Invalid,
 }
 
 impl Proof {
+    pub const ALL: [Proof; 3] = [Proof::Valid, Proof::Absent, Proof::Invalid];
+
     pub fn token(self) -> &'static str {
         match self {
             Proof::Valid => "valid",
             Proof::Absent => "absent",
+            Proof::Invalid => "invalid",
         }
     }
 }

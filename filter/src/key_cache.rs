@@ -116,7 +116,9 @@ impl DirectoryEntry {
     }
 }
 
-/// Read-modify-write of an agent's entry; `f` returns false to leave it unchanged.
+/// Read-modify-write of an agent's existing entry; `f` returns false to leave it unchanged.
+/// An absent entry is never written here (see [`SharedStore::set`]): [`KeyCache::prepare`]
+/// creates every entry when the configuration loads.
 fn update(
     store: &mut dyn SharedStore,
     key: &str,
@@ -124,10 +126,13 @@ fn update(
 ) -> Result<DirectoryEntry, StoreError> {
     for _ in 0..CAS_ATTEMPTS {
         let (mut entry, cas) = load(store, key);
+        let Some(cas) = cas else {
+            return Err(StoreError::Unavailable);
+        };
         if !f(&mut entry) {
             return Ok(entry);
         }
-        match store.set(key, &entry.to_bytes(), Some(cas.unwrap_or(0))) {
+        match store.set(key, &entry.to_bytes(), Some(cas)) {
             Ok(()) => return Ok(entry),
             Err(StoreError::CasMismatch) => continue,
             Err(e) => return Err(e),
@@ -192,6 +197,24 @@ impl KeyCache {
                 })
                 .collect(),
         }
+    }
+
+    /// Creates the shared entry of every fetched agent that has none yet (so that the fetch
+    /// lease and fetch results are always compare-and-swap writes); called when the
+    /// configuration loads.
+    pub fn prepare(&self, store: &mut dyn SharedStore) -> Result<(), StoreError> {
+        for agent in self.fetched_agents() {
+            store.create_if_absent(&agent.store_key, &DirectoryEntry::default().to_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// The possession-proof status (`valid`, `absent`, `invalid`) of the fetched key with this
+    /// thumbprint; `None` for pinned keys and unknown ones.
+    pub fn proof_of(&self, url: &str, thumbprint: &str) -> Option<&str> {
+        self.agent(url)
+            .filter(|a| a.fetched.iter().any(|k| k.thumbprint == thumbprint))
+            .and_then(|a| a.entry.proof.as_deref())
     }
 
     pub fn agent(&self, url: &str) -> Option<&CachedAgent> {
@@ -453,6 +476,28 @@ mod tests {
         .unwrap()
     }
 
+    /// A store with the entries the configuration creates when it loads.
+    fn prepared_store() -> MemoryStore {
+        let mut store = MemoryStore::default();
+        KeyCache::new(&config()).prepare(&mut store).unwrap();
+        store
+    }
+
+    #[test]
+    fn a_lease_on_a_missing_entry_is_never_taken() {
+        // Both workers would read "absent" and an Envoy write to an absent key is
+        // unconditional: without the entry, nobody claims (the configuration creates it).
+        let mut store = MemoryStore::default();
+        let mut w1 = KeyCache::new(&config());
+        assert_eq!(w1.claim(&mut store, URL, NOW, 0, 2500), Claim::Busy);
+        assert!(store.is_empty());
+        w1.prepare(&mut store).unwrap();
+        let mut w2 = KeyCache::new(&config());
+        w2.prepare(&mut store).unwrap();
+        assert_eq!(w1.claim(&mut store, URL, NOW, 0, 2500), Claim::Claimed);
+        assert_eq!(w2.claim(&mut store, URL, NOW, 1, 2500), Claim::Busy);
+    }
+
     fn ok(keys: Vec<Key>) -> Result<Fetched, FetchFailure> {
         Ok(Fetched {
             keys,
@@ -524,7 +569,7 @@ mod tests {
     #[test]
     fn a_fetch_is_shared_with_other_workers() {
         let s = DirectorySettings::default();
-        let mut store = MemoryStore::default();
+        let mut store = prepared_store();
         let mut w1 = KeyCache::new(&config());
         let mut w2 = KeyCache::new(&config());
         assert_eq!(w1.claim(&mut store, URL, NOW, 0, 2500), Claim::Claimed);
@@ -551,7 +596,7 @@ mod tests {
 
     #[test]
     fn an_expired_lease_can_be_taken_over() {
-        let mut store = MemoryStore::default();
+        let mut store = prepared_store();
         let mut w1 = KeyCache::new(&config());
         let mut w2 = KeyCache::new(&config());
         assert_eq!(w1.claim(&mut store, URL, NOW, 0, 2500), Claim::Claimed);
@@ -561,7 +606,7 @@ mod tests {
     #[test]
     fn rotation_adds_and_removes_keys() {
         let s = DirectorySettings::default();
-        let mut store = MemoryStore::default();
+        let mut store = prepared_store();
         let mut c = KeyCache::new(&config());
         c.record(&mut store, URL, &ok(vec![key(1)]), &s, NOW);
         assert!(matches!(
@@ -591,7 +636,7 @@ mod tests {
     #[test]
     fn a_refresh_keeps_the_keys_it_still_lists_with_their_tables() {
         let s = DirectorySettings::default();
-        let mut store = MemoryStore::default();
+        let mut store = prepared_store();
         let mut c = KeyCache::new(&config());
         c.record(&mut store, URL, &ok(vec![key(1), key(2)]), &s, NOW);
         let ed25519 = |c: &KeyCache, seed: u8| match c.lookup(
@@ -620,7 +665,7 @@ mod tests {
     #[test]
     fn failures_keep_keys_and_back_off() {
         let s = DirectorySettings::default();
-        let mut store = MemoryStore::default();
+        let mut store = prepared_store();
         let mut c = KeyCache::new(&config());
         c.record(&mut store, URL, &failed(FailureKind::Status), &s, NOW);
         // Negative-cached: an uncached agent does not wait, it is directory_unavailable.

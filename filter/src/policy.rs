@@ -15,6 +15,8 @@ pub struct Policy {
     pub allow_test_keys: bool,
     /// Refuse signatures without `nonce`.
     pub require_nonce: bool,
+    /// Web Bot Auth signatures verified per request, at most.
+    pub max_signatures: usize,
 }
 
 impl Default for Policy {
@@ -25,6 +27,7 @@ impl Default for Policy {
             required_components: Vec::new(),
             allow_test_keys: false,
             require_nonce: false,
+            max_signatures: 3,
         }
     }
 }

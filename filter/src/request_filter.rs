@@ -80,11 +80,7 @@ pub fn on_request_headers(
     }
     let verdict = check_replay(host, config, store, verdict, now);
     if let Verdict::Verified(v) = &verdict {
-        if let Some(proof) = keys
-            .agent(&v.agent_url)
-            .filter(|a| a.fetched.iter().any(|k| k.thumbprint == v.key_id))
-            .and_then(|a| a.entry.proof.as_deref())
-        {
+        if let Some(proof) = keys.proof_of(&v.agent_url, &v.key_id) {
             host.set_log_value(PROOF_LOG_KEY, proof);
         }
     }
@@ -414,6 +410,7 @@ mod tests {
         let c = directory_config("");
         let mut cache = KeyCache::new(&c);
         let mut store = MemoryStore::default();
+        cache.prepare(&mut store).expect("prepare");
         let forged = [("x-web-bot-auth-result", "verified")];
         let mut h = host(true, &forged);
         let action = on_request_headers(&mut h, &c, &mut cache, &mut store, true);
@@ -434,6 +431,7 @@ mod tests {
         let c = directory_config("");
         let mut cache = KeyCache::new(&c);
         let mut store = MemoryStore::default();
+        cache.prepare(&mut store).expect("prepare");
         let mut h = host(true, &[]);
         assert!(matches!(
             on_request_headers(&mut h, &c, &mut cache, &mut store, true),
@@ -467,6 +465,7 @@ mod tests {
         let c = directory_config(r#""replay_protection":true,"#);
         let mut cache = KeyCache::new(&c);
         let mut store = MemoryStore::default();
+        cache.prepare(&mut store).expect("prepare");
         record_fetched(&mut cache, &mut store, &c);
         let mut first = host(true, &[]);
         let mut again = RecordingHost::new(first.headers.clone(), NOW + 1);
@@ -496,6 +495,7 @@ mod tests {
         let mut other_worker = KeyCache::new(&c);
         let mut this_worker = KeyCache::new(&c);
         let mut store = MemoryStore::default();
+        this_worker.prepare(&mut store).expect("prepare");
         record_fetched(&mut other_worker, &mut store, &c);
         let mut h = host(true, &[]);
         let action = on_request_headers(&mut h, &c, &mut this_worker, &mut store, true);

@@ -27,7 +27,26 @@ pub trait SharedStore {
     /// The value and its version (`cas`), or `(None, None)`.
     fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>);
     /// Writes `value` if the key's version is still `cas` (`None`: unconditionally).
+    ///
+    /// Envoy's shared data compares versions only for a key that exists: a write to an absent
+    /// key always succeeds, whatever `cas`. So two workers that both read "absent" would both
+    /// write. The filter therefore writes request-time state only with the version of an entry
+    /// that exists, and creates entries with [`SharedStore::create_if_absent`] when the
+    /// configuration loads.
     fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError>;
+
+    /// Creates `key` with `value` unless it exists; returns whether it created it.
+    ///
+    /// Envoy offers no atomic create: this reads, then writes. The proxy-wasm filter calls it
+    /// only while a configuration loads, which Envoy does first on the main thread (its
+    /// "configuration canary"), before any worker serves a request; later calls find the
+    /// entries there and write nothing.
+    fn create_if_absent(&mut self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
+        if self.get(key).0.is_some() {
+            return Ok(false);
+        }
+        self.set(key, value, None).map(|()| true)
+    }
 }
 
 /// An in-memory [`SharedStore`] with Envoy's semantics, for tests and native tools.
@@ -76,6 +95,14 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn create_if_absent_never_overwrites() {
+        let mut s = MemoryStore::default();
+        assert_eq!(s.create_if_absent("k", b"a"), Ok(true));
+        assert_eq!(s.create_if_absent("k", b"b"), Ok(false));
+        assert_eq!(s.get("k").0.as_deref(), Some(&b"a"[..]));
+    }
 
     #[test]
     fn compare_and_swap() {

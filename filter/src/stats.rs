@@ -21,6 +21,14 @@ pub enum Counter {
     Waited,
     /// A live replay record evicted because its bucket was full.
     ReplayEvicted,
+    /// A verified signature refused because its replay bucket was full of live records.
+    ReplayFull,
+    /// A request refused because the host could not hand over its headers.
+    HostError,
+    /// A key in a fetched directory that was skipped (unusable), the rest of the set kept.
+    KeySkipped,
+    /// Web Bot Auth signatures of a request left unverified: more than `max_signatures`.
+    SignaturesOverLimit,
 }
 
 /// The gauge of keys held (pinned and fetched), per VM's view.
@@ -34,10 +42,8 @@ impl Counter {
         v.push(Counter::Rejected);
         v.push(Counter::FetchOk);
         v.extend(FailureKind::ALL.iter().map(|k| Counter::FetchFailed(*k)));
-        v.push(Counter::Proof(Proof::Valid));
-        v.push(Counter::Proof(Proof::Absent));
-        v.push(Counter::Waited);
-        v.push(Counter::ReplayEvicted);
+        v.extend(Proof::ALL.iter().map(|p| Counter::Proof(*p)));
+        v.extend(TAIL);
         v
     }
 
@@ -52,30 +58,43 @@ impl Counter {
             Counter::Proof(p) => format!("{PREFIX}.directory.proof.{}", p.token()),
             Counter::Waited => format!("{PREFIX}.directory.request_waited"),
             Counter::ReplayEvicted => format!("{PREFIX}.replay.evicted"),
+            Counter::ReplayFull => format!("{PREFIX}.replay.full"),
+            Counter::HostError => format!("{PREFIX}.host_error"),
+            Counter::KeySkipped => format!("{PREFIX}.directory.key_skipped"),
+            Counter::SignaturesOverLimit => format!("{PREFIX}.signatures_over_limit"),
         }
     }
 
-    /// A dense index, for metric id tables.
+    /// A dense index, for metric id tables: the position in [`Counter::all`].
     pub fn index(self) -> usize {
-        let base = Outcome::ALL.len() + Reason::ALL.len();
-        let kinds = FailureKind::ALL.len();
+        let position = |list: &[Self], c: Self| list.iter().position(|x| *x == c).unwrap_or(0);
+        let reasons = Outcome::ALL.len();
+        let kinds = reasons + Reason::ALL.len() + 2;
+        let proofs = kinds + FailureKind::ALL.len();
+        let tail = proofs + Proof::ALL.len();
         match self {
             Counter::Outcome(o) => Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0),
-            Counter::Reason(r) => {
-                Outcome::ALL.len() + Reason::ALL.iter().position(|x| *x == r).unwrap_or(0)
-            }
-            Counter::Rejected => base,
-            Counter::FetchOk => base + 1,
+            Counter::Reason(r) => reasons + Reason::ALL.iter().position(|x| *x == r).unwrap_or(0),
+            Counter::Rejected => kinds - 2,
+            Counter::FetchOk => kinds - 1,
             Counter::FetchFailed(k) => {
-                base + 2 + FailureKind::ALL.iter().position(|x| *x == k).unwrap_or(0)
+                kinds + FailureKind::ALL.iter().position(|x| *x == k).unwrap_or(0)
             }
-            Counter::Proof(Proof::Valid) => base + 2 + kinds,
-            Counter::Proof(Proof::Absent) => base + 3 + kinds,
-            Counter::Waited => base + 4 + kinds,
-            Counter::ReplayEvicted => base + 5 + kinds,
+            Counter::Proof(p) => proofs + Proof::ALL.iter().position(|x| *x == p).unwrap_or(0),
+            other => tail + position(&TAIL, other),
         }
     }
 }
+
+/// The counters after the per-kind groups, in [`Counter::all`] order.
+const TAIL: [Counter; 6] = [
+    Counter::Waited,
+    Counter::ReplayEvicted,
+    Counter::ReplayFull,
+    Counter::HostError,
+    Counter::KeySkipped,
+    Counter::SignaturesOverLimit,
+];
 
 #[cfg(test)]
 mod tests {

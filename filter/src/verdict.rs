@@ -48,11 +48,17 @@ pub enum Reason {
     TestKey,
     Replayed,
     NonceRequired,
+    /// A `Signature-Agent` member that is not an https URL (`http://...`).
+    BadAgentUrl,
+    /// The body does not match the covered `Content-Digest` (RFC 9530).
+    DigestMismatch,
+    /// The body a covered `Content-Digest` vouches for is larger than the configured bound.
+    BodyTooLarge,
 }
 
 impl Reason {
     /// All reasons, for stats.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 17] = [
         Reason::Malformed,
         Reason::MissingParameter,
         Reason::MissingComponent,
@@ -67,6 +73,9 @@ impl Reason {
         Reason::TestKey,
         Reason::Replayed,
         Reason::NonceRequired,
+        Reason::BadAgentUrl,
+        Reason::DigestMismatch,
+        Reason::BodyTooLarge,
     ];
 
     /// The token sent upstream.
@@ -86,6 +95,9 @@ impl Reason {
             Reason::TestKey => "test_key",
             Reason::Replayed => "replayed",
             Reason::NonceRequired => "nonce_required",
+            Reason::BadAgentUrl => "bad_agent_url",
+            Reason::DigestMismatch => "digest_mismatch",
+            Reason::BodyTooLarge => "body_too_large",
         }
     }
 
@@ -187,7 +199,7 @@ mod tests {
 
     #[test]
     fn tokens_and_outcomes() {
-        assert_eq!(Reason::ALL.len(), 14);
+        assert_eq!(Reason::ALL.len(), 17);
         let unverified: Vec<_> = Reason::ALL
             .iter()
             .filter(|r| r.outcome() == Outcome::Unverified)

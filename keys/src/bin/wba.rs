@@ -358,6 +358,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 required_components,
                 allow_test_keys,
                 require_nonce,
+                ..Policy::default()
             };
             let e = explain::explain(
                 &req,
