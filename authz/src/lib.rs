@@ -25,9 +25,10 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use wba_filter::config::{Config, ConfigError};
-use wba_filter::host::Host;
+use wba_filter::host::{HeadersUnavailable, Host};
 use wba_filter::key_cache::KeyCache;
-use wba_filter::request_filter::on_request_headers;
+use wba_filter::replay::{ReplayTable, SECRET_BYTES};
+use wba_filter::request_filter::{on_request_body, on_request_headers, Action, Body};
 use wba_filter::shared::{MemoryStore, SharedStore, StoreError};
 use wba_filter::stats::Counter;
 
@@ -47,21 +48,29 @@ pub struct Answer {
 pub struct Service {
     pub config: Config,
     replay: Mutex<MemoryStore>,
+    table: ReplayTable,
     counters: Vec<AtomicU64>,
 }
 
 impl Service {
-    pub fn new(config: Config) -> Self {
-        Service {
+    pub fn new(config: Config) -> Result<Self, ConfigError> {
+        let mut secret = [0u8; SECRET_BYTES];
+        getrandom::getrandom(&mut secret)
+            .map_err(|e| ConfigError(format!("no random bytes for the replay table: {e}")))?;
+        let mut store = MemoryStore::default();
+        let table = ReplayTable::open(&mut store, config.replay_capacity, secret)
+            .map_err(|e| ConfigError(format!("cannot create the replay table: {e}")))?;
+        Ok(Service {
             config,
-            replay: Mutex::new(MemoryStore::default()),
+            replay: Mutex::new(store),
+            table,
             counters: Counter::all().iter().map(|_| AtomicU64::new(0)).collect(),
-        }
+        })
     }
 
     /// From the filter's plugin configuration (JSON).
     pub fn from_json(bytes: &[u8]) -> Result<Self, ConfigError> {
-        Config::from_json(bytes).map(Self::new)
+        Self::new(Config::from_json(bytes)?)
     }
 
     /// A key cache for one thread (keys are decoded once, here).
@@ -113,7 +122,27 @@ impl Service {
         };
         let mut store = Replay(&self.replay);
         // `may_wait` false: there is no key fetch to wait for, the keys are pinned.
-        on_request_headers(&mut host, &self.config, cache, &mut store, false);
+        let action = on_request_headers(
+            &mut host,
+            &self.config,
+            cache,
+            &self.table,
+            &mut store,
+            false,
+        );
+        if let Action::NeedBody(pending) = action {
+            // Envoy does not send this service the request body (no `with_request_body`), so a
+            // signature that covers Content-Digest cannot be checked here: refused.
+            let body = Body::TooLarge(0);
+            on_request_body(
+                &mut host,
+                &self.config,
+                &self.table,
+                &mut store,
+                &pending,
+                body,
+            );
+        }
         if let Some(answer) = host.sent {
             return answer;
         }
@@ -146,8 +175,8 @@ struct CheckHost<'a> {
 }
 
 impl Host for CheckHost<'_> {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.headers.clone()
+    fn request_headers(&self) -> Result<Vec<(String, String)>, HeadersUnavailable> {
+        Ok(self.headers.clone())
     }
 
     fn remove_request_header(&mut self, name: &str) {

@@ -176,7 +176,7 @@ impl Config {
             )));
         }
         for protected in ["signature", "signature-input", "signature-agent"] {
-            if protected.starts_with(&prefix) {
+            if crate::plan::is_owned_header(&prefix, protected) {
                 return Err(err(format!(
                     "header_prefix {prefix:?} would remove the {protected} header"
                 )));

@@ -2,7 +2,9 @@
 //! the key cache and the key fetches; an HTTP context per request hands everything to
 //! [`crate::request_filter`]. A request whose agent's keys are missing is paused; the root
 //! fetches them on its next tick (fetches are always dispatched from the root, which outlives
-//! any request) and then finishes every waiting request in its own context.
+//! any request) and then finishes every waiting request in its own context. A request held
+//! for its body (a covered `Content-Digest`) buffers it, forwarding nothing, until the core
+//! decides.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -16,9 +18,10 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 use crate::config::Config;
 use crate::fetch::{evaluate, fetch_request, FailureKind, FetchFailure, FetchResponse};
 use crate::header_map::decode_header_map;
-use crate::host::Host;
+use crate::host::{HeadersUnavailable, Host};
 use crate::key_cache::{Claim, KeyCache};
-use crate::request_filter::{self, Action as FilterAction};
+use crate::replay::{ReplayTable, SECRET_BYTES};
+use crate::request_filter::{self, Action as FilterAction, Body, PendingBody};
 use crate::shared::{SharedStore, StoreError};
 use crate::stats::{Counter, KEYS_GAUGE};
 
@@ -44,6 +47,7 @@ struct Waiter {
 struct Vm {
     config: Config,
     cache: KeyCache,
+    replay: ReplayTable,
     /// Metric ids, indexed by [`Counter::index`].
     metrics: Vec<u32>,
     keys_gauge: Option<u32>,
@@ -51,6 +55,20 @@ struct Vm {
     waiters: HashMap<String, Vec<Waiter>>,
     /// Fetches this root dispatched: token -> agent URL.
     in_flight: HashMap<u32, String>,
+    /// Requests whose body must not move on yet (paused for keys, or held for a digest
+    /// check), by context id.
+    held: HashMap<u32, Held>,
+}
+
+/// The body of a request that is not decided yet.
+#[derive(Debug, Default)]
+struct Held {
+    /// Set once the verdict waits only for the body.
+    pending: Option<Box<PendingBody>>,
+    /// Bytes buffered so far.
+    size: usize,
+    /// The body is complete (end of stream, or trailers).
+    complete: bool,
 }
 
 impl Vm {
@@ -95,20 +113,71 @@ extern "C" {
 }
 
 /// A header map's pairs, read through the raw ABI and [`decode_header_map`] rather than the
-/// SDK's `get_map`, which panics on non-UTF-8 bytes (why: crate::header_map). A malformed
-/// map reads as empty.
-fn header_pairs(map: MapType) -> Vec<(String, String)> {
+/// SDK's `get_map`, which panics on non-UTF-8 bytes (why: crate::header_map). `None` when the
+/// host refuses or hands over something that is not a header map.
+fn header_pairs(map: MapType) -> Option<Vec<(String, String)>> {
     let mut data: *mut u8 = std::ptr::null_mut();
     let mut size: usize = 0;
     // SAFETY: the host writes a buffer it allocated through this module's
     // `proxy_on_memory_allocate` (a boxed slice of `size` bytes), which we take back.
     let bytes = unsafe {
-        if proxy_get_header_map_pairs(map, &mut data, &mut size) != Status::Ok || data.is_null() {
-            return Vec::new();
+        if proxy_get_header_map_pairs(map, &mut data, &mut size) != Status::Ok {
+            return None;
+        }
+        if data.is_null() {
+            return Some(Vec::new());
         }
         Vec::from_raw_parts(data, size, size)
     };
-    decode_header_map(&bytes).unwrap_or_default()
+    decode_header_map(&bytes)
+}
+
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+extern "C" {
+    /// WASI `random_get`, which Envoy's Wasm runtimes provide (bytes from the host's CSPRNG).
+    fn random_get(buf: *mut u8, buf_len: usize) -> i32;
+}
+
+/// Random bytes for the replay table's bucket secret.
+fn random_secret() -> Option<[u8; SECRET_BYTES]> {
+    let mut secret = [0u8; SECRET_BYTES];
+    // SAFETY: the host writes exactly `SECRET_BYTES` bytes into the buffer we pass.
+    let errno = unsafe { random_get(secret.as_mut_ptr(), secret.len()) };
+    (errno == 0 && secret != [0u8; SECRET_BYTES]).then_some(secret)
+}
+
+/// The whole buffered request body of the current (effective) request.
+fn request_body(size: usize) -> Vec<u8> {
+    if size == 0 {
+        return Vec::new();
+    }
+    hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Decides a request held for its body once the body allows it: complete, or past
+/// `max_body_bytes`. `None`: keep buffering.
+fn decide_held(host: &mut EnvoyHost<'_>, vm: &Vm, held: &Held) -> Option<FilterAction> {
+    let pending = held.pending.as_deref()?;
+    let body;
+    let input = if held.size > vm.config.max_body_bytes {
+        Body::TooLarge(u64::try_from(held.size).unwrap_or(u64::MAX))
+    } else if held.complete {
+        body = request_body(held.size);
+        Body::Complete(&body)
+    } else {
+        return None;
+    };
+    Some(request_filter::on_request_body(
+        host,
+        &vm.config,
+        &vm.replay,
+        &mut EnvoyStore,
+        pending,
+        input,
+    ))
 }
 
 /// A small, stable per-(agent, worker) jitter so workers do not refresh in lockstep.
@@ -130,7 +199,7 @@ impl Context for Root {
             let Some(url) = vm.in_flight.remove(&token) else {
                 return;
             };
-            let headers = header_pairs(MapType::HttpCallResponseHeaders);
+            let headers = header_pairs(MapType::HttpCallResponseHeaders).unwrap_or_default();
             let status = headers
                 .iter()
                 .find(|(n, _)| n == ":status")
@@ -223,13 +292,27 @@ impl Root {
             };
             let v = &mut *v;
             let mut host = EnvoyHost::deferred(&v.metrics);
-            let action = request_filter::on_request_headers(
+            let mut action = request_filter::on_request_headers(
                 &mut host,
                 &v.config,
                 &mut v.cache,
+                &v.replay,
                 &mut EnvoyStore,
                 false,
             );
+            if let FilterAction::NeedBody(pending) = action {
+                // The body kept arriving while the request waited for keys.
+                let mut held = v.held.remove(&context_id).unwrap_or_default();
+                held.pending = Some(pending);
+                action = match decide_held(&mut host, v, &held) {
+                    Some(a) => a,
+                    None => {
+                        v.held.insert(context_id, held);
+                        return;
+                    }
+                };
+            }
+            v.held.remove(&context_id);
             (action, host.sent)
         };
         match (action, sent) {
@@ -368,6 +451,26 @@ impl RootContext for Root {
             .collect();
         let keys_gauge = hostcalls::define_metric(MetricType::Gauge, KEYS_GAUGE).ok();
         crate::ed25519::prepare();
+        let replay = if config.replay_protection {
+            let opened = random_secret()
+                .ok_or_else(|| "no random bytes from the host (WASI random_get)".to_string())
+                .and_then(|secret| {
+                    ReplayTable::open(&mut EnvoyStore, config.replay_capacity, secret)
+                        .map_err(|e| e.to_string())
+                });
+            match opened {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = hostcalls::log(
+                        LogLevel::Error,
+                        &format!("invalid web-bot-auth configuration: cannot create the replay table: {e}"),
+                    );
+                    return false;
+                }
+            }
+        } else {
+            ReplayTable::unused()
+        };
         let cache = KeyCache::new(&config);
         if let Err(e) = cache.prepare(&mut EnvoyStore) {
             let _ = hostcalls::log(
@@ -380,10 +483,12 @@ impl RootContext for Root {
         self.vm = Some(Rc::new(RefCell::new(Vm {
             config,
             cache,
+            replay,
             metrics,
             keys_gauge,
             waiters: HashMap::new(),
             in_flight: HashMap::new(),
+            held: HashMap::new(),
         })));
         // Fetch every agent's keys right away; then tick for background refreshes.
         let _ = hostcalls::set_tick_period(if fetches {
@@ -423,13 +528,14 @@ impl Context for Request {
                 list.retain(|w| w.context_id != self.id);
             }
             vm.waiters.retain(|_, l| !l.is_empty());
+            vm.held.remove(&self.id);
         }
         true
     }
 }
 
 impl HttpContext for Request {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let Ok(mut vm) = self.vm.try_borrow_mut() else {
             // Not reachable in practice (callbacks do not nest); never pass unchecked.
             send(503, &[], "");
@@ -437,13 +543,19 @@ impl HttpContext for Request {
         };
         let vm = &mut *vm;
         let mut host = EnvoyHost::direct(&vm.metrics);
-        match request_filter::on_request_headers(
+        let action = request_filter::on_request_headers(
             &mut host,
             &vm.config,
             &mut vm.cache,
+            &vm.replay,
             &mut EnvoyStore,
             true,
-        ) {
+        );
+        let held = Held {
+            complete: end_of_stream,
+            ..Held::default()
+        };
+        match action {
             FilterAction::Continue => Action::Continue,
             FilterAction::Stop => Action::Pause,
             FilterAction::Wait(url) => {
@@ -451,8 +563,61 @@ impl HttpContext for Request {
                     context_id: self.id,
                     since_ms: now_ms(),
                 });
+                // Undecided: any body that arrives meanwhile is buffered, not forwarded.
+                vm.held.insert(self.id, held);
                 // Wake the root now rather than at its next idle tick.
                 let _ = hostcalls::set_tick_period(Duration::from_millis(1));
+                Action::Pause
+            }
+            FilterAction::NeedBody(pending) => {
+                let held = Held {
+                    pending: Some(pending),
+                    ..held
+                };
+                match decide_held(&mut host, vm, &held) {
+                    Some(FilterAction::Continue) => Action::Continue,
+                    Some(_) => Action::Pause,
+                    None => {
+                        vm.held.insert(self.id, held);
+                        Action::Pause
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.body_progress(Some(body_size), end_of_stream)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // Trailers end the body.
+        self.body_progress(None, true)
+    }
+}
+
+impl Request {
+    /// More of the body (or its end) arrived: keep buffering an undecided request, decide one
+    /// held for its body once it can be, and let every other request stream on.
+    fn body_progress(&mut self, size: Option<usize>, complete: bool) -> Action {
+        let Ok(mut vm) = self.vm.try_borrow_mut() else {
+            return Action::Pause;
+        };
+        let vm = &mut *vm;
+        let Some(mut held) = vm.held.remove(&self.id) else {
+            return Action::Continue;
+        };
+        if let Some(size) = size {
+            held.size = size;
+        }
+        held.complete |= complete;
+        let mut host = EnvoyHost::direct(&vm.metrics);
+        match decide_held(&mut host, vm, &held) {
+            Some(FilterAction::Continue) => Action::Continue,
+            Some(_) => Action::Pause,
+            None => {
+                // Still waiting for keys, or for the rest of the body.
+                vm.held.insert(self.id, held);
                 Action::Pause
             }
         }
@@ -497,8 +662,16 @@ impl<'a> EnvoyHost<'a> {
 }
 
 impl Host for EnvoyHost<'_> {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        header_pairs(MapType::HttpRequestHeaders)
+    fn request_headers(&self) -> Result<Vec<(String, String)>, HeadersUnavailable> {
+        // A build for the end-to-end test of this path: the host never hands the headers over.
+        if cfg!(feature = "fault-unreadable-headers") {
+            return Err(HeadersUnavailable);
+        }
+        match header_pairs(MapType::HttpRequestHeaders) {
+            // A request always has pseudo-headers: an empty map is not one.
+            Some(h) if !h.is_empty() => Ok(h),
+            _ => Err(HeadersUnavailable),
+        }
     }
 
     fn remove_request_header(&mut self, name: &str) {

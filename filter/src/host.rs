@@ -2,13 +2,28 @@
 //! proxy-wasm; [`RecordingHost`] keeps everything in memory, for tests and for embedding the
 //! core elsewhere.
 
+use std::fmt;
+
 use crate::plan::Rejection;
 use crate::stats::Counter;
+
+/// The host could not hand over the request headers (the call failed, or what it returned is
+/// not a header map). The request cannot be checked, nor its forged headers removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadersUnavailable;
+
+impl fmt::Display for HeadersUnavailable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the request headers could not be read")
+    }
+}
+
+impl std::error::Error for HeadersUnavailable {}
 
 /// What the filter asks of its host for one request.
 pub trait Host {
     /// All request headers, pseudo-headers (`:method`, `:path`...) included, names lowercase.
-    fn request_headers(&self) -> Vec<(String, String)>;
+    fn request_headers(&self) -> Result<Vec<(String, String)>, HeadersUnavailable>;
     /// Removes every line of a request header.
     fn remove_request_header(&mut self, name: &str);
     /// Sets (replaces) a request header.
@@ -30,6 +45,7 @@ pub trait Host {
 /// use wba_filter::config::Config;
 /// use wba_filter::host::RecordingHost;
 /// use wba_filter::key_cache::KeyCache;
+/// use wba_filter::replay::ReplayTable;
 /// use wba_filter::request_filter::{on_request_headers, Action};
 /// use wba_filter::shared::MemoryStore;
 ///
@@ -40,7 +56,9 @@ pub trait Host {
 ///     1_800_000_000,
 /// );
 /// let mut keys = KeyCache::new(&config);
-/// let action = on_request_headers(&mut host, &config, &mut keys, &mut MemoryStore::default(), true);
+/// let mut store = MemoryStore::default();
+/// let replay = ReplayTable::open(&mut store, config.replay_capacity, [7; 32]).unwrap();
+/// let action = on_request_headers(&mut host, &config, &mut keys, &replay, &mut store, true);
 /// assert_eq!(action, Action::Stop);
 /// assert_eq!(host.sent.map(|r| r.status), Some(403));
 /// ```
@@ -56,6 +74,8 @@ pub struct RecordingHost {
     pub counters: Vec<Counter>,
     /// Every log value set, as (key, value), in order.
     pub log: Vec<(String, String)>,
+    /// Makes [`Host::request_headers`] fail, as a host that cannot read them would.
+    pub headers_unreadable: bool,
 }
 
 impl RecordingHost {
@@ -79,8 +99,11 @@ impl RecordingHost {
 }
 
 impl Host for RecordingHost {
-    fn request_headers(&self) -> Vec<(String, String)> {
-        self.headers.clone()
+    fn request_headers(&self) -> Result<Vec<(String, String)>, HeadersUnavailable> {
+        if self.headers_unreadable {
+            return Err(HeadersUnavailable);
+        }
+        Ok(self.headers.clone())
     }
     fn remove_request_header(&mut self, name: &str) {
         self.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));

@@ -7,6 +7,7 @@ pub mod agent_url;
 pub mod base;
 pub mod component;
 pub mod config;
+pub mod content_digest;
 pub mod directory;
 pub mod ed25519;
 pub mod fetch;

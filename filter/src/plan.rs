@@ -23,10 +23,20 @@ pub struct Plan {
     pub reject: Option<Rejection>,
 }
 
-/// Whether a header name is one the filter owns (and so strips from inbound requests).
+/// Whether a header name is one the filter owns (and so strips from inbound requests):
+/// it starts with the prefix, compared case-insensitively and reading `_` as `-`, because
+/// CGI-style upstreams (WSGI, Rack, PHP...) fold both into `HTTP_X_WEB_BOT_AUTH_...`, where a
+/// client's `x_web_bot_auth_agent` would sit beside or replace ours.
 pub fn is_owned_header(prefix: &str, name: &str) -> bool {
+    let fold = |b: &u8| match b.to_ascii_lowercase() {
+        b'_' => b'-',
+        other => other,
+    };
     name.len() >= prefix.len()
-        && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+        && name.as_bytes()[..prefix.len()]
+            .iter()
+            .map(fold)
+            .eq(prefix.as_bytes().iter().map(fold))
 }
 
 /// Builds the plan for `verdict`.
@@ -252,5 +262,21 @@ mod tests {
         assert!(is_owned_header("x-web-bot-auth-", "x-web-bot-auth-"));
         assert!(!is_owned_header("x-web-bot-auth-", "x-web-bot-aut"));
         assert!(!is_owned_header("x-web-bot-auth-", "signature"));
+    }
+
+    #[test]
+    fn owned_headers_with_underscores_for_dashes() {
+        for name in [
+            "x_web_bot_auth_agent",
+            "X_WEB_BOT_AUTH_RESULT",
+            "x-web_bot-auth-key-id",
+            "x_web-bot_auth-",
+        ] {
+            assert!(is_owned_header("x-web-bot-auth-", name), "{name}");
+        }
+        // A prefix configured with underscores owns the dashed forms too.
+        assert!(is_owned_header("x_bot_", "x-bot-result"));
+        assert!(!is_owned_header("x-web-bot-auth-", "x.web.bot.auth.agent"));
+        assert!(!is_owned_header("x-web-bot-auth-", "x_web_bot_aut"));
     }
 }

@@ -1,23 +1,37 @@
 //! Replay protection: each verified signature's identity (its `nonce`, or without one its
 //! signature bytes, scoped to the agent) is recorded in shared data until the signature
-//! expires, atomically (compare-and-swap), so a second use on any worker is caught.
+//! expires, atomically (compare-and-swap on an entry that exists), so a second use on any
+//! worker is caught.
 //!
-//! Memory is bounded: [`BUCKETS`] shared-data entries of at most [`SLOTS`] records of
-//! [`RECORD_BYTES`] bytes (about 1.5 MiB in all, 65,536 live signatures). Expired records are
-//! dropped on every write. When a bucket is full of live records, the one closest to expiry is
-//! evicted (and counted): its signature could then be replayed for the rest of its life. Only
-//! verified signatures are recorded, so only trusted agents can fill the table.
+//! The table is `capacity / SLOTS` bucket entries of at most [`SLOTS`] records of
+//! [`RECORD_BYTES`] bytes. Which bucket a signature lands in is a keyed hash under a random
+//! per-deployment secret that every worker shares (created with the table), so a signer cannot
+//! aim its signatures at another agent's bucket. Expired records are dropped on every write.
+//! A live record is never evicted: when a signature's bucket is full of live records, that
+//! signature is refused ([`ReplayCheck::Full`], counted), so no traffic of one agent can make
+//! a captured request of another verify again.
+//!
+//! Envoy's shared data cannot create an entry atomically (a write to an absent key always
+//! succeeds, whatever its version), so the buckets are created by [`ReplayTable::open`] when
+//! the configuration loads, and a request only ever writes with the version of a bucket that
+//! exists: two workers recording the same signature at once cannot both succeed.
 
 use sha2::{Digest, Sha256};
 
 use crate::shared::{SharedStore, StoreError};
 use crate::verdict::Verified;
 
-pub const BUCKETS: usize = 4096;
+/// Records per bucket.
 pub const SLOTS: usize = 16;
 const ID_BYTES: usize = 16;
+/// A record: the identity, then its expiry (unix seconds, big-endian).
 pub const RECORD_BYTES: usize = ID_BYTES + 8;
 const PREFIX: &str = "wba.replay.";
+const SECRET_KEY: &str = "wba.replay.secret";
+/// Bytes of the bucket secret.
+pub const SECRET_BYTES: usize = 32;
+/// The first byte of every bucket (a bucket is never empty, so that it reads as present).
+const FORMAT: u8 = 1;
 const CAS_ATTEMPTS: usize = 16;
 
 /// A signature's replay identity.
@@ -45,10 +59,6 @@ impl ReplayId {
         id.copy_from_slice(&digest[..ID_BYTES]);
         ReplayId(id)
     }
-
-    fn bucket(&self) -> usize {
-        usize::from(u16::from_be_bytes([self.0[0], self.0[1]])) % BUCKETS
-    }
 }
 
 /// The result of a check-and-record.
@@ -56,65 +66,146 @@ impl ReplayId {
 pub enum ReplayCheck {
     /// First use: recorded.
     Fresh,
-    /// First use, recorded by evicting a live record (the bucket was full).
-    FreshEvicted,
     /// Seen before and not yet expired.
     Replayed,
-    /// Could not be recorded (shared data contended or refused): treat as a replay, so that a
-    /// flood of copies of one signature cannot slip through by contention.
+    /// First use, but its bucket is full of live records: refused, since recording it would
+    /// mean forgetting another signature that could then be replayed.
+    Full,
+    /// Could not be recorded (the bucket is missing, shared data contended or refused):
+    /// refused, so that a flood of copies of one signature cannot slip through by contention.
     Unavailable,
 }
 
-/// Checks whether `id` was seen and records it until `until` (unix seconds).
-pub fn check_and_record(
-    store: &mut dyn SharedStore,
-    id: ReplayId,
-    until: i64,
-    now: i64,
-) -> ReplayCheck {
-    let key = format!("{PREFIX}{}", id.bucket());
-    for _ in 0..CAS_ATTEMPTS {
-        let (bytes, cas) = store.get(&key);
-        let mut records: Vec<([u8; ID_BYTES], i64)> = bytes
-            .unwrap_or_default()
-            .chunks_exact(RECORD_BYTES)
-            .filter_map(|r| {
-                let (rid, exp) = r.split_at(ID_BYTES);
-                let rid: [u8; ID_BYTES] = rid.try_into().ok()?;
-                let exp = i64::from_be_bytes(exp.try_into().ok()?);
-                Some((rid, exp))
-            })
-            .filter(|(_, exp)| *exp >= now)
-            .collect();
-        if records.iter().any(|(rid, _)| *rid == id.0) {
-            return ReplayCheck::Replayed;
-        }
-        let mut evicted = false;
-        if records.len() >= SLOTS {
-            if let Some(i) = records
-                .iter()
-                .enumerate()
-                .min_by_key(|(_, (_, exp))| *exp)
-                .map(|(i, _)| i)
-            {
-                records.swap_remove(i);
-                evicted = true;
+/// The shared replay table as one VM sees it: the bucket secret and the bucket count.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ReplayTable {
+    secret: [u8; SECRET_BYTES],
+    buckets: usize,
+}
+
+impl std::fmt::Debug for ReplayTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("ReplayTable")
+            .field("buckets", &self.buckets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReplayTable {
+    /// Opens the table of `capacity` records (whole buckets) in `store`: takes the secret
+    /// already there or, for the first VM, `fresh_secret` (random bytes from the host), and
+    /// creates the buckets that do not exist yet. Called when the configuration loads.
+    pub fn open(
+        store: &mut dyn SharedStore,
+        capacity: usize,
+        fresh_secret: [u8; SECRET_BYTES],
+    ) -> Result<Self, StoreError> {
+        let buckets = (capacity / SLOTS).max(1);
+        store.create_if_absent(SECRET_KEY, &fresh_secret)?;
+        let secret: [u8; SECRET_BYTES] = store
+            .get(SECRET_KEY)
+            .0
+            .and_then(|s| s.try_into().ok())
+            .ok_or(StoreError::Unavailable)?;
+        let table = ReplayTable { secret, buckets };
+        // Tables of different sizes (plugins with different capacities) use different keys.
+        let ready = format!("{PREFIX}{buckets}.ready");
+        if store.get(&ready).1.is_none() {
+            for i in 0..buckets {
+                store.create_if_absent(&table.bucket_key(i), &[FORMAT])?;
             }
+            store.create_if_absent(&ready, b"1")?;
         }
-        records.push((id.0, until));
-        let mut out = Vec::with_capacity(records.len() * RECORD_BYTES);
-        for (rid, exp) in &records {
-            out.extend_from_slice(rid);
-            out.extend_from_slice(&exp.to_be_bytes());
-        }
-        match store.set(&key, &out, Some(cas.unwrap_or(0))) {
-            Ok(()) if evicted => return ReplayCheck::FreshEvicted,
-            Ok(()) => return ReplayCheck::Fresh,
-            Err(StoreError::CasMismatch) => continue,
-            Err(StoreError::Unavailable) => return ReplayCheck::Unavailable,
+        Ok(table)
+    }
+
+    /// A table for a configuration without replay protection, never consulted (and never
+    /// created in shared data).
+    pub fn unused() -> Self {
+        ReplayTable {
+            secret: [0; SECRET_BYTES],
+            buckets: 1,
         }
     }
-    ReplayCheck::Unavailable
+
+    /// Live records the table holds at most.
+    pub fn capacity(&self) -> usize {
+        self.buckets * SLOTS
+    }
+
+    fn bucket_key(&self, bucket: usize) -> String {
+        format!("{PREFIX}{}.{bucket}", self.buckets)
+    }
+
+    /// The bucket of `id`: a keyed hash, so that signers cannot choose it.
+    fn bucket_of(&self, id: &ReplayId) -> usize {
+        let digest = Sha256::new()
+            .chain_update(self.secret)
+            .chain_update(id.0)
+            .finalize();
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&digest[..8]);
+        let bucket = u64::from_be_bytes(head) % self.buckets as u64;
+        usize::try_from(bucket).unwrap_or(0)
+    }
+
+    /// Checks whether `id` was seen and records it until `until` (unix seconds).
+    pub fn check_and_record(
+        &self,
+        store: &mut dyn SharedStore,
+        id: ReplayId,
+        until: i64,
+        now: i64,
+    ) -> ReplayCheck {
+        let key = self.bucket_key(self.bucket_of(&id));
+        for _ in 0..CAS_ATTEMPTS {
+            let (Some(bytes), Some(cas)) = store.get(&key) else {
+                // Never create a bucket here: see the module documentation.
+                return ReplayCheck::Unavailable;
+            };
+            let mut records = live_records(&bytes, now);
+            if records.iter().any(|(rid, _)| *rid == id.0) {
+                return ReplayCheck::Replayed;
+            }
+            if records.len() >= SLOTS {
+                return ReplayCheck::Full;
+            }
+            records.push((id.0, until));
+            match store.set(&key, &encode(&records), Some(cas)) {
+                Ok(()) => return ReplayCheck::Fresh,
+                Err(StoreError::CasMismatch) => continue,
+                Err(StoreError::Unavailable) => return ReplayCheck::Unavailable,
+            }
+        }
+        ReplayCheck::Unavailable
+    }
+}
+
+/// The records of a bucket that have not expired at `now`.
+fn live_records(bytes: &[u8], now: i64) -> Vec<([u8; ID_BYTES], i64)> {
+    bytes
+        .get(1..)
+        .unwrap_or_default()
+        .chunks_exact(RECORD_BYTES)
+        .filter_map(|r| {
+            let (rid, exp) = r.split_at(ID_BYTES);
+            let rid: [u8; ID_BYTES] = rid.try_into().ok()?;
+            let exp = i64::from_be_bytes(exp.try_into().ok()?);
+            Some((rid, exp))
+        })
+        .filter(|(_, exp)| *exp >= now)
+        .collect()
+}
+
+fn encode(records: &[([u8; ID_BYTES], i64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + records.len() * RECORD_BYTES);
+    out.push(FORMAT);
+    for (rid, exp) in records {
+        out.extend_from_slice(rid);
+        out.extend_from_slice(&exp.to_be_bytes());
+    }
+    out
 }
 
 #[cfg(test)]
@@ -140,24 +231,33 @@ mod tests {
         }
     }
 
+    fn nonce_id(agent: &str, nonce: &str) -> ReplayId {
+        ReplayId::of(&verified(agent, Some(nonce), b""))
+    }
+
+    fn table(store: &mut MemoryStore, capacity: usize, secret: u8) -> ReplayTable {
+        ReplayTable::open(store, capacity, [secret; SECRET_BYTES]).unwrap()
+    }
+
     #[test]
     fn second_use_is_a_replay_until_expiry() {
         let mut s = MemoryStore::default();
-        let id = ReplayId::of(&verified("https://a", Some("n1"), b"x"));
+        let t = table(&mut s, 4096, 1);
+        let id = nonce_id("https://a", "n1");
         assert_eq!(
-            check_and_record(&mut s, id, NOW + 60, NOW),
+            t.check_and_record(&mut s, id, NOW + 60, NOW),
             ReplayCheck::Fresh
         );
         assert_eq!(
-            check_and_record(&mut s, id, NOW + 60, NOW + 1),
+            t.check_and_record(&mut s, id, NOW + 60, NOW + 1),
             ReplayCheck::Replayed
         );
         assert_eq!(
-            check_and_record(&mut s, id, NOW + 60, NOW + 60),
+            t.check_and_record(&mut s, id, NOW + 60, NOW + 60),
             ReplayCheck::Replayed
         );
         assert_eq!(
-            check_and_record(&mut s, id, NOW + 200, NOW + 61),
+            t.check_and_record(&mut s, id, NOW + 200, NOW + 61),
             ReplayCheck::Fresh
         );
     }
@@ -176,22 +276,145 @@ mod tests {
     }
 
     #[test]
-    fn memory_is_bounded() {
+    fn every_worker_shares_the_first_secret_and_buckets() {
         let mut s = MemoryStore::default();
-        let mut evictions = 0;
-        for i in 0..(BUCKETS * SLOTS * 2) {
-            let id = ReplayId::of(&verified("https://a", Some(&i.to_string()), b""));
-            match check_and_record(&mut s, id, NOW + 60 + i as i64, NOW) {
+        let first = table(&mut s, 64, 1);
+        let writes = s.writes;
+        // A second VM brings another random secret: the first one stays, nothing is rewritten.
+        let second = table(&mut s, 64, 2);
+        assert_eq!(first, second);
+        assert_eq!(s.writes, writes);
+        let id = nonce_id("https://a", "n");
+        assert_eq!(
+            first.check_and_record(&mut s, id, NOW + 60, NOW),
+            ReplayCheck::Fresh
+        );
+        assert_eq!(
+            second.check_and_record(&mut s, id, NOW + 60, NOW),
+            ReplayCheck::Replayed
+        );
+    }
+
+    #[test]
+    fn bucket_choice_depends_on_the_secret() {
+        let mut s1 = MemoryStore::default();
+        let mut s2 = MemoryStore::default();
+        let t1 = table(&mut s1, 4096 * SLOTS, 1);
+        let t2 = table(&mut s2, 4096 * SLOTS, 2);
+        let ids: Vec<ReplayId> = (0..64)
+            .map(|i| nonce_id("https://a", &i.to_string()))
+            .collect();
+        let same = ids
+            .iter()
+            .filter(|id| t1.bucket_of(id) == t2.bucket_of(id))
+            .count();
+        assert!(
+            same < 4,
+            "{same} of 64 in the same bucket under two secrets"
+        );
+    }
+
+    #[test]
+    fn a_missing_bucket_fails_closed_and_is_never_created() {
+        let mut s = MemoryStore::default();
+        let t = table(&mut s, 16, 1);
+        let mut empty = MemoryStore::default();
+        assert_eq!(
+            t.check_and_record(&mut empty, nonce_id("https://a", "n"), NOW + 60, NOW),
+            ReplayCheck::Unavailable
+        );
+        assert!(empty.is_empty());
+    }
+
+    #[test]
+    fn a_full_bucket_refuses_and_never_evicts_a_live_record() {
+        let mut s = MemoryStore::default();
+        // One bucket: every signature lands in it.
+        let t = table(&mut s, SLOTS, 1);
+        let victim = nonce_id("https://victim", "v");
+        assert_eq!(
+            t.check_and_record(&mut s, victim, NOW + 60, NOW),
+            ReplayCheck::Fresh
+        );
+        let mut full = 0;
+        for i in 0..100 {
+            // Another agent's long-lived signatures.
+            let id = nonce_id("https://other", &i.to_string());
+            match t.check_and_record(&mut s, id, NOW + 86_400, NOW) {
                 ReplayCheck::Fresh => {}
-                ReplayCheck::FreshEvicted => evictions += 1,
+                ReplayCheck::Full => full += 1,
                 other => panic!("{other:?}"),
             }
         }
-        assert!(s.len() <= BUCKETS);
-        assert!(evictions >= BUCKETS * SLOTS);
-        for i in 0..BUCKETS {
-            let (v, _) = s.get(&format!("{PREFIX}{i}"));
-            assert!(v.map_or(0, |v| v.len()) <= SLOTS * RECORD_BYTES);
+        assert_eq!(full, 100 - (SLOTS - 1));
+        assert_eq!(
+            t.check_and_record(&mut s, victim, NOW + 60, NOW + 30),
+            ReplayCheck::Replayed,
+            "the victim's record survives"
+        );
+        // Once the victim's record expires its slot frees up (for the rest of its bucket).
+        assert_eq!(
+            t.check_and_record(
+                &mut s,
+                nonce_id("https://other", "late"),
+                NOW + 86_400,
+                NOW + 61
+            ),
+            ReplayCheck::Fresh
+        );
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut s = MemoryStore::default();
+        let t = table(&mut s, 64 * SLOTS, 1);
+        for i in 0..(64 * SLOTS * 2) {
+            let id = nonce_id("https://a", &i.to_string());
+            let r = t.check_and_record(&mut s, id, NOW + 60, NOW);
+            assert!(matches!(r, ReplayCheck::Fresh | ReplayCheck::Full), "{r:?}");
         }
+        for i in 0..64 {
+            let (v, _) = s.get(&t.bucket_key(i));
+            assert!(v.map_or(0, |v| v.len()) <= 1 + SLOTS * RECORD_BYTES);
+        }
+    }
+
+    #[test]
+    fn concurrent_writers_cannot_both_record() {
+        // Two workers read the same version; the second write is a compare-and-swap mismatch,
+        // and its retry sees the first record.
+        struct Interleaved {
+            inner: MemoryStore,
+            stale: Option<(Vec<u8>, u32)>,
+        }
+        impl SharedStore for Interleaved {
+            fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+                match &self.stale {
+                    Some((v, c)) => (Some(v.clone()), Some(*c)),
+                    None => self.inner.get(key),
+                }
+            }
+            fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
+                self.stale = None;
+                self.inner.set(key, value, cas)
+            }
+        }
+        let mut inner = MemoryStore::default();
+        let t = table(&mut inner, SLOTS, 1);
+        let id = nonce_id("https://a", "same");
+        let before = inner.get(&t.bucket_key(0));
+        assert_eq!(
+            t.check_and_record(&mut inner, id, NOW + 60, NOW),
+            ReplayCheck::Fresh
+        );
+        // The other worker read the bucket before that write.
+        let mut other = Interleaved {
+            inner,
+            stale: Some((before.0.unwrap(), before.1.unwrap())),
+        };
+        assert_eq!(
+            t.check_and_record(&mut other, id, NOW + 60, NOW),
+            ReplayCheck::Replayed
+        );
     }
 }

@@ -1,16 +1,21 @@
 //! The per-request state machine: strip, verify, annotate, enforce. Pure over [`Host`] and
 //! [`SharedStore`]; a request whose agent's keys must be fetched first is paused
-//! ([`Action::Wait`]) and handled again, without waiting twice, once the fetch is done.
+//! ([`Action::Wait`]) and handled again, without waiting twice, once the fetch is done; a
+//! request whose verified signature covers `Content-Digest` is held until its whole body is
+//! there ([`Action::NeedBody`]), and only then decided and forwarded.
+
+use serde_json::json;
 
 use crate::config::Config;
+use crate::content_digest;
 use crate::host::Host;
 use crate::key_cache::KeyCache;
 use crate::plan::{is_owned_header, plan};
-use crate::replay::{check_and_record, ReplayCheck, ReplayId};
+use crate::replay::{ReplayCheck, ReplayId, ReplayTable};
 use crate::request::HttpRequest;
 use crate::shared::SharedStore;
 use crate::stats::Counter;
-use crate::verdict::{Failure, Reason, Verdict};
+use crate::verdict::{Failure, Reason, Verdict, Verified};
 use crate::verify::verify_request;
 
 /// What the host should do with the request after a callback.
@@ -23,25 +28,55 @@ pub enum Action {
     /// Pause until the keys of this agent (normalized URL) are fetched, then call
     /// [`on_request_headers`] again with `may_wait` false.
     Wait(String),
+    /// The verified signature covers `Content-Digest`: hold the request, buffering its body
+    /// (forward no byte of it), and call [`on_request_body`] once the body is complete (or
+    /// grows past `max_body_bytes`).
+    NeedBody(Box<PendingBody>),
+}
+
+/// A request whose signature verified but whose body is still to be checked against the
+/// `Content-Digest` the signature covers: nothing is decided, recorded or annotated yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingBody {
+    verified: Verified,
+    /// The `Content-Digest` field value (every line, combined), as the signature covered it.
+    content_digest: String,
+    /// The directory proof status of the key that verified, for the access log.
+    proof: Option<String>,
+}
+
+/// The body a [`PendingBody`] waits for, as the host has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body<'a> {
+    /// The whole body (empty when the request has none).
+    Complete(&'a [u8]),
+    /// The body is larger than `max_body_bytes` (this many bytes so far, or announced).
+    TooLarge(u64),
 }
 
 /// Filter-state keys visible to access logs.
 pub const LOG_KEYS: [&str; 4] = ["wba.result", "wba.reason", "wba.agent", "wba.key_id"];
 /// Filter-state key: for a verified request with fetched keys, whether the agent's directory
-/// proved possession of its keys (`valid`) or did not sign its response (`absent`).
+/// proved possession of the key that verified (`valid`), did not sign its response (`absent`)
+/// or signed it with a proof that does not hold (`invalid`).
 pub const PROOF_LOG_KEY: &str = "wba.directory_proof";
 
 /// Handles a request's headers: strips the inbound identity headers, verifies (asking to
-/// wait for a key fetch when `may_wait` and the agent's keys are missing), checks replays,
-/// sets the result headers, counts, records, and rejects by policy.
+/// wait for a key fetch when `may_wait` and the agent's keys are missing), holds a request
+/// whose signature covers its body, checks replays, sets the result headers, counts,
+/// records, and rejects by policy.
 pub fn on_request_headers(
     host: &mut dyn Host,
     config: &Config,
     keys: &mut KeyCache,
+    replay: &ReplayTable,
     store: &mut dyn SharedStore,
     may_wait: bool,
 ) -> Action {
-    let headers = host.request_headers();
+    let Ok(headers) = host.request_headers() else {
+        // Nothing can be stripped or checked: never let such a request through.
+        return reject_unreadable(host);
+    };
     // Strip first, whatever the outcome: inbound copies of our headers are forgeries.
     let mut stripped: Vec<&str> = Vec::new();
     for (name, _) in &headers {
@@ -78,11 +113,95 @@ pub fn on_request_headers(
             }
         }
     }
-    let verdict = check_replay(host, config, store, verdict, now);
+    let proof = match &verdict {
+        Verdict::Verified(v) => keys.proof_of(&v.agent_url, &v.key_id).map(str::to_string),
+        _ => None,
+    };
     if let Verdict::Verified(v) = &verdict {
-        if let Some(proof) = keys.proof_of(&v.agent_url, &v.key_id) {
-            host.set_log_value(PROOF_LOG_KEY, proof);
+        if content_digest::covered_by(&v.covered) {
+            let pending = PendingBody {
+                verified: (**v).clone(),
+                content_digest: req.header("content-digest").unwrap_or_default(),
+                proof,
+            };
+            // A body announced larger than the bound is refused before any of it is buffered.
+            let announced = req
+                .header("content-length")
+                .and_then(|l| l.trim().parse::<u64>().ok())
+                .filter(|l| *l > config.max_body_bytes as u64);
+            return match announced {
+                Some(length) => on_request_body(
+                    host,
+                    config,
+                    replay,
+                    store,
+                    &pending,
+                    Body::TooLarge(length),
+                ),
+                None => Action::NeedBody(Box::new(pending)),
+            };
         }
+    }
+    decide(host, config, replay, store, verdict, proof.as_deref(), now)
+}
+
+/// Decides a request held for its body ([`Action::NeedBody`]): the body must match the
+/// `Content-Digest` the signature covers (RFC 9530), within `max_body_bytes`; then replay
+/// check, annotation and policy as for any request.
+pub fn on_request_body(
+    host: &mut dyn Host,
+    config: &Config,
+    replay: &ReplayTable,
+    store: &mut dyn SharedStore,
+    pending: &PendingBody,
+    body: Body<'_>,
+) -> Action {
+    let v = &pending.verified;
+    let failed = |reason, detail: String| {
+        Verdict::Failed(Failure {
+            label: Some(v.label.clone()),
+            agent: Some(v.agent_url.clone()),
+            ..Failure::new(reason, detail)
+        })
+    };
+    let verdict = match body {
+        Body::TooLarge(size) => failed(
+            Reason::BodyTooLarge,
+            format!(
+                "the signature covers Content-Digest and the body ({size} bytes or more) is larger than the {} bytes this verifier checks",
+                config.max_body_bytes
+            ),
+        ),
+        Body::Complete(bytes) => match content_digest::check(&pending.content_digest, bytes) {
+            Ok(()) => Verdict::Verified(Box::new(v.clone())),
+            Err(e) => failed(Reason::DigestMismatch, e.to_string()),
+        },
+    };
+    let now = host.now();
+    decide(
+        host,
+        config,
+        replay,
+        store,
+        verdict,
+        pending.proof.as_deref(),
+        now,
+    )
+}
+
+/// The last steps for a decided verdict: replay check, proof log, annotation, policy.
+fn decide(
+    host: &mut dyn Host,
+    config: &Config,
+    replay: &ReplayTable,
+    store: &mut dyn SharedStore,
+    verdict: Verdict,
+    proof: Option<&str>,
+    now: i64,
+) -> Action {
+    let verdict = check_replay(host, config, replay, store, verdict, now);
+    if let (Verdict::Verified(_), Some(proof)) = (&verdict, proof) {
+        host.set_log_value(PROOF_LOG_KEY, proof);
     }
     apply(host, config, &verdict)
 }
@@ -91,6 +210,7 @@ pub fn on_request_headers(
 fn check_replay(
     host: &mut dyn Host,
     config: &Config,
+    replay: &ReplayTable,
     store: &mut dyn SharedStore,
     verdict: Verdict,
     now: i64,
@@ -103,16 +223,16 @@ fn check_replay(
     }
     // Kept as long as the signature is accepted: until `expires` plus the clock skew.
     let until = v.expires.saturating_add(config.policy.clock_skew_seconds);
-    let detail = match check_and_record(store, ReplayId::of(v), until, now) {
+    let detail = match replay.check_and_record(store, ReplayId::of(v), until, now) {
         ReplayCheck::Fresh => return verdict,
-        ReplayCheck::FreshEvicted => {
-            host.increment(Counter::ReplayEvicted);
-            return verdict;
-        }
         ReplayCheck::Replayed => match &v.nonce {
             Some(_) => "this nonce was already used",
             None => "this signature was already used",
         },
+        ReplayCheck::Full => {
+            host.increment(Counter::ReplayFull);
+            "the replay table has no room to record this signature now; retry with a new signature"
+        }
         ReplayCheck::Unavailable => "the replay check could not record this signature",
     };
     Verdict::Failed(Failure {
@@ -120,6 +240,28 @@ fn check_replay(
         agent: Some(v.agent_url.clone()),
         ..Failure::new(Reason::Replayed, detail)
     })
+}
+
+/// Answers a request whose headers the host could not hand over: 500, whatever the mode.
+fn reject_unreadable(host: &mut dyn Host) -> Action {
+    host.increment(Counter::HostError);
+    host.increment(Counter::Rejected);
+    let body = json!({
+        "type": "about:blank",
+        "title": "Request could not be checked",
+        "status": 500,
+        "detail": "the Web Bot Auth filter could not read the request headers",
+    })
+    .to_string();
+    host.send_response(
+        500,
+        &[(
+            "content-type".to_string(),
+            "application/problem+json".to_string(),
+        )],
+        &body,
+    );
+    Action::Stop
 }
 
 /// Sets headers, stats and log values for `verdict`, and rejects when the plan says so.
@@ -244,13 +386,13 @@ mod tests {
     }
 
     fn run(h: &mut RecordingHost, c: &Config) -> Action {
-        on_request_headers(
-            h,
-            c,
-            &mut KeyCache::new(c),
-            &mut MemoryStore::default(),
-            true,
-        )
+        let mut store = MemoryStore::default();
+        let replay = table(&mut store, c);
+        on_request_headers(h, c, &mut KeyCache::new(c), &replay, &mut store, true)
+    }
+
+    fn table(store: &mut MemoryStore, c: &Config) -> ReplayTable {
+        ReplayTable::open(store, c.replay_capacity, [9; 32]).expect("replay table")
     }
 
     #[test]
@@ -318,6 +460,208 @@ mod tests {
                 assert_eq!(h.header_values("x-web-bot-auth-result"), ["unsigned"]);
             }
         }
+    }
+
+    #[test]
+    fn underscore_forms_of_our_headers_are_stripped() {
+        let c = config("enforce");
+        let forged = [
+            ("x_web_bot_auth_agent", "https://evil.example"),
+            ("X_Web_Bot_Auth_Result", "verified"),
+            ("x-web_bot-auth-key-id", "k"),
+        ];
+        for signed in [false, true] {
+            let mut h = host(signed, &forged);
+            assert_eq!(run(&mut h, &c), Action::Continue);
+            assert!(
+                !h.headers.iter().any(|(n, _)| n.contains('_')),
+                "{:?}",
+                h.headers
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_headers_are_rejected_in_every_mode() {
+        for mode in ["observe", "enforce", "require"] {
+            let c = config(mode);
+            let mut h = host(true, &[("x-web-bot-auth-result", "verified")]);
+            h.headers_unreadable = true;
+            assert_eq!(run(&mut h, &c), Action::Stop, "{mode}");
+            let sent = h.sent.clone().expect("sent");
+            assert_eq!(sent.status, 500);
+            assert!(h.counters.contains(&Counter::HostError));
+            assert!(!h.counters.iter().any(|c| matches!(c, Counter::Outcome(_))));
+        }
+    }
+
+    /// A host whose request is signed over `body` with a covered Content-Digest of `digested`.
+    fn body_host(body: &[u8], digested: &[u8], extra: &[(&str, &str)]) -> RecordingHost {
+        let mut headers: Vec<(String, String)> = vec![
+            (":method".into(), "POST".into()),
+            (":scheme".into(), "http".into()),
+            (":authority".into(), "shop.example".into()),
+            (":path".into(), "/orders".into()),
+            ("content-digest".into(), content_digest::sha256(digested)),
+            ("content-length".into(), body.len().to_string()),
+        ];
+        headers.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_string())));
+        let req = request_from_headers(&headers, "x-web-bot-auth-");
+        let mut opts = SignOptions::web_bot_auth("https://a.example", NOW, 60);
+        opts.components.push("content-digest".into());
+        let signed = sign_request(&req, &SigningKey::from_bytes(&[5; 32]), &opts).expect("sign");
+        headers.extend(signed.pairs());
+        RecordingHost::new(headers, NOW)
+    }
+
+    fn held(h: &mut RecordingHost, c: &Config, store: &mut MemoryStore) -> Box<PendingBody> {
+        let replay = table(store, c);
+        match on_request_headers(h, c, &mut KeyCache::new(c), &replay, store, true) {
+            Action::NeedBody(p) => p,
+            other => panic!("not held for the body: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_covered_digest_holds_the_request_until_the_body_matches() {
+        let c = config("enforce");
+        let mut store = MemoryStore::default();
+        let mut h = body_host(b"{\"qty\":1}", b"{\"qty\":1}", &[]);
+        let pending = held(&mut h, &c, &mut store);
+        // Held: nothing decided, counted or annotated yet.
+        assert!(h.header_values("x-web-bot-auth-result").is_empty());
+        assert!(h.counters.is_empty() && h.sent.is_none());
+        let replay = table(&mut store, &c);
+        let body = Body::Complete(b"{\"qty\":1}");
+        let action = on_request_body(&mut h, &c, &replay, &mut store, &pending, body);
+        assert_eq!(action, Action::Continue);
+        assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
+        // Recorded only now: the same request again is a replay.
+        let mut again = body_host(b"{\"qty\":1}", b"{\"qty\":1}", &[]);
+        let p2 = held(&mut again, &c, &mut store);
+        let action = on_request_body(&mut again, &c, &replay, &mut store, &p2, body);
+        assert_eq!(action, Action::Stop);
+        assert_eq!(again.sent.map(|s| s.status), Some(429));
+    }
+
+    #[test]
+    fn a_body_that_does_not_match_its_digest_is_invalid() {
+        let c = config("enforce");
+        let mut store = MemoryStore::default();
+        let mut h = body_host(b"{\"qty\":9}", b"{\"qty\":1}", &[]);
+        let pending = held(&mut h, &c, &mut store);
+        let replay = table(&mut store, &c);
+        let action = on_request_body(
+            &mut h,
+            &c,
+            &replay,
+            &mut store,
+            &pending,
+            Body::Complete(b"{\"qty\":9}"),
+        );
+        assert_eq!(action, Action::Stop);
+        let sent = h.sent.clone().expect("sent");
+        assert_eq!(sent.status, 403);
+        assert!(sent.body.contains("\"reason\":\"digest_mismatch\""));
+        assert_eq!(
+            h.header_values("x-web-bot-auth-reason"),
+            ["digest_mismatch"]
+        );
+        assert!(h
+            .counters
+            .contains(&Counter::Reason(Reason::DigestMismatch)));
+        // In observe mode the mismatch is annotated, never passed as verified.
+        let c = config("observe");
+        let mut h = body_host(b"x", b"y", &[]);
+        let pending = held(&mut h, &c, &mut store);
+        let action = on_request_body(
+            &mut h,
+            &c,
+            &replay,
+            &mut store,
+            &pending,
+            Body::Complete(b"x"),
+        );
+        assert_eq!(action, Action::Continue);
+        assert_eq!(h.header_values("x-web-bot-auth-result"), ["invalid"]);
+    }
+
+    #[test]
+    fn a_body_over_the_bound_is_refused_with_413() {
+        let c = Config::from_json(
+            format!(
+                r#"{{"max_body_bytes":8,"agents":[{{"name":"A","url":"https://a.example","keys":[{}]}}]}}"#,
+                Jwk::from_ed25519(SigningKey::from_bytes(&[5; 32]).verifying_key().as_bytes()).to_json()
+            )
+            .as_bytes(),
+        )
+        .expect("config");
+        let mut store = MemoryStore::default();
+        let replay = table(&mut store, &c);
+        // Announced by Content-Length: refused at once, nothing buffered.
+        let mut h = body_host(b"0123456789", b"0123456789", &[]);
+        let action = on_request_headers(
+            &mut h,
+            &c,
+            &mut KeyCache::new(&c),
+            &replay,
+            &mut store,
+            true,
+        );
+        assert_eq!(action, Action::Stop);
+        assert_eq!(h.sent.as_ref().map(|s| s.status), Some(413));
+        assert_eq!(h.header_values("x-web-bot-auth-reason"), ["body_too_large"]);
+        // Streamed without a length: refused when the host sees it grow past the bound.
+        let mut h = body_host(b"0123456789", b"0123456789", &[]);
+        h.headers.retain(|(n, _)| n != "content-length");
+        let pending = held(&mut h, &c, &mut store);
+        let action = on_request_body(
+            &mut h,
+            &c,
+            &replay,
+            &mut store,
+            &pending,
+            Body::TooLarge(10),
+        );
+        assert_eq!(action, Action::Stop);
+        assert_eq!(h.sent.map(|s| s.status), Some(413));
+    }
+
+    #[test]
+    fn a_signature_without_digest_coverage_is_decided_at_once() {
+        let c = config("enforce");
+        let mut h = host(true, &[("content-digest", "sha-256=:AAAA:")]);
+        assert_eq!(run(&mut h, &c), Action::Continue);
+        assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
+    }
+
+    #[test]
+    fn a_full_replay_bucket_refuses_and_counts() {
+        let c = directory_config(r#""replay_capacity":16,"#);
+        let mut cache = KeyCache::new(&c);
+        let mut store = MemoryStore::default();
+        cache.prepare(&mut store).expect("prepare");
+        let replay = table(&mut store, &c);
+        record_fetched(&mut cache, &mut store, &c);
+        let mut statuses = Vec::new();
+        for i in 0..20 {
+            let mut h = host(true, &[("x-n", &i.to_string())]);
+            // A distinct signature each time: sign again over a distinct nonce.
+            let req = request_from_headers(&h.headers, "x-web-bot-auth-");
+            let mut opts = SignOptions::web_bot_auth("https://a.example", NOW, 60);
+            opts.nonce = Some(format!("n{i}"));
+            let signed =
+                sign_request(&req, &SigningKey::from_bytes(&[5; 32]), &opts).expect("sign");
+            h.headers.retain(|(n, _)| !n.starts_with("signature"));
+            h.headers.extend(signed.pairs());
+            on_request_headers(&mut h, &c, &mut cache, &replay, &mut store, true);
+            statuses.push(h.sent.as_ref().map(|s| s.status));
+            if i >= 16 {
+                assert!(h.counters.contains(&Counter::ReplayFull), "{i}");
+            }
+        }
+        assert_eq!(statuses.iter().filter(|s| s.is_none()).count(), 16);
+        assert!(statuses[16..].iter().all(|s| *s == Some(429)));
     }
 
     #[test]
@@ -411,16 +755,17 @@ mod tests {
         let mut cache = KeyCache::new(&c);
         let mut store = MemoryStore::default();
         cache.prepare(&mut store).expect("prepare");
+        let replay = table(&mut store, &c);
         let forged = [("x-web-bot-auth-result", "verified")];
         let mut h = host(true, &forged);
-        let action = on_request_headers(&mut h, &c, &mut cache, &mut store, true);
+        let action = on_request_headers(&mut h, &c, &mut cache, &replay, &mut store, true);
         assert_eq!(action, Action::Wait("https://a.example".into()));
         // Paused: nothing decided yet, but the forgery is already gone.
         assert!(h.header_values("x-web-bot-auth-result").is_empty());
         assert!(h.sent.is_none());
         assert!(h.counters.contains(&Counter::Waited));
         record_fetched(&mut cache, &mut store, &c);
-        let action = on_request_headers(&mut h, &c, &mut cache, &mut store, false);
+        let action = on_request_headers(&mut h, &c, &mut cache, &replay, &mut store, false);
         assert_eq!(action, Action::Continue);
         assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
         assert!(h.log.contains(&(PROOF_LOG_KEY.into(), "absent".into())));
@@ -432,9 +777,10 @@ mod tests {
         let mut cache = KeyCache::new(&c);
         let mut store = MemoryStore::default();
         cache.prepare(&mut store).expect("prepare");
+        let replay = table(&mut store, &c);
         let mut h = host(true, &[]);
         assert!(matches!(
-            on_request_headers(&mut h, &c, &mut cache, &mut store, true),
+            on_request_headers(&mut h, &c, &mut cache, &replay, &mut store, true),
             Action::Wait(_)
         ));
         let failure = Err(crate::fetch::FetchFailure {
@@ -444,7 +790,7 @@ mod tests {
         });
         cache.record(&mut store, "https://a.example", &failure, &c.directory, NOW);
         assert_eq!(
-            on_request_headers(&mut h, &c, &mut cache, &mut store, false),
+            on_request_headers(&mut h, &c, &mut cache, &replay, &mut store, false),
             Action::Stop
         );
         assert_eq!(
@@ -455,7 +801,7 @@ mod tests {
         // Negative-cached: the next request does not wait.
         let mut h = host(true, &[]);
         assert_eq!(
-            on_request_headers(&mut h, &c, &mut cache, &mut store, true),
+            on_request_headers(&mut h, &c, &mut cache, &replay, &mut store, true),
             Action::Stop
         );
     }
@@ -466,15 +812,16 @@ mod tests {
         let mut cache = KeyCache::new(&c);
         let mut store = MemoryStore::default();
         cache.prepare(&mut store).expect("prepare");
+        let replay = table(&mut store, &c);
         record_fetched(&mut cache, &mut store, &c);
         let mut first = host(true, &[]);
         let mut again = RecordingHost::new(first.headers.clone(), NOW + 1);
         assert_eq!(
-            on_request_headers(&mut first, &c, &mut cache, &mut store, true),
+            on_request_headers(&mut first, &c, &mut cache, &replay, &mut store, true),
             Action::Continue
         );
         assert_eq!(
-            on_request_headers(&mut again, &c, &mut cache, &mut store, true),
+            on_request_headers(&mut again, &c, &mut cache, &replay, &mut store, true),
             Action::Stop
         );
         let Rejection { status, body, .. } = again.sent.clone().expect("sent");
@@ -484,7 +831,7 @@ mod tests {
         let c = directory_config(r#""replay_protection":false,"#);
         let mut twice = RecordingHost::new(first.headers.clone(), NOW + 1);
         assert_eq!(
-            on_request_headers(&mut twice, &c, &mut cache, &mut store, true),
+            on_request_headers(&mut twice, &c, &mut cache, &replay, &mut store, true),
             Action::Continue
         );
     }
@@ -496,9 +843,10 @@ mod tests {
         let mut this_worker = KeyCache::new(&c);
         let mut store = MemoryStore::default();
         this_worker.prepare(&mut store).expect("prepare");
+        let replay = table(&mut store, &c);
         record_fetched(&mut other_worker, &mut store, &c);
         let mut h = host(true, &[]);
-        let action = on_request_headers(&mut h, &c, &mut this_worker, &mut store, true);
+        let action = on_request_headers(&mut h, &c, &mut this_worker, &replay, &mut store, true);
         assert_eq!(action, Action::Continue);
         assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
         assert!(!h.counters.contains(&Counter::Waited));

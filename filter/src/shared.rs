@@ -42,7 +42,8 @@ pub trait SharedStore {
     /// "configuration canary"), before any worker serves a request; later calls find the
     /// entries there and write nothing.
     fn create_if_absent(&mut self, key: &str, value: &[u8]) -> Result<bool, StoreError> {
-        if self.get(key).0.is_some() {
+        let (present, cas) = self.get(key);
+        if present.is_some() || cas.is_some() {
             return Ok(false);
         }
         self.set(key, value, None).map(|()| true)

@@ -19,8 +19,6 @@ pub enum Counter {
     Proof(Proof),
     /// A request paused to wait for its agent's keys.
     Waited,
-    /// A live replay record evicted because its bucket was full.
-    ReplayEvicted,
     /// A verified signature refused because its replay bucket was full of live records.
     ReplayFull,
     /// A request refused because the host could not hand over its headers.
@@ -57,7 +55,6 @@ impl Counter {
             Counter::FetchFailed(k) => format!("{PREFIX}.directory.fetch_failed.{}", k.token()),
             Counter::Proof(p) => format!("{PREFIX}.directory.proof.{}", p.token()),
             Counter::Waited => format!("{PREFIX}.directory.request_waited"),
-            Counter::ReplayEvicted => format!("{PREFIX}.replay.evicted"),
             Counter::ReplayFull => format!("{PREFIX}.replay.full"),
             Counter::HostError => format!("{PREFIX}.host_error"),
             Counter::KeySkipped => format!("{PREFIX}.directory.key_skipped"),
@@ -87,9 +84,8 @@ impl Counter {
 }
 
 /// The counters after the per-kind groups, in [`Counter::all`] order.
-const TAIL: [Counter; 6] = [
+const TAIL: [Counter; 5] = [
     Counter::Waited,
-    Counter::ReplayEvicted,
     Counter::ReplayFull,
     Counter::HostError,
     Counter::KeySkipped,

@@ -26,8 +26,11 @@ use wba_filter::jwk::{Jwk, Key};
 use wba_filter::key_cache::KeyCache;
 use wba_filter::keyring::{AgentKeys, KeyRing};
 use wba_filter::policy::Policy;
+use wba_filter::replay::ReplayTable;
 use wba_filter::request::{HttpRequest, HttpResponse};
-use wba_filter::request_filter::{on_request_headers, request_from_headers, Action};
+use wba_filter::request_filter::{
+    on_request_body, on_request_headers, request_from_headers, Action, Body,
+};
 use wba_filter::shared::MemoryStore;
 use wba_filter::sign::{sign_request, SignOptions};
 use wba_filter::signature::parse_signature;
@@ -392,6 +395,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 .collect(),
             allow_test_keys: test_keys,
             require_nonce: nonce,
+            ..Policy::default()
         })
 }
 
@@ -1221,6 +1225,8 @@ proptest! {
         }
         let mut keys = KeyCache::new(&config);
         let mut store = MemoryStore::default();
+        keys.prepare(&mut store).unwrap();
+        let replay = ReplayTable::open(&mut store, config.replay_capacity, [3; 32]).unwrap();
         if let Some((ok, fresh_for, retry_after, at)) = fetch {
             let result = if ok {
                 Ok(Fetched { keys: vec![public(1), test_key()], fresh_for, proof: Proof::Absent })
@@ -1231,7 +1237,13 @@ proptest! {
         }
         for may_wait in [true, false] {
             let mut host = RecordingHost::new(headers.clone(), now);
-            let action = on_request_headers(&mut host, &config, &mut keys, &mut store, may_wait);
+            let mut action =
+                on_request_headers(&mut host, &config, &mut keys, &replay, &mut store, may_wait);
+            if let Action::NeedBody(pending) = &action {
+                prop_assert!(host.sent.is_none() && host.counters.is_empty());
+                let body = Body::Complete(b"{}");
+                action = on_request_body(&mut host, &config, &replay, &mut store, pending, body);
+            }
             prop_assert!(!host.counters.is_empty());
             if let Some(sent) = &host.sent {
                 prop_assert!(serde_json::from_str::<Value>(&sent.body).is_ok(), "{}", sent.body);

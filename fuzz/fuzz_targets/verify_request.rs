@@ -29,7 +29,8 @@ use wba_filter::fetch::{FailureKind, FetchFailure, Fetched, Proof};
 use wba_filter::host::RecordingHost;
 use wba_filter::jwk::Key;
 use wba_filter::key_cache::KeyCache;
-use wba_filter::request_filter::on_request_headers;
+use wba_filter::replay::ReplayTable;
+use wba_filter::request_filter::{on_request_body, on_request_headers, Action, Body};
 use wba_filter::shared::MemoryStore;
 use wba_filter::verify::{verify_traced, Trace};
 
@@ -110,6 +111,10 @@ fuzz_target!(|data: &[u8]| {
 
     let mut keys = KeyCache::new(&config);
     let mut store = MemoryStore::default();
+    let _ = keys.prepare(&mut store);
+    let Ok(replay) = ReplayTable::open(&mut store, config.replay_capacity, [3; 32]) else {
+        return;
+    };
     if let Some(result) = fetch {
         keys.record(
             &mut store,
@@ -140,7 +145,13 @@ fuzz_target!(|data: &[u8]| {
     let mut host = RecordingHost::new(headers, now);
     // Twice over one store, the second time as after a key fetch: a verified signature is then
     // a replay.
-    let _ = on_request_headers(&mut host, &config, &mut keys, &mut store, true);
+    let _ = on_request_headers(&mut host, &config, &mut keys, &replay, &mut store, true);
     host.headers = first;
-    let _ = on_request_headers(&mut host, &config, &mut keys, &mut store, false);
+    let action = on_request_headers(&mut host, &config, &mut keys, &replay, &mut store, false);
+    if let Action::NeedBody(pending) = action {
+        // The request's own header text stands in for a body.
+        let body = Body::Complete(data);
+        let _ = on_request_body(&mut host, &config, &replay, &mut store, &pending, body);
+        let _ = on_request_body(&mut host, &config, &replay, &mut store, &pending, Body::TooLarge(1));
+    }
 });
