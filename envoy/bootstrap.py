@@ -43,12 +43,18 @@ def wasm_filter(wasm_path, plugin_config, name="web_bot_auth"):
     }
 
 
-def listener(name, cluster, http_filters, access_log_path=None):
-    """A loopback HTTP listener on an ephemeral port routing everything to `cluster`."""
+def listener(name, cluster, http_filters, access_log_path=None, underscores="REJECT_REQUEST"):
+    """A loopback HTTP listener on an ephemeral port routing everything to `cluster`.
+
+    `underscores` is Envoy's `headers_with_underscores_action`: REJECT_REQUEST by default, as
+    defence in depth (the filter strips `x_web_bot_auth_*` itself; upstreams that fold `_` and
+    `-` together must never see a client's copy); the tests also run ALLOW to prove the filter.
+    """
     hcm = {
         "@type": "type.googleapis.com/envoy.extensions.filters.network."
         "http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": name,
+        "common_http_protocol_options": {"headers_with_underscores_action": underscores},
         "route_config": {
             "virtual_hosts": [
                 {

@@ -34,7 +34,12 @@ SETUPS = {
     "strict": {"mode": "enforce", "required_components": ["@method", "@path"], "require_nonce": True},
     "test_keys": {"mode": "enforce", "allow_test_keys": True},
     "prefix": {"mode": "enforce", "header_prefix": "X-Bot-"},
+    # Envoy's default: headers with underscores reach the filter (and, unstripped, upstreams).
+    "underscores_allowed": {"mode": "enforce"},
 }
+
+# Listener name -> bootstrap.listener() options, where they differ from our shipped defaults.
+LISTENER_OPTIONS = {"underscores_allowed": {"underscores": "ALLOW"}}
 
 
 @pytest.fixture(scope="session")
@@ -62,6 +67,7 @@ def envoy(agent_key, upstream, tmp_path_factory):
                 "upstream",
                 [bootstrap.wasm_filter(wasm, cfg, name=f"web_bot_auth_{name}")],
                 access_log_path=str(work / f"access-{name}.log"),
+                **LISTENER_OPTIONS.get(name, {}),
             )
         )
     config = bootstrap.bootstrap(listeners, [bootstrap.cluster("upstream", upstream.port)])

@@ -228,6 +228,89 @@ def request(port, method="GET", path="/", headers=(), host=None, body=None, conn
     return resp
 
 
+def h2_request(port, method="GET", path="/", headers=(), authority=None, body=None, timeout=10):
+    """One request over HTTP/2 with prior knowledge (cleartext h2), as a raw `h2` client: header
+    names are sent exactly as given (lowercase, as HTTP/2 requires), repeats kept. Returns a
+    `Response`, or `None` when the server reset the stream."""
+    import socket
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        items = list(headers.items()) if isinstance(headers, dict) else list(headers)
+        request_headers = [
+            (":method", method),
+            (":scheme", "http"),
+            (":authority", authority or f"127.0.0.1:{port}"),
+            (":path", path),
+        ] + [(n.lower(), v) for n, v in items]
+        conn.send_headers(1, request_headers, end_stream=body is None)
+        if body is not None:
+            conn.send_data(1, body.encode() if isinstance(body, str) else body, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        status, response_headers, data = None, [], b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            for event in conn.receive_data(chunk):
+                if isinstance(event, h2.events.ResponseReceived):
+                    for n, v in event.headers:
+                        n, v = n.decode(), v.decode()
+                        if n == ":status":
+                            status = int(v)
+                        else:
+                            response_headers.append((n, v))
+                elif isinstance(event, h2.events.DataReceived):
+                    data += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                elif isinstance(event, h2.events.StreamReset):
+                    return None
+                elif isinstance(event, h2.events.StreamEnded):
+                    return Response(status, response_headers, data.decode("utf-8", "replace"))
+            sock.sendall(conn.data_to_send())
+    finally:
+        sock.close()
+
+
+def raw_request(port, head, body=b"", timeout=10):
+    """Sends `head` (the request line and header lines, without the blank line) and `body` as
+    bytes on a fresh HTTP/1.1 connection, exactly as given; returns the raw response bytes."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(head.encode("latin-1") + b"\r\n\r\n" + body)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head_end = data.index(b"\r\n\r\n") + 4
+        length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", data[:head_end])
+        want = head_end + (int(length.group(1)) if length else 0)
+        while len(data) < want:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def parse_raw_response(data):
+    """A `Response` from raw HTTP/1.1 response bytes."""
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = [tuple(p.strip() for p in l.split(":", 1)) for l in lines[1:] if ":" in l]
+    return Response(status, headers, body.decode("utf-8", "replace"))
+
+
 class QuietHandler(BaseHTTPRequestHandler):
     """An HTTP/1.1 request handler that logs nothing and answers with `_send`."""
 
