@@ -166,7 +166,8 @@ pub enum Claim {
     Claimed,
     /// Another worker is fetching; wait for its result.
     Busy,
-    /// Not allowed now (backoff) or not fetchable: decide with what is there.
+    /// Not needed any more (another worker just fetched), not allowed now (backoff) or not
+    /// fetchable: decide with what is there.
     Refused,
 }
 
@@ -304,7 +305,9 @@ impl KeyCache {
     }
 
     /// Takes the shared fetch lease for `url` (so one worker fetches while the others wait),
-    /// unless another worker holds it or the agent is backing off.
+    /// unless another worker holds it, the agent is backing off, or another worker recorded a
+    /// fetch result since this VM last looked (then that result is what this VM needed: the
+    /// decision to fetch was made on a stale view).
     pub fn claim(
         &mut self,
         store: &mut dyn SharedStore,
@@ -317,8 +320,13 @@ impl KeyCache {
             Some(a) if a.fetches() => a.store_key.clone(),
             _ => return Claim::Refused,
         };
+        let seen = self.agent(url).map_or(0, |a| a.entry.generation);
         let mut outcome = Claim::Refused;
         let result = update(store, &key, |e| {
+            if e.generation != seen {
+                outcome = Claim::Refused;
+                return false;
+            }
             if e.lease_until_ms > now_ms {
                 outcome = Claim::Busy;
                 return false;
@@ -592,6 +600,20 @@ mod tests {
             vec![URL.to_string()]
         );
         assert!(w1.due_for_refresh(NOW + 539, |_| 500).is_empty());
+    }
+
+    #[test]
+    fn a_fetch_decided_on_a_stale_view_is_not_made_again() {
+        let s = DirectorySettings::default();
+        let mut store = prepared_store();
+        let mut w1 = KeyCache::new(&config());
+        let mut w2 = KeyCache::new(&config());
+        // Both workers see the agent as never loaded; worker 1 fetches and records first.
+        assert_eq!(w1.claim(&mut store, URL, NOW, 0, 2500), Claim::Claimed);
+        w1.record(&mut store, URL, &ok(vec![key(1)]), &s, NOW);
+        // Worker 2 decided on its old view: the lease is free again, but the fetch is done.
+        assert_eq!(w2.claim(&mut store, URL, NOW, 10, 2500), Claim::Refused);
+        assert!(found(&w2, 1), "it adopts the other worker's result instead");
     }
 
     #[test]

@@ -333,12 +333,17 @@ class QuietHandler(BaseHTTPRequestHandler):
         pass
 
 
+class _Server(ThreadingHTTPServer):
+    # A deep accept queue: some tests open a thousand connections at once.
+    request_queue_size = 4096
+
+
 class LoopbackServer:
     """A threaded HTTP server on an ephemeral loopback port; a context manager that serves
     while entered. Subclasses call `_listen(handler_class)` in `__init__`."""
 
     def _listen(self, handler):
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server = _Server(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
