@@ -43,6 +43,16 @@ def wasm_filter(wasm_path, plugin_config, name="web_bot_auth"):
     }
 
 
+def wasm_filters(wasm_path, plugin_config, name="web_bot_auth"):
+    """The Web Bot Auth filter entries: the filter, then its `hold` companion, which keeps a
+    request whose signature covers the body (Content-Digest) from the upstream until the filter
+    has checked the body (Envoy's Wasm host gives a filter that holds headers none of the body)."""
+    return [
+        wasm_filter(wasm_path, plugin_config, name=name),
+        wasm_filter(wasm_path, {"role": "hold"}, name=f"{name}_hold"),
+    ]
+
+
 def listener(name, cluster, http_filters, access_log_path=None, underscores="REJECT_REQUEST"):
     """A loopback HTTP listener on an ephemeral port routing everything to `cluster`.
 

@@ -23,6 +23,21 @@ pub enum Mode {
     Require,
 }
 
+/// What a plugin instance does. The proxy-wasm filter needs two entries to check a signed
+/// body: Envoy's Wasm host cannot let one filter read a request's body while it holds back the
+/// request's headers (a paused filter receives no body), so the `verify` filter reads and hashes
+/// the body as it streams into the `hold` filter placed right after it, which keeps headers and
+/// body from the upstream until the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Strip, verify, annotate, enforce (every option applies).
+    #[default]
+    Verify,
+    /// Hold requests the `verify` filter before it marks, until it decides (no other option).
+    Hold,
+}
+
 /// Bounds on key directory fetches.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -78,6 +93,7 @@ fn default_type() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
+    role: Role,
     mode: Mode,
     header_prefix: String,
     clock_skew_seconds: u64,
@@ -96,6 +112,7 @@ struct RawConfig {
 impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
+            role: Role::Verify,
             mode: Mode::Enforce,
             header_prefix: "x-web-bot-auth-".into(),
             clock_skew_seconds: 60,
@@ -127,6 +144,7 @@ pub struct AgentConfig {
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    pub role: Role,
     pub mode: Mode,
     /// Lowercase.
     pub header_prefix: String,
@@ -164,6 +182,16 @@ impl Config {
         } else {
             serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?
         };
+        if raw.role == Role::Hold {
+            let fields = serde_json::from_slice::<serde_json::Map<String, Value>>(bytes)
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if fields != 1 {
+                return Err(err(
+                    "a plugin with \"role\": \"hold\" takes no other option (it only holds requests for the verify plugin before it)",
+                ));
+            }
+        }
         let prefix = raw.header_prefix.to_ascii_lowercase();
         if prefix.is_empty()
             || !prefix
@@ -256,6 +284,7 @@ impl Config {
             });
         }
         Ok(Config {
+            role: raw.role,
             mode: raw.mode,
             header_prefix: prefix,
             policy: Policy {
@@ -299,6 +328,8 @@ mod tests {
         assert!(c.replay_protection);
         assert_eq!(c.directory, DirectorySettings::default());
         assert_eq!(load("{}").expect("{}"), c);
+        assert_eq!(c.role, Role::Verify);
+        assert_eq!(load(r#"{"role":"hold"}"#).expect("hold").role, Role::Hold);
     }
 
     #[test]
@@ -374,6 +405,11 @@ mod tests {
                 "listed twice",
             ),
             ("not json", "expected"),
+            (
+                r#"{"role":"hold","mode":"observe"}"#,
+                "takes no other option",
+            ),
+            (r#"{"role":"watch"}"#, "unknown variant `watch`"),
         ];
         for (input, needle) in cases {
             let e = load(input).expect_err(input);

@@ -34,31 +34,101 @@ impl std::error::Error for DigestError {}
 /// must match, and at least one must be present (other algorithms are ignored, RFC 9530
 /// section 2).
 pub fn check(value: &str, body: &[u8]) -> Result<(), DigestError> {
-    let dict: sfv::Dictionary = sfv::Parser::new(value)
-        .parse()
-        .map_err(|_| DigestError::Malformed)?;
-    let mut checked = false;
-    for (alg, entry) in &dict {
-        let (name, expected): (&'static str, Vec<u8>) = match alg.as_str() {
-            "sha-256" => ("sha-256", Sha256::digest(body).to_vec()),
-            "sha-512" => ("sha-512", Sha512::digest(body).to_vec()),
-            _ => continue,
-        };
-        let sfv::ListEntry::Item(item) = entry else {
-            return Err(DigestError::Malformed);
-        };
-        let Some(sent) = item.bare_item.as_byte_sequence() else {
-            return Err(DigestError::Malformed);
-        };
-        if sent != expected.as_slice() {
-            return Err(DigestError::Mismatch(name));
-        }
-        checked = true;
+    let mut hasher = BodyHasher::for_field(value);
+    hasher.update(body);
+    hasher.check(value)
+}
+
+/// The digests of a body that arrives in pieces, for the algorithms a `Content-Digest` field
+/// names (so a host can hash as the body streams past instead of keeping it).
+#[derive(Clone, Default)]
+pub struct BodyHasher {
+    sha256: Option<Sha256>,
+    sha512: Option<Sha512>,
+    len: u64,
+}
+
+impl fmt::Debug for BodyHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BodyHasher")
+            .field("len", &self.len)
+            .finish()
     }
-    if checked {
-        Ok(())
-    } else {
-        Err(DigestError::NoSupportedAlgorithm)
+}
+
+impl BodyHasher {
+    /// Hashers for the supported algorithms `value` names (none if it does not parse).
+    pub fn for_field(value: &str) -> Self {
+        let names = |alg: &str| {
+            sfv::Parser::new(value)
+                .parse::<sfv::Dictionary>()
+                .is_ok_and(|d| d.keys().any(|k| k.as_str() == alg))
+        };
+        BodyHasher {
+            sha256: names("sha-256").then(Sha256::new),
+            sha512: names("sha-512").then(Sha512::new),
+            len: 0,
+        }
+    }
+
+    /// Adds the next piece of the body.
+    pub fn update(&mut self, chunk: &[u8]) {
+        if let Some(h) = &mut self.sha256 {
+            h.update(chunk);
+        }
+        if let Some(h) = &mut self.sha512 {
+            h.update(chunk);
+        }
+        self.len = self.len.saturating_add(chunk.len() as u64);
+    }
+
+    /// Bytes hashed so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Checks the body hashed so far against `value` (see [`check`]).
+    pub fn check(&self, value: &str) -> Result<(), DigestError> {
+        let dict: sfv::Dictionary = sfv::Parser::new(value)
+            .parse()
+            .map_err(|_| DigestError::Malformed)?;
+        let mut checked = false;
+        for (alg, entry) in &dict {
+            let (name, expected): (&'static str, Vec<u8>) = match (alg.as_str(), self) {
+                (
+                    "sha-256",
+                    BodyHasher {
+                        sha256: Some(h), ..
+                    },
+                ) => ("sha-256", h.clone().finalize().to_vec()),
+                (
+                    "sha-512",
+                    BodyHasher {
+                        sha512: Some(h), ..
+                    },
+                ) => ("sha-512", h.clone().finalize().to_vec()),
+                _ => continue,
+            };
+            let sfv::ListEntry::Item(item) = entry else {
+                return Err(DigestError::Malformed);
+            };
+            let Some(sent) = item.bare_item.as_byte_sequence() else {
+                return Err(DigestError::Malformed);
+            };
+            if sent != expected.as_slice() {
+                return Err(DigestError::Mismatch(name));
+            }
+            checked = true;
+        }
+        if checked {
+            Ok(())
+        } else {
+            Err(DigestError::NoSupportedAlgorithm)
+        }
     }
 }
 
@@ -137,6 +207,20 @@ mod tests {
             check(&format!("unixsum=:AA==:, {}", sha256(b"{}")), b"{}"),
             Ok(())
         );
+    }
+
+    #[test]
+    fn hashing_in_pieces_is_hashing_at_once() {
+        let field = sha256(b"hello, world");
+        let mut h = BodyHasher::for_field(&field);
+        for piece in [&b"hello"[..], b", ", b"", b"world"] {
+            h.update(piece);
+        }
+        assert_eq!(h.len(), 12);
+        assert_eq!(h.check(&field), Ok(()));
+        // A hasher built for one field cannot vouch for an algorithm it did not hash.
+        let other = BodyHasher::for_field("md5=:AA==:");
+        assert_eq!(other.check(&field), Err(DigestError::NoSupportedAlgorithm));
     }
 
     #[test]

@@ -2,12 +2,17 @@
 //! the key cache and the key fetches; an HTTP context per request hands everything to
 //! [`crate::request_filter`]. A request whose agent's keys are missing is paused; the root
 //! fetches them on its next tick (fetches are always dispatched from the root, which outlives
-//! any request) and then finishes every waiting request in its own context. A request held
-//! for its body (a covered `Content-Digest`) buffers it, forwarding nothing, until the core
-//! decides.
+//! any request) and then finishes every waiting request in its own context.
+//!
+//! A request whose signature covers `Content-Digest` is decided only once its body is checked.
+//! Envoy's Wasm host gives a filter that holds a request's headers none of its body, so that
+//! takes two entries of this module in the filter chain: this (`verify`) filter lets headers
+//! and body pass, hashing the body, into the `hold` filter right after it, which keeps them
+//! from the upstream; when the body is complete the root decides in the hold filter's context
+//! (result headers, or a local reply) and releases it.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -15,7 +20,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::config::Config;
+use crate::config::{Config, Role};
+use crate::content_digest::BodyHasher;
 use crate::fetch::{evaluate, fetch_request, FailureKind, FetchFailure, FetchResponse};
 use crate::header_map::decode_header_map;
 use crate::host::{HeadersUnavailable, Host};
@@ -41,6 +47,22 @@ const MAX_JITTER_SECONDS: u64 = 30;
 struct Waiter {
     context_id: u32,
     since_ms: i64,
+    /// The request has no body (its headers ended the stream).
+    end_of_stream: bool,
+}
+
+/// Filter state through which the verify filter asks the hold filter after it to hold a
+/// stream: its value is the verify filter's context id.
+const HOLD_PROPERTY: &str = "wba.hold";
+
+thread_local! {
+    /// Whether a plugin with the `hold` role runs in this VM (one VM per worker thread).
+    static HOLDER_PRESENT: Cell<bool> = const { Cell::new(false) };
+    /// Streams held for their body: verify filter context id -> hold filter context id.
+    static HOLDERS: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
+    /// Streams marked for holding whose hold filter has not claimed them yet: while there are
+    /// none, the hold filter lets a request on without a host call.
+    static UNCLAIMED: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
 }
 
 /// Everything a VM's contexts share.
@@ -49,42 +71,46 @@ struct Vm {
     cache: KeyCache,
     replay: ReplayTable,
     /// Metric ids, indexed by [`Counter::index`].
-    metrics: Vec<u32>,
+    metrics: Rc<[u32]>,
     keys_gauge: Option<u32>,
     /// Paused requests per agent URL.
     waiters: HashMap<String, Vec<Waiter>>,
     /// Fetches this root dispatched: token -> agent URL.
     in_flight: HashMap<u32, String>,
-    /// Requests whose body must not move on yet (paused for keys, or held for a digest
-    /// check), by context id.
+    /// Requests whose verdict waits for their body, by (verify filter) context id.
     held: HashMap<u32, Held>,
+    /// Whether the missing hold filter was already logged.
+    warned_no_holder: bool,
 }
 
-/// The body of a request that is not decided yet.
-#[derive(Debug, Default)]
+/// A request whose verdict waits for its body, which streams past hashed.
 struct Held {
-    /// Set once the verdict waits only for the body.
-    pending: Option<Box<PendingBody>>,
-    /// Bytes buffered so far.
-    size: usize,
-    /// The body is complete (end of stream, or trailers).
-    complete: bool,
+    pending: Box<PendingBody>,
+    hasher: BodyHasher,
+    /// The body is complete or past `max_body_bytes`: the next tick decides.
+    ready: bool,
 }
 
 impl Vm {
     fn busy(&self) -> bool {
-        !self.waiters.is_empty() || !self.in_flight.is_empty()
+        !self.waiters.is_empty() || !self.in_flight.is_empty() || !self.held.is_empty()
     }
 }
 
 struct Root {
     id: u32,
     vm: Option<Rc<RefCell<Vm>>>,
+    /// A plugin with the `hold` role: its requests get a [`Holder`].
+    hold: bool,
 }
 
 impl Root {
     fn new(id: u32) -> Self {
-        Root { id, vm: None }
+        Root {
+            id,
+            vm: None,
+            hold: false,
+        }
     }
 }
 
@@ -144,40 +170,6 @@ fn random_secret() -> Option<[u8; SECRET_BYTES]> {
     // SAFETY: the host writes exactly `SECRET_BYTES` bytes into the buffer we pass.
     let errno = unsafe { random_get(secret.as_mut_ptr(), secret.len()) };
     (errno == 0 && secret != [0u8; SECRET_BYTES]).then_some(secret)
-}
-
-/// The whole buffered request body of the current (effective) request.
-fn request_body(size: usize) -> Vec<u8> {
-    if size == 0 {
-        return Vec::new();
-    }
-    hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size)
-        .ok()
-        .flatten()
-        .unwrap_or_default()
-}
-
-/// Decides a request held for its body once the body allows it: complete, or past
-/// `max_body_bytes`. `None`: keep buffering.
-fn decide_held(host: &mut EnvoyHost<'_>, vm: &Vm, held: &Held) -> Option<FilterAction> {
-    let pending = held.pending.as_deref()?;
-    let body;
-    let input = if held.size > vm.config.max_body_bytes {
-        Body::TooLarge(u64::try_from(held.size).unwrap_or(u64::MAX))
-    } else if held.complete {
-        body = request_body(held.size);
-        Body::Complete(&body)
-    } else {
-        return None;
-    };
-    Some(request_filter::on_request_body(
-        host,
-        &vm.config,
-        &vm.replay,
-        &mut EnvoyStore,
-        pending,
-        input,
-    ))
 }
 
 /// A small, stable per-(agent, worker) jitter so workers do not refresh in lockstep.
@@ -275,15 +267,15 @@ impl Root {
             Ok(mut v) => v.waiters.remove(url).unwrap_or_default(),
             Err(_) => return,
         };
-        for w in waiters {
-            self.finish(vm, w.context_id);
+        for w in &waiters {
+            self.finish(vm, w);
         }
         let _ = hostcalls::set_effective_context(self.id);
     }
 
-    fn finish(&self, vm: &Rc<RefCell<Vm>>, context_id: u32) {
+    fn finish(&self, vm: &Rc<RefCell<Vm>>, waiter: &Waiter) {
         // The request may be gone (client closed): then there is nothing to do.
-        if hostcalls::set_effective_context(context_id).is_err() {
+        if hostcalls::set_effective_context(waiter.context_id).is_err() {
             return;
         }
         let (action, sent) = {
@@ -301,18 +293,16 @@ impl Root {
                 false,
             );
             if let FilterAction::NeedBody(pending) = action {
-                // The body kept arriving while the request waited for keys.
-                let mut held = v.held.remove(&context_id).unwrap_or_default();
-                held.pending = Some(pending);
-                action = match decide_held(&mut host, v, &held) {
-                    Some(a) => a,
-                    None => {
-                        v.held.insert(context_id, held);
-                        return;
-                    }
-                };
+                // Resuming lets the headers on into the hold filter and the body (buffered by
+                // Envoy meanwhile) through this filter.
+                action = body_needed(
+                    &mut host,
+                    v,
+                    waiter.context_id,
+                    waiter.end_of_stream,
+                    pending,
+                );
             }
-            v.held.remove(&context_id);
             (action, host.sent)
         };
         match (action, sent) {
@@ -324,13 +314,71 @@ impl Root {
         }
     }
 
+    /// Decides, in each hold filter's context, the held requests whose body is complete (or
+    /// too large), and releases the ones that pass.
+    fn release_held(&self, vm: &Rc<RefCell<Vm>>) {
+        let ready: Vec<(u32, Held)> = match vm.try_borrow_mut() {
+            Ok(mut v) => v.held.extract_if(|_, h| h.ready).collect(),
+            Err(_) => return,
+        };
+        for (id, held) in ready {
+            let holder = HOLDERS.with(|h| h.borrow_mut().remove(&id));
+            UNCLAIMED.with(|u| u.borrow_mut().remove(&id));
+            let (action, sent) = {
+                let Ok(mut v) = vm.try_borrow_mut() else {
+                    return;
+                };
+                let v = &mut *v;
+                let Some(holder) = holder else {
+                    // The headers went on unheld: no hold filter follows this one in its chain.
+                    if hostcalls::set_effective_context(id).is_ok() {
+                        let mut host = EnvoyHost::deferred(&v.metrics);
+                        no_holder_at(&mut host, v);
+                        if let Some((status, headers, body)) = host.sent {
+                            send(status, &headers, &body);
+                        }
+                    }
+                    continue;
+                };
+                if hostcalls::set_effective_context(holder).is_err() {
+                    continue;
+                }
+                let mut host = EnvoyHost::deferred(&v.metrics);
+                let length = held.hasher.len();
+                let body = if length > v.config.max_body_bytes as u64 {
+                    Body::TooLarge(length)
+                } else {
+                    Body::Hashed(&held.hasher)
+                };
+                let action = request_filter::on_request_body(
+                    &mut host,
+                    &v.config,
+                    &v.replay,
+                    &mut EnvoyStore,
+                    &held.pending,
+                    body,
+                );
+                (action, host.sent)
+            };
+            match (action, sent) {
+                (_, Some((status, headers, body))) => send(status, &headers, &body),
+                (FilterAction::Continue, None) => {
+                    let _ = hostcalls::resume_http_request();
+                }
+                _ => {}
+            }
+        }
+        let _ = hostcalls::set_effective_context(self.id);
+    }
+
     /// Dispatches fetches that are due and this worker may make; finishes requests that waited
     /// too long or whose keys another worker fetched.
     fn tick(&self, vm: &Rc<RefCell<Vm>>) {
         let now_ms = now_ms();
         let now = now_ms / 1000;
+        self.release_held(vm);
         let mut ready: Vec<String> = Vec::new();
-        let mut expired: Vec<u32> = Vec::new();
+        let mut expired: Vec<Waiter> = Vec::new();
         {
             let Ok(mut v) = vm.try_borrow_mut() else {
                 return;
@@ -347,13 +395,7 @@ impl Root {
                 .saturating_mul(2)
                 .saturating_add(1000);
             for list in v.waiters.values_mut() {
-                list.retain(|w| {
-                    let keep = now_ms.saturating_sub(w.since_ms) <= limit;
-                    if !keep {
-                        expired.push(w.context_id);
-                    }
-                    keep
-                });
+                expired.extend(list.extract_if(.., |w| now_ms.saturating_sub(w.since_ms) > limit));
             }
             v.waiters.retain(|_, l| !l.is_empty());
             let salt = self.id;
@@ -389,8 +431,8 @@ impl Root {
         for url in ready {
             self.finish_waiters(vm, &url);
         }
-        for id in expired {
-            self.finish(vm, id);
+        for w in &expired {
+            self.finish(vm, w);
         }
         let _ = hostcalls::set_effective_context(self.id);
         let busy = vm.try_borrow().map(|v| v.busy()).unwrap_or(true);
@@ -445,10 +487,16 @@ impl RootContext for Root {
                 return false;
             }
         };
+        if config.role == Role::Hold {
+            self.hold = true;
+            HOLDER_PRESENT.with(|p| p.set(true));
+            return true;
+        }
         let metrics = Counter::all()
             .into_iter()
             .map(|c| hostcalls::define_metric(MetricType::Counter, &c.name()).unwrap_or(u32::MAX))
-            .collect();
+            .collect::<Vec<u32>>()
+            .into();
         let keys_gauge = hostcalls::define_metric(MetricType::Gauge, KEYS_GAUGE).ok();
         crate::ed25519::prepare();
         let replay = if config.replay_protection {
@@ -489,6 +537,7 @@ impl RootContext for Root {
             waiters: HashMap::new(),
             in_flight: HashMap::new(),
             held: HashMap::new(),
+            warned_no_holder: false,
         })));
         // Fetch every agent's keys right away; then tick for background refreshes.
         let _ = hostcalls::set_tick_period(if fetches {
@@ -506,6 +555,9 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        if self.hold {
+            return Some(Box::new(Holder { id: context_id }));
+        }
         let vm = self.vm.clone()?;
         Some(Box::new(Request { id: context_id, vm }))
     }
@@ -530,6 +582,8 @@ impl Context for Request {
             vm.waiters.retain(|_, l| !l.is_empty());
             vm.held.remove(&self.id);
         }
+        HOLDERS.with(|h| h.borrow_mut().remove(&self.id));
+        UNCLAIMED.with(|u| u.borrow_mut().remove(&self.id));
         true
     }
 }
@@ -551,75 +605,153 @@ impl HttpContext for Request {
             &mut EnvoyStore,
             true,
         );
-        let held = Held {
-            complete: end_of_stream,
-            ..Held::default()
+        let action = match action {
+            FilterAction::NeedBody(pending) => {
+                body_needed(&mut host, vm, self.id, end_of_stream, pending)
+            }
+            other => other,
         };
         match action {
             FilterAction::Continue => Action::Continue,
-            FilterAction::Stop => Action::Pause,
+            FilterAction::Stop | FilterAction::NeedBody(_) => Action::Pause,
             FilterAction::Wait(url) => {
                 vm.waiters.entry(url).or_default().push(Waiter {
                     context_id: self.id,
                     since_ms: now_ms(),
+                    end_of_stream,
                 });
-                // Undecided: any body that arrives meanwhile is buffered, not forwarded.
-                vm.held.insert(self.id, held);
                 // Wake the root now rather than at its next idle tick.
                 let _ = hostcalls::set_tick_period(Duration::from_millis(1));
                 Action::Pause
-            }
-            FilterAction::NeedBody(pending) => {
-                let held = Held {
-                    pending: Some(pending),
-                    ..held
-                };
-                match decide_held(&mut host, vm, &held) {
-                    Some(FilterAction::Continue) => Action::Continue,
-                    Some(_) => Action::Pause,
-                    None => {
-                        vm.held.insert(self.id, held);
-                        Action::Pause
-                    }
-                }
             }
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.body_progress(Some(body_size), end_of_stream)
+        self.body_passing(body_size, end_of_stream);
+        Action::Continue
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
         // Trailers end the body.
-        self.body_progress(None, true)
+        self.body_passing(0, true);
+        Action::Continue
     }
 }
 
 impl Request {
-    /// More of the body (or its end) arrived: keep buffering an undecided request, decide one
-    /// held for its body once it can be, and let every other request stream on.
-    fn body_progress(&mut self, size: Option<usize>, complete: bool) -> Action {
+    /// Hashes a piece of a held request's body on its way into the hold filter; once the body
+    /// is complete or too large, wakes the root to decide.
+    fn body_passing(&mut self, size: usize, end_of_stream: bool) {
         let Ok(mut vm) = self.vm.try_borrow_mut() else {
-            return Action::Pause;
+            return;
         };
-        let vm = &mut *vm;
-        let Some(mut held) = vm.held.remove(&self.id) else {
-            return Action::Continue;
+        let max = vm.config.max_body_bytes as u64;
+        let Some(held) = vm.held.get_mut(&self.id) else {
+            return;
         };
-        if let Some(size) = size {
-            held.size = size;
+        if held.ready {
+            return;
         }
-        held.complete |= complete;
-        let mut host = EnvoyHost::direct(&vm.metrics);
-        match decide_held(&mut host, vm, &held) {
-            Some(FilterAction::Continue) => Action::Continue,
-            Some(_) => Action::Pause,
-            None => {
-                // Still waiting for keys, or for the rest of the body.
-                vm.held.insert(self.id, held);
+        if size > 0 {
+            // Not buffering here: the buffer is this piece of the body.
+            if let Ok(Some(piece)) = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
+                held.hasher.update(&piece);
+            }
+        }
+        if end_of_stream || held.hasher.len() > max {
+            held.ready = true;
+            let _ = hostcalls::set_tick_period(Duration::from_millis(1));
+        }
+    }
+}
+
+/// A request whose verdict waits for its body (in the current context, `context_id`): decided
+/// at once when it has no body; otherwise marked for the hold filter, whose presence this
+/// filter needs (fails closed without one), and let through it.
+fn body_needed(
+    host: &mut EnvoyHost,
+    vm: &mut Vm,
+    context_id: u32,
+    end_of_stream: bool,
+    pending: Box<PendingBody>,
+) -> FilterAction {
+    if end_of_stream {
+        let config = &vm.config;
+        let body = Body::Complete(&[]);
+        return request_filter::on_request_body(
+            host,
+            config,
+            &vm.replay,
+            &mut EnvoyStore,
+            &pending,
+            body,
+        );
+    }
+    if !HOLDER_PRESENT.with(Cell::get) {
+        return no_holder_at(host, vm);
+    }
+    let mark = context_id.to_string();
+    if hostcalls::set_property(vec![HOLD_PROPERTY], Some(mark.as_bytes())).is_err() {
+        return request_filter::fail_closed(host, "the request could not be held for its body");
+    }
+    UNCLAIMED.with(|u| u.borrow_mut().insert(context_id));
+    let hasher = pending.hasher();
+    vm.held.insert(
+        context_id,
+        Held {
+            pending,
+            hasher,
+            ready: false,
+        },
+    );
+    FilterAction::Continue
+}
+
+/// A signed body with no hold filter to keep the request from the upstream: fail closed, and
+/// say once what the chain lacks.
+fn no_holder_at(host: &mut EnvoyHost, vm: &mut Vm) -> FilterAction {
+    if !vm.warned_no_holder {
+        vm.warned_no_holder = true;
+        let _ = hostcalls::log(
+            LogLevel::Error,
+            "web-bot-auth: a signature covers Content-Digest, but no web-bot-auth filter with {\"role\": \"hold\"} follows this one in the filter chain: such requests are refused with 500 (see the README)",
+        );
+    }
+    request_filter::fail_closed(
+        host,
+        "the signature covers the body, and this proxy is not set up to check signed bodies",
+    )
+}
+
+/// The `hold` filter's request context: holds a stream the verify filter before it marked,
+/// until the verify filter's root decides it in this context.
+struct Holder {
+    id: u32,
+}
+
+impl Context for Holder {
+    fn on_done(&mut self) -> bool {
+        HOLDERS.with(|h| h.borrow_mut().retain(|_, holder| *holder != self.id));
+        true
+    }
+}
+
+impl HttpContext for Holder {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if UNCLAIMED.with(|u| u.borrow().is_empty()) {
+            return Action::Continue;
+        }
+        let marked = hostcalls::get_property(vec![HOLD_PROPERTY])
+            .ok()
+            .flatten()
+            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u32>().ok());
+        match marked {
+            Some(verify_context) if UNCLAIMED.with(|u| u.borrow_mut().remove(&verify_context)) => {
+                HOLDERS.with(|h| h.borrow_mut().insert(verify_context, self.id));
                 Action::Pause
             }
+            _ => Action::Continue,
         }
     }
 }
@@ -636,32 +768,32 @@ fn send(status: u16, headers: &[(String, String)], body: &str) {
 type LocalResponse = (u16, Vec<(String, String)>, String);
 
 /// [`Host`] over the proxy-wasm host calls of the current (effective) request.
-struct EnvoyHost<'a> {
-    metrics: &'a [u32],
+struct EnvoyHost {
+    metrics: Rc<[u32]>,
     /// When set, local responses are kept here and sent by the caller (outside any borrow).
     defer: bool,
     sent: Option<LocalResponse>,
 }
 
-impl<'a> EnvoyHost<'a> {
-    fn direct(metrics: &'a [u32]) -> Self {
+impl EnvoyHost {
+    fn direct(metrics: &Rc<[u32]>) -> Self {
         EnvoyHost {
-            metrics,
+            metrics: metrics.clone(),
             defer: false,
             sent: None,
         }
     }
 
-    fn deferred(metrics: &'a [u32]) -> Self {
+    fn deferred(metrics: &Rc<[u32]>) -> Self {
         EnvoyHost {
-            metrics,
+            metrics: metrics.clone(),
             defer: true,
             sent: None,
         }
     }
 }
 
-impl Host for EnvoyHost<'_> {
+impl Host for EnvoyHost {
     fn request_headers(&self) -> Result<Vec<(String, String)>, HeadersUnavailable> {
         // A build for the end-to-end test of this path: the host never hands the headers over.
         if cfg!(feature = "fault-unreadable-headers") {
@@ -695,7 +827,7 @@ impl Host for EnvoyHost<'_> {
     }
 
     fn increment(&mut self, counter: Counter) {
-        count(self.metrics, counter);
+        count(&self.metrics, counter);
     }
 
     fn set_log_value(&mut self, key: &str, value: &str) {

@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use crate::config::Config;
-use crate::content_digest;
+use crate::content_digest::{self, BodyHasher};
 use crate::host::Host;
 use crate::key_cache::KeyCache;
 use crate::plan::{is_owned_header, plan};
@@ -46,12 +46,22 @@ pub struct PendingBody {
 }
 
 /// The body a [`PendingBody`] waits for, as the host has it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum Body<'a> {
     /// The whole body (empty when the request has none).
     Complete(&'a [u8]),
+    /// The whole body, hashed as it streamed past ([`PendingBody::hasher`]).
+    Hashed(&'a BodyHasher),
     /// The body is larger than `max_body_bytes` (this many bytes so far, or announced).
     TooLarge(u64),
+}
+
+impl PendingBody {
+    /// A hasher for the digests this request's `Content-Digest` names, for hosts that see the
+    /// body in pieces.
+    pub fn hasher(&self) -> BodyHasher {
+        BodyHasher::for_field(&self.content_digest)
+    }
 }
 
 /// Filter-state keys visible to access logs.
@@ -164,6 +174,10 @@ pub fn on_request_body(
             ..Failure::new(reason, detail)
         })
     };
+    let judged = |checked: Result<(), content_digest::DigestError>| match checked {
+        Ok(()) => Verdict::Verified(Box::new(v.clone())),
+        Err(e) => failed(Reason::DigestMismatch, e.to_string()),
+    };
     let verdict = match body {
         Body::TooLarge(size) => failed(
             Reason::BodyTooLarge,
@@ -172,10 +186,8 @@ pub fn on_request_body(
                 config.max_body_bytes
             ),
         ),
-        Body::Complete(bytes) => match content_digest::check(&pending.content_digest, bytes) {
-            Ok(()) => Verdict::Verified(Box::new(v.clone())),
-            Err(e) => failed(Reason::DigestMismatch, e.to_string()),
-        },
+        Body::Complete(bytes) => judged(content_digest::check(&pending.content_digest, bytes)),
+        Body::Hashed(hasher) => judged(hasher.check(&pending.content_digest)),
     };
     let now = host.now();
     decide(
@@ -244,13 +256,23 @@ fn check_replay(
 
 /// Answers a request whose headers the host could not hand over: 500, whatever the mode.
 fn reject_unreadable(host: &mut dyn Host) -> Action {
+    fail_closed(
+        host,
+        "the Web Bot Auth filter could not read the request headers",
+    )
+}
+
+/// Answers a request the filter cannot decide on because of its host or its deployment (not
+/// because of anything the client sent): 500 with a problem body, whatever the mode, counted
+/// as `host_error`. Never a pass: nothing about such a request was checked.
+pub fn fail_closed(host: &mut dyn Host, detail: &str) -> Action {
     host.increment(Counter::HostError);
     host.increment(Counter::Rejected);
     let body = json!({
         "type": "about:blank",
         "title": "Request could not be checked",
         "status": 500,
-        "detail": "the Web Bot Auth filter could not read the request headers",
+        "detail": detail,
     })
     .to_string();
     host.send_response(
