@@ -18,11 +18,13 @@ WASM_OPT := $(TOOLS)/binaryen/node_modules/.bin/wasm-opt
 # Exactly the features rustc's wasm32-unknown-unknown output uses (wasm-opt validates them).
 WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-globals --enable-nontrapping-float-to-int
 NODE_INTEROP := tests/interop/node
+# A test-only build whose host adapter can never read request headers (tests/e2e/test_host_errors.py).
+FAULT_WASM := target/e2e/web_bot_auth_unreadable_headers.wasm
 # Where the e2e tests and the demo find the built parts.
-PARTS := WBA_WASM=$(CURDIR)/$(WASM) WBA_ENVOY=$(CURDIR)/$(ENVOY) WBA_BIN=$(CURDIR)/target/release/wba
+PARTS := WBA_WASM=$(CURDIR)/$(WASM) WBA_ENVOY=$(CURDIR)/$(ENVOY) WBA_BIN=$(CURDIR)/target/release/wba WBA_FAULT_WASM=$(CURDIR)/$(FAULT_WASM)
 PY_REQS := tests/e2e/requirements.txt $(wildcard tests/interop/python/requirements.txt)
 
-.PHONY: all test build demo bench fuzz lint unit wasm-test e2e deps rust-deps py-deps node-deps clean
+.PHONY: all test build demo bench fuzz lint unit wasm-test e2e fault-build deps rust-deps py-deps node-deps clean
 
 all: build
 
@@ -74,7 +76,12 @@ wasm-test: rust-deps
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(TOOLS)/bin/wasm-bindgen-test-runner \
 	  cargo test -p wba-filter --target $(WASM_TARGET)
 
-e2e: build deps
+fault-build: rust-deps
+	cargo build -p wba-filter --target $(WASM_TARGET) --features fault-unreadable-headers
+	@mkdir -p $(dir $(FAULT_WASM))
+	cp target/$(WASM_TARGET)/debug/wba_filter.wasm $(FAULT_WASM)
+
+e2e: build fault-build deps
 	cargo build -p wba-keys --release
 	$(PARTS) $(PY) -m pytest -q tests/e2e
 

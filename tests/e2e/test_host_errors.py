@@ -1,0 +1,34 @@
+"""When the host cannot hand over a request's headers, the filter can neither strip forged
+identity headers nor check a signature: it must refuse the request, never pass it on as
+`unsigned`. Proved with a build of the filter whose host adapter can never read the request
+headers (`--features fault-unreadable-headers`, built by `make e2e`), in a real Envoy."""
+
+import os
+
+import pytest
+
+from harness import ROOT, EchoUpstream, Envoy, Key, bootstrap, request, sign
+
+STATS = "wasmcustom.web_bot_auth."
+
+
+def fault_wasm():
+    return os.environ.get("WBA_FAULT_WASM") or str(ROOT / "target" / "e2e" / "web_bot_auth_unreadable_headers.wasm")
+
+
+@pytest.mark.parametrize("mode", ["observe", "enforce", "require"])
+def test_unreadable_headers_are_refused_in_every_mode(mode):
+    key = Key()
+    cfg = {"mode": mode, "agents": [{"name": "a", "url": "https://agent.test", "keys": [key.jwk]}]}
+    with EchoUpstream() as upstream:
+        listener = bootstrap.listener("faulty", "upstream", bootstrap.wasm_filters(fault_wasm(), cfg))
+        config = bootstrap.bootstrap([listener], [bootstrap.cluster("upstream", upstream.port)])
+        with Envoy(config, concurrency=1) as envoy:
+            port = envoy.ports["faulty"]
+            forged = {"X-Web-Bot-Auth-Result": "verified", "X-Web-Bot-Auth-Agent": "https://evil.example"}
+            signed = sign(key, "GET", f"127.0.0.1:{port}", "/").headers
+            for headers in (forged, {**signed, **forged}, {}):
+                r = request(port, headers=headers)
+                assert r.status == 500, f"passed on: {r.status} {r.body[:200]}"
+                assert r.json()["title"] == "Request could not be checked"
+            assert envoy.stats(STATS + "host_error")[STATS + "host_error"] == 3
