@@ -107,7 +107,7 @@ def main():
                         bootstrap.listener(
                             "demo",
                             "app",
-                            [bootstrap.wasm_filter(wasm_path(), plugin)],
+                            bootstrap.wasm_filters(wasm_path(), plugin),
                             access_log_path=str(tmp / "access.log"),
                         )
                     ],

@@ -65,7 +65,7 @@ def envoy(agent_key, upstream, tmp_path_factory):
             bootstrap.listener(
                 name,
                 "upstream",
-                [bootstrap.wasm_filter(wasm, cfg, name=f"web_bot_auth_{name}")],
+                bootstrap.wasm_filters(wasm, cfg, name=f"web_bot_auth_{name}"),
                 access_log_path=str(work / f"access-{name}.log"),
                 **LISTENER_OPTIONS.get(name, {}),
             )
