@@ -68,8 +68,10 @@ impl Default for DirectorySettings {
 
 /// Web Bot Auth signatures verified per request, at most (cheap checks first).
 pub const DEFAULT_MAX_SIGNATURES: u64 = 3;
-/// Largest body whose `Content-Digest` the filter checks (Envoy's default buffer limit).
-pub const DEFAULT_MAX_BODY_BYTES: u64 = 1_048_576;
+/// Largest body whose `Content-Digest` the filter checks: half of Envoy's default
+/// `per_connection_buffer_limit_bytes`, which a held body must stay under (a body held above it
+/// stalls the stream instead of reaching its end).
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 524_288;
 /// Live signatures the replay table holds (in buckets of [`crate::replay::SLOTS`]).
 pub const DEFAULT_REPLAY_CAPACITY: u64 = 65_536;
 
