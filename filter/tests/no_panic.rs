@@ -382,8 +382,9 @@ fn policy() -> impl Strategy<Value = Policy> {
         prop_oneof![7 => Just(vec![]), 1 => vec(select(COMPONENTS), 1..3)],
         any::<bool>(),
         proptest::bool::weighted(0.1),
+        max_signatures(),
     )
-        .prop_map(|(skew, validity, required, test_keys, nonce)| Policy {
+        .prop_map(|(skew, validity, required, test_keys, nonce, max)| Policy {
             clock_skew_seconds: skew,
             max_validity_seconds: validity,
             required_components: required
@@ -392,7 +393,14 @@ fn policy() -> impl Strategy<Value = Policy> {
                 .collect(),
             allow_test_keys: test_keys,
             require_nonce: nonce,
+            max_signatures: max,
         })
+}
+
+/// The bound on signatures verified per request: the default, small ones (0 only here: the
+/// configuration refuses it), and none.
+fn max_signatures() -> impl Strategy<Value = usize> {
+    prop_oneof![4 => Just(3usize), 2 => 0usize..5, 1 => Just(usize::MAX)]
 }
 
 /// The label placeholder of the templates below, replaced by one label per request.
