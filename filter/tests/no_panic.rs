@@ -1051,7 +1051,9 @@ proptest! {
     fn signature_agent_never_panics(s in prop_oneof![text(), agent_value()]) {
         if let Ok(a) = parse_signature_agent(&s) {
             for c in ["signature-agent", "signature-agent;key=\"a\"", "signature-agent;key=\"sig1\""] {
-                let _ = a.member_for(&Component::parse(c).unwrap());
+                for label in ["sig1", "a", ""] {
+                    let _ = a.member_for(&Component::parse(c).unwrap(), label);
+                }
             }
         }
     }
