@@ -21,6 +21,7 @@ pub mod policy;
 pub mod replay;
 pub mod request;
 pub mod request_filter;
+pub mod sf_dictionary;
 pub mod shared;
 pub mod sign;
 pub mod signature;

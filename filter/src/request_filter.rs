@@ -296,6 +296,10 @@ pub fn apply(host: &mut dyn Host, config: &Config, verdict: &Verdict) -> Action 
     if let Some(r) = verdict.reason() {
         host.increment(Counter::Reason(r));
     }
+    // Counted here, once per request, even when verification ran twice around a key fetch.
+    if matches!(verdict, Verdict::Failed(f) if f.not_tried > 0) {
+        host.increment(Counter::SignaturesOverLimit);
+    }
     host.set_log_value(LOG_KEYS[0], verdict.outcome().token());
     match verdict {
         Verdict::Verified(v) => {

@@ -4,10 +4,14 @@ use std::fmt;
 
 use sfv::{BareItem, Dictionary, ListEntry};
 
-/// Why a `Signature` field is unusable.
+use crate::sf_dictionary::{parse_unique_dictionary, DictionaryError};
+
+/// Why a `Signature` field, or one of its members, is unusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignatureFieldError {
     Syntax,
+    /// A label defined twice (RFC 9421 section 4), within a line or across lines.
+    DuplicateLabel(String),
     NotByteSequence(String),
 }
 
@@ -15,6 +19,7 @@ impl fmt::Display for SignatureFieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Syntax => write!(f, "Signature is not a structured-field dictionary"),
+            Self::DuplicateLabel(l) => write!(f, "Signature defines label {l:?} more than once"),
             Self::NotByteSequence(l) => write!(f, "Signature member {l:?} is not a byte sequence"),
         }
     }
@@ -22,24 +27,67 @@ impl fmt::Display for SignatureFieldError {
 
 impl std::error::Error for SignatureFieldError {}
 
-/// Parses a `Signature` field value into (label, bytes) pairs in order.
+/// A `Signature` field read as a Dictionary with unique labels, its members not yet
+/// interpreted: only the signatures a verifier selects must be byte sequences.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignatureField(Dictionary);
+
+/// Reads a `Signature` field value (all lines already combined): dictionary syntax and label
+/// uniqueness only.
+pub fn parse_signature_field(value: &str) -> Result<SignatureField, SignatureFieldError> {
+    parse_unique_dictionary(value)
+        .map(SignatureField)
+        .map_err(|e| match e {
+            DictionaryError::Syntax => SignatureFieldError::Syntax,
+            DictionaryError::DuplicateKey(l) => SignatureFieldError::DuplicateLabel(l),
+        })
+}
+
+/// Parses a `Signature` field value into (label, bytes) pairs in order; every member must be a
+/// byte sequence.
 pub fn parse_signature(value: &str) -> Result<Vec<(String, Vec<u8>)>, SignatureFieldError> {
-    let dict: Dictionary = sfv::Parser::new(value)
-        .parse()
-        .map_err(|_| SignatureFieldError::Syntax)?;
-    dict.into_iter()
-        .map(|(label, entry)| match entry {
-            ListEntry::Item(item) => match item.bare_item {
-                BareItem::ByteSequence(b) => Ok((label.as_str().to_string(), b)),
-                _ => Err(SignatureFieldError::NotByteSequence(
-                    label.as_str().to_string(),
-                )),
-            },
-            ListEntry::InnerList(_) => Err(SignatureFieldError::NotByteSequence(
-                label.as_str().to_string(),
-            )),
+    let field = parse_signature_field(value)?;
+    field
+        .labels()
+        .map(|label| {
+            let bytes = field
+                .bytes(label)
+                .unwrap_or_else(|| Err(SignatureFieldError::NotByteSequence(label.to_string())))?;
+            Ok((label.to_string(), bytes.to_vec()))
         })
         .collect()
+}
+
+impl SignatureField {
+    /// The labels, in order.
+    pub fn labels(&self) -> impl Iterator<Item = &str> + '_ {
+        self.0.keys().map(|k| k.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, label: &str) -> bool {
+        self.0.contains_key(label)
+    }
+
+    /// The signature bytes of `label`: `None` without such a member, an error when the member
+    /// is not a byte sequence.
+    pub fn bytes(&self, label: &str) -> Option<Result<&[u8], SignatureFieldError>> {
+        let bytes = match self.0.get(label)? {
+            ListEntry::Item(item) => match &item.bare_item {
+                BareItem::ByteSequence(b) => Some(b.as_slice()),
+                _ => None,
+            },
+            ListEntry::InnerList(_) => None,
+        };
+        Some(bytes.ok_or_else(|| SignatureFieldError::NotByteSequence(label.to_string())))
+    }
 }
 
 #[cfg(test)]
@@ -65,5 +113,37 @@ mod tests {
             Err(SignatureFieldError::Syntax)
         );
         assert_eq!(parse_signature("=:AA==:"), Err(SignatureFieldError::Syntax));
+    }
+
+    #[test]
+    fn refuses_a_label_defined_twice() {
+        assert_eq!(
+            parse_signature("a=:AAE=:, a=:/w==:"),
+            Err(SignatureFieldError::DuplicateLabel("a".into()))
+        );
+        // Lines are combined with ", " before parsing: a repeat across lines is the same.
+        assert_eq!(
+            parse_signature_field(&["a=:AAE=:", "b=:AA==:, a=:/w==:"].join(", ")),
+            Err(SignatureFieldError::DuplicateLabel("a".into()))
+        );
+    }
+
+    #[test]
+    fn members_are_interpreted_only_when_asked() {
+        let f = parse_signature_field("odd=1, list=(:AA==:), sig1=:AAE=:").expect("parse");
+        assert_eq!(f.labels().collect::<Vec<_>>(), ["odd", "list", "sig1"]);
+        assert_eq!(f.bytes("sig1"), Some(Ok(&[0u8, 1][..])));
+        assert_eq!(
+            f.bytes("odd"),
+            Some(Err(SignatureFieldError::NotByteSequence("odd".into())))
+        );
+        assert_eq!(
+            f.bytes("list"),
+            Some(Err(SignatureFieldError::NotByteSequence("list".into())))
+        );
+        assert_eq!(f.bytes("absent"), None);
+        assert!(f.contains("odd") && !f.contains("absent"));
+        // The strict form still refuses the field.
+        assert!(parse_signature("odd=1, sig1=:AAE=:").is_err());
     }
 }

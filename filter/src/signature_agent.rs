@@ -88,15 +88,18 @@ fn member(key: Option<String>, item: &Item) -> Option<AgentMember> {
 }
 
 impl SignatureAgent {
-    /// The member a covered `signature-agent` component designates, if the form matches:
-    /// `;key="m"` names a dictionary member; the plain component names the legacy string.
-    pub fn member_for(&self, component: &Component) -> Option<&AgentMember> {
+    /// The member a covered `signature-agent` component designates for the signature `label`:
+    /// `;key="m"` names a dictionary member; the plain component names the legacy string, or,
+    /// over a dictionary, the member keyed by the label (the plain component covers the whole
+    /// field, so it covers that member too).
+    pub fn member_for(&self, component: &Component, label: &str) -> Option<&AgentMember> {
         match (self, &component.key) {
-            (SignatureAgent::Dictionary(members), Some(key)) => members
-                .iter()
-                .find(|m| m.key.as_deref() == Some(key.as_str())),
+            (SignatureAgent::Dictionary(members), key) => {
+                let key = key.as_deref().unwrap_or(label);
+                members.iter().find(|m| m.key.as_deref() == Some(key))
+            }
             (SignatureAgent::Legacy(m), None) => Some(m),
-            _ => None,
+            (SignatureAgent::Legacy(_), Some(_)) => None,
         }
     }
 }
@@ -122,11 +125,16 @@ mod tests {
         assert_eq!(m[2].kind, None);
         let c = Component::parse("signature-agent;key=\"sig1\"").expect("component");
         assert_eq!(
-            a.member_for(&c).map(|m| m.url.as_str()),
+            a.member_for(&c, "other").map(|m| m.url.as_str()),
             Some("https://a.test")
         );
+        // The plain component covers the whole field: the member keyed by the label.
         let plain = Component::parse("signature-agent").expect("component");
-        assert_eq!(a.member_for(&plain), None);
+        assert_eq!(
+            a.member_for(&plain, "j").map(|m| m.url.as_str()),
+            Some("https://b.test/jwks")
+        );
+        assert_eq!(a.member_for(&plain, "absent"), None);
     }
 
     #[test]
@@ -134,11 +142,11 @@ mod tests {
         let a = parse_signature_agent(" \"https://a.test\"").expect("parse");
         let plain = Component::parse("signature-agent").expect("component");
         assert_eq!(
-            a.member_for(&plain).map(|m| m.url.as_str()),
+            a.member_for(&plain, "sig1").map(|m| m.url.as_str()),
             Some("https://a.test")
         );
         let keyed = Component::parse("signature-agent;key=\"sig1\"").expect("component");
-        assert_eq!(a.member_for(&keyed), None);
+        assert_eq!(a.member_for(&keyed, "sig1"), None);
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::fmt;
 use sfv::{BareItem, Dictionary, InnerList, ListEntry, ListSerializer};
 
 use crate::component::{Component, ComponentError};
+use crate::sf_dictionary::{parse_unique_dictionary, DictionaryError};
 
 /// The tag that marks a Web Bot Auth signature.
 pub const WEB_BOT_AUTH_TAG: &str = "web-bot-auth";
@@ -38,6 +39,8 @@ pub struct SignatureParams {
 pub enum InputError {
     /// Not an RFC 9651 Dictionary.
     Syntax,
+    /// A label defined twice (RFC 9421 section 4), within a line or across lines.
+    DuplicateLabel(String),
     /// A member is not an inner list.
     NotInnerList(String),
     Component {
@@ -58,6 +61,9 @@ impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Syntax => write!(f, "Signature-Input is not a structured-field dictionary"),
+            Self::DuplicateLabel(l) => {
+                write!(f, "Signature-Input defines label {l:?} more than once")
+            }
             Self::NotInnerList(l) => write!(f, "Signature-Input member {l:?} is not an inner list"),
             Self::Component { label, error } => write!(f, "Signature-Input {label:?}: {error}"),
             Self::DuplicateComponent { label, component } => {
@@ -75,20 +81,94 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
-/// Parses a `Signature-Input` field value (all lines already combined).
-pub fn parse_signature_input(value: &str) -> Result<Vec<SignatureInput>, InputError> {
-    let dict: Dictionary = sfv::Parser::new(value)
-        .parse()
-        .map_err(|_| InputError::Syntax)?;
-    dict.iter()
-        .map(|(label, entry)| match entry {
-            ListEntry::InnerList(inner) => SignatureInput::from_inner_list(label.as_str(), inner),
-            ListEntry::Item(_) => Err(InputError::NotInnerList(label.as_str().to_string())),
+/// A `Signature-Input` field read as a Dictionary with unique labels, its members not yet
+/// interpreted: a verifier interprets only the members it selects, so that a problem inside
+/// another profile's signature does not spoil its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputField(Dictionary);
+
+/// Reads a `Signature-Input` field value (all lines already combined): dictionary syntax and
+/// label uniqueness only.
+pub fn parse_input_field(value: &str) -> Result<InputField, InputError> {
+    parse_unique_dictionary(value)
+        .map(InputField)
+        .map_err(|e| match e {
+            DictionaryError::Syntax => InputError::Syntax,
+            DictionaryError::DuplicateKey(l) => InputError::DuplicateLabel(l),
         })
-        .collect()
+}
+
+/// Parses a `Signature-Input` field value (all lines already combined), every member.
+pub fn parse_signature_input(value: &str) -> Result<Vec<SignatureInput>, InputError> {
+    parse_input_field(value)?.parse_all()
+}
+
+impl InputField {
+    /// The labels, in order.
+    pub fn labels(&self) -> impl Iterator<Item = &str> + '_ {
+        self.0.keys().map(|k| k.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, label: &str) -> bool {
+        self.0.contains_key(label)
+    }
+
+    /// Every member, parsed; the first problem in any member is the field's.
+    pub fn parse_all(&self) -> Result<Vec<SignatureInput>, InputError> {
+        self.0
+            .iter()
+            .map(|(label, entry)| SignatureInput::from_entry(label.as_str(), entry))
+            .collect()
+    }
+
+    /// The members whose `tag` parameter names `tag`, each parsed on its own: other members
+    /// are not looked into.
+    pub fn tagged<'a>(
+        &'a self,
+        tag: &'a str,
+    ) -> impl Iterator<Item = (&'a str, Result<SignatureInput, InputError>)> + 'a {
+        self.0
+            .iter()
+            .filter(move |(_, entry)| entry_tag(entry) == Some(tag))
+            .map(|(label, entry)| {
+                let label = label.as_str();
+                (label, SignatureInput::from_entry(label, entry))
+            })
+    }
+}
+
+/// The `tag` a member claims, read leniently (a Token too, and on a member that is not an inner
+/// list) so that a botched Web Bot Auth signature is reported as such, not skipped as another
+/// profile's. [`SignatureInput::from_entry`] then refuses what is not well-formed.
+fn entry_tag(entry: &ListEntry) -> Option<&str> {
+    let params = match entry {
+        ListEntry::InnerList(inner) => &inner.params,
+        ListEntry::Item(item) => &item.params,
+    };
+    match params.get("tag")? {
+        BareItem::String(s) => Some(s.as_str()),
+        BareItem::Token(t) => Some(t.as_str()),
+        _ => None,
+    }
 }
 
 impl SignatureInput {
+    /// Builds the parsed form of one `Signature-Input` member, which must be an inner list.
+    pub fn from_entry(label: &str, entry: &ListEntry) -> Result<Self, InputError> {
+        match entry {
+            ListEntry::InnerList(inner) => Self::from_inner_list(label, inner),
+            ListEntry::Item(_) => Err(InputError::NotInnerList(label.to_string())),
+        }
+    }
+
     /// Builds the parsed form of one `Signature-Input` member.
     pub fn from_inner_list(label: &str, inner: &InnerList) -> Result<Self, InputError> {
         let mut components: Vec<Component> = Vec::with_capacity(inner.items.len());
@@ -223,5 +303,85 @@ mod tests {
             parse_signature_input("s=(\"@Method\")"),
             Err(InputError::Component { .. })
         ));
+    }
+
+    #[test]
+    fn refuses_a_label_defined_twice() {
+        let a = r#"a=("@method");tag="web-bot-auth""#;
+        let b = r#"b=("@path")"#;
+        // Within one line.
+        assert_eq!(
+            parse_input_field(&format!("{a}, {b}, {a}")),
+            Err(InputError::DuplicateLabel("a".into()))
+        );
+        // Across two lines, combined with ", " as RFC 9110 section 5.3 does.
+        assert_eq!(
+            parse_signature_input(&[a, b, a].join(", ")),
+            Err(InputError::DuplicateLabel("a".into()))
+        );
+        // Even when the repeated label is not a Web Bot Auth signature.
+        assert_eq!(
+            parse_input_field(&format!("{a}, {b}, {b}")),
+            Err(InputError::DuplicateLabel("b".into()))
+        );
+        assert!(InputError::DuplicateLabel("a".into())
+            .to_string()
+            .contains("more than once"));
+    }
+
+    #[test]
+    fn only_selected_members_are_interpreted() {
+        let v = [
+            r#"other=("@method" "x";unknown);tag="other-profile";created="not an int""#,
+            r#"item="not a list";tag="other""#,
+            r#"untagged=("@Method")"#,
+            r#"wba=("@authority" "signature-agent";key="wba");created=1;keyid="k";tag="web-bot-auth""#,
+        ]
+        .join(", ");
+        let field = parse_input_field(&v).expect("field");
+        assert_eq!(
+            field.labels().collect::<Vec<_>>(),
+            ["other", "item", "untagged", "wba"]
+        );
+        assert!(field.contains("item") && !field.contains("nope"));
+        let selected: Vec<_> = field.tagged(WEB_BOT_AUTH_TAG).collect();
+        assert_eq!(selected.len(), 1);
+        let (label, input) = &selected[0];
+        assert_eq!(*label, "wba");
+        assert!(input.as_ref().expect("wba parses").is_web_bot_auth());
+        // The strict form still refuses the whole field.
+        assert!(parse_signature_input(&v).is_err());
+    }
+
+    #[test]
+    fn a_problem_in_a_selected_member_is_that_members() {
+        let v = [
+            r#"good=("@authority");tag="web-bot-auth""#,
+            r#"badparam=("@authority" "x";unknown);tag="web-bot-auth""#,
+            r#"item="x";tag="web-bot-auth""#,
+            r#"token=("@authority");tag=web-bot-auth"#,
+        ]
+        .join(", ");
+        let field = parse_input_field(&v).expect("field");
+        let selected: Vec<_> = field.tagged(WEB_BOT_AUTH_TAG).collect();
+        let labels: Vec<_> = selected.iter().map(|(l, _)| *l).collect();
+        assert_eq!(labels, ["good", "badparam", "item", "token"]);
+        assert!(selected[0].1.is_ok());
+        assert!(matches!(
+            &selected[1].1,
+            Err(InputError::Component {
+                error: ComponentError::UnknownParameter(_),
+                ..
+            })
+        ));
+        assert_eq!(selected[2].1, Err(InputError::NotInnerList("item".into())));
+        // A tag sent as a Token is read as a botched Web Bot Auth signature, not skipped.
+        assert_eq!(
+            selected[3].1,
+            Err(InputError::ParameterType {
+                label: "token".into(),
+                parameter: "tag"
+            })
+        );
     }
 }

@@ -147,6 +147,9 @@ pub struct Failure {
     pub agent: Option<String>,
     /// A human-readable explanation (for problem bodies and `explain`).
     pub detail: String,
+    /// Web Bot Auth signatures that passed every check but the cryptographic one and were not
+    /// tried because the request reached `max_signatures` verifications; 0 when none was left.
+    pub not_tried: usize,
 }
 
 impl Failure {
@@ -156,6 +159,7 @@ impl Failure {
             label: None,
             agent: None,
             detail: detail.into(),
+            not_tried: 0,
         }
     }
 

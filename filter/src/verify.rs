@@ -1,15 +1,24 @@
 //! Verification of a request's Web Bot Auth signatures (RFC 9421 section 3.2 plus the profile).
+//!
+//! In three stages. The fields as a whole: syntax, each label defined once and present in both
+//! `Signature-Input` and `Signature` (RFC 9421 section 4); a problem there is the request's.
+//! Then, for every label tagged `web-bot-auth` and only for those, the cheap checks: its member,
+//! parameters, coverage, freshness, key lookup; a problem there is that label's. Last, the
+//! signature base and the cryptographic check, for at most `max_signatures` of the labels that
+//! passed: the work a request can cause is bounded whatever its number of labels.
 
-use crate::agent_url::normalize_agent_url;
-use crate::base::{signature_base, Message};
+use crate::agent_url::{normalize_agent_url, UrlError};
+use crate::base::{signature_base, BaseError, Message};
 use crate::component::{ComponentName, Derived};
-use crate::jwk::VerifyError;
+use crate::jwk::{Key, VerifyError};
 use crate::keyring::{KeySource, Lookup};
 use crate::policy::Policy;
 use crate::request::HttpRequest;
-use crate::signature::parse_signature;
-use crate::signature_agent::{parse_signature_agent, SignatureAgent};
-use crate::signature_input::{parse_signature_input, SignatureInput};
+use crate::signature::{parse_signature_field, SignatureField};
+use crate::signature_agent::{parse_signature_agent, AgentMember, SignatureAgent};
+use crate::signature_input::{
+    parse_input_field, InputError, InputField, SignatureInput, WEB_BOT_AUTH_TAG,
+};
 use crate::verdict::{Failure, Outcome, Reason, Verdict, Verified};
 
 /// One step of verification, as `explain` prints it.
@@ -25,7 +34,7 @@ pub struct Check {
 #[derive(Debug, Default)]
 pub struct Trace {
     pub checks: Vec<Check>,
-    /// The signature base built for each label, in order.
+    /// The signature base built for each label whose signature was checked, in order.
     pub bases: Vec<(String, String)>,
 }
 
@@ -48,43 +57,22 @@ pub fn verify_traced(
     trace: Option<&mut Trace>,
 ) -> Verdict {
     let mut t = Tracer(trace);
-    let input_value = req.header("signature-input");
-    let sig_value = req.header("signature");
-    let (input_value, sig_value) = match (input_value, sig_value) {
-        (None, None) => {
-            t.check(None, "signature headers present", false, || {
-                "no Signature-Input or Signature"
-            });
-            return Verdict::Unsigned;
-        }
-        (Some(i), Some(s)) => (i, s),
-        (Some(_), None) => return t.fail(malformed("Signature-Input without Signature")),
-        (None, Some(_)) => return t.fail(malformed("Signature without Signature-Input")),
+    let (inputs, signatures) = match signature_fields(req, &mut t) {
+        Ok(Some(fields)) => fields,
+        Ok(None) => return Verdict::Unsigned,
+        Err(f) => return t.fail(f),
     };
-    let inputs = match parse_signature_input(&input_value) {
-        Ok(i) => i,
-        Err(e) => return t.fail(malformed(e.to_string())),
-    };
-    t.check(None, "parse Signature-Input", true, || {
-        format!("{} label(s)", inputs.len())
-    });
-    let signatures = match parse_signature(&sig_value) {
-        Ok(s) => s,
-        Err(e) => return t.fail(malformed(e.to_string())),
-    };
-    t.check(None, "parse Signature", true, || {
-        format!("{} label(s)", signatures.len())
-    });
-    let wba: Vec<&SignatureInput> = inputs.iter().filter(|i| i.is_web_bot_auth()).collect();
-    if wba.is_empty() {
+    let selected: Vec<_> = inputs.tagged(WEB_BOT_AUTH_TAG).collect();
+    if selected.is_empty() {
         t.check(None, "select tag=\"web-bot-auth\"", false, || {
             "no label carries the web-bot-auth tag"
         });
         return Verdict::Unsigned;
     }
     t.check(None, "select tag=\"web-bot-auth\"", true, || {
-        wba.iter()
-            .map(|i| i.label.as_str())
+        selected
+            .iter()
+            .map(|(l, _)| *l)
             .collect::<Vec<_>>()
             .join(", ")
     });
@@ -95,37 +83,469 @@ pub fn verify_traced(
             Err(e) => return t.fail(malformed(e.to_string())),
         },
     };
-    let mut best: Option<Failure> = None;
-    for input in wba {
-        let sig = signatures
-            .iter()
-            .find(|(l, _)| *l == input.label)
-            .map(|(_, b)| b.as_slice());
-        match verify_one(req, input, sig, agent.as_ref(), policy, keys, now, &mut t) {
-            Ok(v) => return Verdict::Verified(Box::new(v)),
-            Err(mut f) => {
-                f.label = Some(input.label.clone());
-                // Evidence of a bad signature outranks a lack of information.
-                let replace = match &best {
-                    None => true,
-                    Some(b) => {
-                        b.outcome() == Outcome::Unverified && f.outcome() == Outcome::Invalid
-                    }
-                };
-                if replace {
-                    best = Some(f);
-                }
-            }
+    // Every label's cheap checks first, so that the bound below spends the costly checks on
+    // labels that could verify.
+    let screen = Screen {
+        signatures: &signatures,
+        agent: agent.as_ref(),
+        policy,
+        keys,
+        now,
+    };
+    let mut failures = BestFailure::default();
+    let mut candidates = Vec::with_capacity(selected.len());
+    for (index, (label, input)) in selected.into_iter().enumerate() {
+        match screen.screen(label, input, &mut t) {
+            Ok(c) => candidates.push((index, c)),
+            Err(f) => failures.offer(index, label, f),
         }
     }
-    match best {
-        Some(f) => Verdict::Failed(f),
-        None => Verdict::Unsigned,
+    // At least one: a bound of 0 (which the configuration refuses) would make every signed
+    // request look unsigned.
+    let budget = policy.max_signatures.max(1);
+    let not_tried = candidates.len().saturating_sub(budget);
+    for (_, c) in candidates.iter().skip(budget) {
+        t.check(Some(&c.input.label), "signature budget", false, || {
+            format!("not checked: at most {budget} signature(s) per request (max_signatures)")
+        });
     }
+    for (index, c) in candidates.into_iter().take(budget) {
+        let label = c.input.label.clone();
+        match check_signature(req, c, &mut t) {
+            Ok(v) => return Verdict::Verified(Box::new(v)),
+            Err(f) => failures.offer(index, &label, f),
+        }
+    }
+    failures.into_verdict(not_tried)
+}
+
+/// The `Signature-Input` and `Signature` fields, read as a whole: `None` when the request
+/// carries neither; a failure (the request's) when they are not two dictionaries defining each
+/// label once, with the same labels.
+fn signature_fields(
+    req: &HttpRequest,
+    t: &mut Tracer<'_>,
+) -> Result<Option<(InputField, SignatureField)>, Failure> {
+    let (input_value, sig_value) = match (req.header("signature-input"), req.header("signature")) {
+        (None, None) => {
+            t.check(None, "signature headers present", false, || {
+                "no Signature-Input or Signature"
+            });
+            return Ok(None);
+        }
+        (Some(i), Some(s)) => (i, s),
+        (Some(_), None) => return Err(malformed("Signature-Input without Signature")),
+        (None, Some(_)) => return Err(malformed("Signature without Signature-Input")),
+    };
+    let inputs = parse_input_field(&input_value).map_err(|e| malformed(e.to_string()))?;
+    t.check(None, "parse Signature-Input", true, || {
+        format!("{} label(s)", inputs.len())
+    });
+    let signatures = parse_signature_field(&sig_value).map_err(|e| malformed(e.to_string()))?;
+    t.check(None, "parse Signature", true, || {
+        format!("{} label(s)", signatures.len())
+    });
+    pair_labels(&inputs, &signatures)?;
+    t.check(None, "pair labels", true, || "each label in both fields");
+    Ok(Some((inputs, signatures)))
+}
+
+/// RFC 9421 section 4: every label is in both fields. Checked for every label, selected or
+/// not: a lone member is an error in the fields, not in one signature.
+fn pair_labels(inputs: &InputField, signatures: &SignatureField) -> Result<(), Failure> {
+    if let Some(l) = inputs.labels().find(|l| !signatures.contains(l)) {
+        return Err(malformed(format!(
+            "label {l:?} is in Signature-Input but not in Signature"
+        )));
+    }
+    if let Some(l) = signatures.labels().find(|l| !inputs.contains(l)) {
+        return Err(malformed(format!(
+            "label {l:?} is in Signature but not in Signature-Input"
+        )));
+    }
+    Ok(())
 }
 
 fn malformed(detail: impl Into<String>) -> Failure {
     Failure::new(Reason::Malformed, detail)
+}
+
+/// The failure a request reports: evidence of a bad signature (`invalid`) outranks a lack of
+/// information (`unverified`); between equals, the first label's, whichever stage found it.
+#[derive(Default)]
+struct BestFailure(Option<(usize, Failure)>);
+
+impl BestFailure {
+    fn offer(&mut self, index: usize, label: &str, mut f: Failure) {
+        f.label = Some(label.to_string());
+        let invalid = |f: &Failure| f.outcome() == Outcome::Invalid;
+        let better = match &self.0 {
+            None => true,
+            Some((i, best)) => match (invalid(&f), invalid(best)) {
+                (true, false) => true,
+                (false, true) => false,
+                _ => index < *i,
+            },
+        };
+        if better {
+            self.0 = Some((index, f));
+        }
+    }
+
+    /// The verdict when no signature verified; `not_tried` candidates were left by the bound.
+    fn into_verdict(self, not_tried: usize) -> Verdict {
+        match self.0 {
+            Some((_, f)) => Verdict::Failed(Failure { not_tried, ..f }),
+            None => Verdict::Unsigned,
+        }
+    }
+}
+
+/// A label that passed every check but the signature base and the signature itself.
+struct Candidate<'a> {
+    input: SignatureInput,
+    signature: &'a [u8],
+    key: &'a Key,
+    agent_name: &'a str,
+    /// The agent's normalized URL.
+    url: String,
+    created: i64,
+    expires: i64,
+}
+
+/// What the cheap checks of a label look at.
+struct Screen<'a> {
+    signatures: &'a SignatureField,
+    agent: Option<&'a SignatureAgent>,
+    policy: &'a Policy,
+    keys: &'a dyn KeySource,
+    now: i64,
+}
+
+impl<'a> Screen<'a> {
+    /// The cheap checks of one selected label, in order: its member, its signature's form, its
+    /// parameters, coverage, freshness, then the key.
+    fn screen(
+        &self,
+        label: &str,
+        input: Result<SignatureInput, InputError>,
+        t: &mut Tracer<'_>,
+    ) -> Result<Candidate<'a>, Failure> {
+        let input = input.map_err(|e| malformed(e.to_string()));
+        t.step(label, "Signature-Input member", &input, |i| {
+            i.covered.clone()
+        });
+        let input = input?;
+
+        let signature = match self.signatures.bytes(label) {
+            Some(Ok(b)) => Ok(b),
+            Some(Err(e)) => Err(malformed(e.to_string())),
+            None => Err(malformed(format!(
+                "no Signature member for label {label:?}"
+            ))),
+        };
+        t.step(label, "signature present", &signature, |s| {
+            format!("{} bytes", s.len())
+        });
+        let signature = signature?;
+
+        let params = required_parameters(&input, self.policy);
+        t.step(label, "required parameters", &params, |_| {
+            "created, expires, keyid, tag".to_string()
+        });
+        let (created, expires, keyid) = params?;
+
+        let member = covered_agent(&input, self.agent, self.policy);
+        t.step(label, "covered components", &member, |_| {
+            input.covered.clone()
+        });
+        let member = member?;
+
+        let fresh = freshness(created, expires, self.policy, self.now);
+        t.step(label, "freshness", &fresh, |_| {
+            format!("created {created}, expires {expires}, now {}", self.now)
+        });
+        fresh?;
+
+        let resolved = self.resolve_key(member, keyid);
+        t.step(
+            label,
+            "key lookup (agent, keyid)",
+            &resolved,
+            |(u, _, _)| format!("{u} / {keyid}"),
+        );
+        let (url, key, agent_name) = resolved?;
+
+        Ok(Candidate {
+            input,
+            signature,
+            key,
+            agent_name,
+            url,
+            created,
+            expires,
+        })
+    }
+
+    /// The key of (agent URL, keyid), usable under the policy at this time.
+    fn resolve_key(
+        &self,
+        member: Option<&AgentMember>,
+        keyid: &str,
+    ) -> Result<(String, &'a Key, &'a str), Failure> {
+        // No header at all: nothing says where the key is, which is not evidence of anything.
+        let member = member.ok_or_else(|| {
+            Failure::new(
+                Reason::UnknownAgent,
+                "there is no Signature-Agent header: no URL to find the key at",
+            )
+        })?;
+        let kind = member.kind.ok_or_else(|| {
+            Failure::new(
+                Reason::UnknownAgent,
+                format!("Signature-Agent {:?} has an unknown type", member.url),
+            )
+        })?;
+        let url = normalize_agent_url(kind, &member.url).map_err(|e| {
+            Failure::new(
+                agent_url_reason(&e),
+                format!("Signature-Agent {:?}: {e}", member.url),
+            )
+        })?;
+        let with_agent = |reason, detail: String| Failure {
+            agent: Some(url.clone()),
+            ..Failure::new(reason, detail)
+        };
+        let (key, agent_name) = match self.keys.lookup(kind, &url, keyid) {
+            Lookup::Found { key, agent_name } => (key, agent_name),
+            Lookup::UnknownAgent => {
+                return Err(with_agent(
+                    Reason::UnknownAgent,
+                    format!("{url} is not a trusted agent"),
+                ))
+            }
+            Lookup::UnknownKey => {
+                return Err(with_agent(
+                    Reason::UnknownKey,
+                    format!("{url} has no key {keyid:?}"),
+                ))
+            }
+            Lookup::Unavailable => {
+                return Err(with_agent(
+                    Reason::DirectoryUnavailable,
+                    format!("the keys of {url} are not available"),
+                ))
+            }
+        };
+        if key.is_test_key() && !self.policy.allow_test_keys {
+            return Err(with_agent(
+                Reason::TestKey,
+                "the key is a published RFC 9421 test key".into(),
+            ));
+        }
+        if !key.valid_at(self.now) {
+            return Err(with_agent(
+                Reason::UnknownKey,
+                format!("key {keyid:?} is outside its nbf/exp window"),
+            ));
+        }
+        if key.algorithm().is_none() {
+            return Err(with_agent(
+                Reason::UnsupportedAlgorithm,
+                format!("key {keyid:?} is not an Ed25519 key"),
+            ));
+        }
+        Ok((url, key, agent_name))
+    }
+}
+
+/// A member URL that is not https at all is evidence of a bad signer (`invalid`); one that is
+/// https but that this verifier cannot use as an agent identifier is not (`unknown_agent`).
+fn agent_url_reason(e: &UrlError) -> Reason {
+    match e {
+        UrlError::NotHttps => Reason::BadAgentUrl,
+        _ => Reason::UnknownAgent,
+    }
+}
+
+/// `created`, `expires` and `keyid`, which the profile requires, and the policy's `alg` and
+/// `nonce` rules.
+fn required_parameters<'i>(
+    input: &'i SignatureInput,
+    policy: &Policy,
+) -> Result<(i64, i64, &'i str), Failure> {
+    let p = &input.params;
+    let missing = |name: &str| {
+        Failure::new(
+            Reason::MissingParameter,
+            format!("the {name} parameter is required"),
+        )
+    };
+    let created = p.created.ok_or_else(|| missing("created"))?;
+    let expires = p.expires.ok_or_else(|| missing("expires"))?;
+    let keyid = p.keyid.as_deref().ok_or_else(|| missing("keyid"))?;
+    if let Some(alg) = &p.alg {
+        if alg != "ed25519" {
+            return Err(Failure::new(
+                Reason::UnsupportedAlgorithm,
+                format!("alg {alg:?} is not supported (ed25519 is)"),
+            ));
+        }
+    }
+    if policy.require_nonce && p.nonce.is_none() {
+        return Err(Failure::new(
+            Reason::NonceRequired,
+            "this verifier requires a nonce",
+        ));
+    }
+    Ok((created, expires, keyid))
+}
+
+/// Coverage: the target, the signature's own `Signature-Agent` member, the operator's list.
+/// The member the signature covers; `None` when the request has no `Signature-Agent` header.
+fn covered_agent<'a>(
+    input: &SignatureInput,
+    agent: Option<&'a SignatureAgent>,
+    policy: &Policy,
+) -> Result<Option<&'a AgentMember>, Failure> {
+    let covers_target = input.components.iter().any(|c| {
+        matches!(
+            c.name,
+            ComponentName::Derived(Derived::Authority | Derived::TargetUri)
+        )
+    });
+    if !covers_target {
+        return Err(Failure::new(
+            Reason::MissingComponent,
+            "the signature must cover \"@authority\" or \"@target-uri\"",
+        ));
+    }
+    let label = input.label.as_str();
+    let agent_components = || {
+        input
+            .components
+            .iter()
+            .filter(|c| c.is_field("signature-agent"))
+    };
+    if agent_components().next().is_none() {
+        return Err(Failure::new(
+            Reason::MissingComponent,
+            "the signature must cover \"signature-agent\"",
+        ));
+    }
+    let member = match agent {
+        None => None,
+        // Prefer the member keyed by the label; otherwise the first member the signature covers.
+        Some(agent) => Some(
+            agent_components()
+                .find(|c| c.key.as_deref() == Some(label))
+                .and_then(|c| agent.member_for(c, label))
+                .or_else(|| agent_components().find_map(|c| agent.member_for(c, label)))
+                .ok_or_else(|| {
+                    Failure::new(
+                        Reason::MissingComponent,
+                        "no covered Signature-Agent member is present in the Signature-Agent header",
+                    )
+                })?,
+        ),
+    };
+    for r in &policy.required_components {
+        if !input.covers(&r.serialized) {
+            return Err(Failure::new(
+                Reason::MissingComponent,
+                format!("this verifier requires {} to be covered", r.serialized),
+            ));
+        }
+    }
+    Ok(member)
+}
+
+/// `created` and `expires` against the clock, the skew and the longest accepted validity.
+fn freshness(created: i64, expires: i64, policy: &Policy, now: i64) -> Result<(), Failure> {
+    if expires <= created {
+        return Err(malformed("expires is not after created"));
+    }
+    if created > now.saturating_add(policy.clock_skew_seconds) {
+        return Err(Failure::new(
+            Reason::CreatedInFuture,
+            format!(
+                "created {created} is {}s in the future",
+                created.saturating_sub(now)
+            ),
+        ));
+    }
+    if now > expires.saturating_add(policy.clock_skew_seconds) {
+        return Err(Failure::new(
+            Reason::Expired,
+            format!("expired {}s ago", now.saturating_sub(expires)),
+        ));
+    }
+    if expires.saturating_sub(created) > policy.max_validity_seconds {
+        return Err(Failure::new(
+            Reason::ValidityTooLong,
+            format!(
+                "valid for {}s, more than the {}s this verifier accepts",
+                expires.saturating_sub(created),
+                policy.max_validity_seconds
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The costly part of a candidate: its signature base, then the cryptographic check.
+fn check_signature(
+    req: &HttpRequest,
+    c: Candidate<'_>,
+    t: &mut Tracer<'_>,
+) -> Result<Verified, Failure> {
+    let label = c.input.label.as_str();
+    let base = signature_base(Message::Request(req), &c.input).map_err(|e| {
+        let reason = match e {
+            BaseError::MissingField(_)
+            | BaseError::MissingMember { .. }
+            | BaseError::MissingQueryParam(_) => Reason::MissingComponent,
+            _ => Reason::Malformed,
+        };
+        Failure::new(reason, e.to_string())
+    });
+    t.step(label, "signature base", &base, |_| "built".to_string());
+    let base = base?;
+    if let Some(tr) = t.0.as_deref_mut() {
+        tr.bases.push((label.to_string(), base.clone()));
+    }
+
+    let checked = c
+        .key
+        .verify(base.as_bytes(), c.signature)
+        .map_err(|e| match e {
+            VerifyError::UnsupportedAlgorithm => {
+                Failure::new(Reason::UnsupportedAlgorithm, "unsupported key type")
+            }
+            VerifyError::BadSignature => Failure {
+                agent: Some(c.url.clone()),
+                ..Failure::new(
+                    Reason::BadSignature,
+                    "the signature does not match the signature base",
+                )
+            },
+        });
+    t.step(label, "ed25519 signature", &checked, |_| {
+        "valid".to_string()
+    });
+    checked?;
+
+    Ok(Verified {
+        agent_url: c.url,
+        agent_name: c.agent_name.to_string(),
+        key_id: c.key.thumbprint.clone(),
+        label: label.to_string(),
+        covered: c.input.covered.clone(),
+        created: c.created,
+        expires: c.expires,
+        nonce: c.input.params.nonce.clone(),
+        signature: c.signature.to_vec(),
+    })
 }
 
 /// Records checks into a [`Trace`] when there is one. Details are closures, so that without
@@ -150,7 +570,7 @@ impl Tracer<'_> {
         }
     }
 
-    /// Records the outcome of one step of [`verify_one`]: `detail` describes a success, a
+    /// Records the outcome of one step of a label's checks: `detail` describes a success, a
     /// failure is described by its reason and detail.
     fn step<T>(
         &mut self,
@@ -171,263 +591,6 @@ impl Tracer<'_> {
         self.check(None, "parse signature headers", false, || f.detail.clone());
         Verdict::Failed(f)
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn verify_one(
-    req: &HttpRequest,
-    input: &SignatureInput,
-    signature: Option<&[u8]>,
-    agent: Option<&SignatureAgent>,
-    policy: &Policy,
-    keys: &dyn KeySource,
-    now: i64,
-    t: &mut Tracer<'_>,
-) -> Result<Verified, Failure> {
-    let label = input.label.as_str();
-
-    let signature =
-        signature.ok_or_else(|| malformed(format!("no Signature member for label {label:?}")));
-    t.step(label, "signature present", &signature, |s| {
-        format!("{} bytes", s.len())
-    });
-    let signature = signature?;
-
-    let p = &input.params;
-    let missing = |name: &str| {
-        Failure::new(
-            Reason::MissingParameter,
-            format!("the {name} parameter is required"),
-        )
-    };
-    let params = (|| {
-        let created = p.created.ok_or_else(|| missing("created"))?;
-        let expires = p.expires.ok_or_else(|| missing("expires"))?;
-        let keyid = p.keyid.as_deref().ok_or_else(|| missing("keyid"))?;
-        if let Some(alg) = &p.alg {
-            if alg != "ed25519" {
-                return Err(Failure::new(
-                    Reason::UnsupportedAlgorithm,
-                    format!("alg {alg:?} is not supported (ed25519 is)"),
-                ));
-            }
-        }
-        if policy.require_nonce && p.nonce.is_none() {
-            return Err(Failure::new(
-                Reason::NonceRequired,
-                "this verifier requires a nonce",
-            ));
-        }
-        Ok((created, expires, keyid))
-    })();
-    t.step(label, "required parameters", &params, |_| {
-        "created, expires, keyid, tag".to_string()
-    });
-    let (created, expires, keyid) = params?;
-
-    // Coverage: the target, the signature's own Signature-Agent member, the operator's list.
-    let coverage = (|| {
-        let covers_target = input.components.iter().any(|c| {
-            matches!(
-                c.name,
-                ComponentName::Derived(Derived::Authority | Derived::TargetUri)
-            )
-        });
-        if !covers_target {
-            return Err(Failure::new(
-                Reason::MissingComponent,
-                "the signature must cover \"@authority\" or \"@target-uri\"",
-            ));
-        }
-        let agent_components = || {
-            input
-                .components
-                .iter()
-                .filter(|c| c.is_field("signature-agent"))
-        };
-        if agent_components().next().is_none() {
-            return Err(Failure::new(
-                Reason::MissingComponent,
-                "the signature must cover \"signature-agent\"",
-            ));
-        }
-        let agent = agent.ok_or_else(|| {
-            Failure::new(
-                Reason::MissingComponent,
-                "the covered Signature-Agent header is absent",
-            )
-        })?;
-        // Prefer the member keyed by the label; otherwise the first member the signature covers.
-        let member = agent_components()
-            .find(|c| c.key.as_deref() == Some(label))
-            .and_then(|c| agent.member_for(c))
-            .or_else(|| agent_components().find_map(|c| agent.member_for(c)))
-            .ok_or_else(|| {
-                Failure::new(
-                    Reason::MissingComponent,
-                    "no covered Signature-Agent member is present in the Signature-Agent header",
-                )
-            })?;
-        for r in &policy.required_components {
-            if !input.covers(&r.serialized) {
-                return Err(Failure::new(
-                    Reason::MissingComponent,
-                    format!("this verifier requires {} to be covered", r.serialized),
-                ));
-            }
-        }
-        Ok(member)
-    })();
-    t.step(label, "covered components", &coverage, |_| {
-        input.covered.clone()
-    });
-    let member = coverage?;
-
-    let fresh = (|| {
-        if expires <= created {
-            return Err(malformed("expires is not after created"));
-        }
-        if created > now.saturating_add(policy.clock_skew_seconds) {
-            return Err(Failure::new(
-                Reason::CreatedInFuture,
-                format!(
-                    "created {created} is {}s in the future",
-                    created.saturating_sub(now)
-                ),
-            ));
-        }
-        if now > expires.saturating_add(policy.clock_skew_seconds) {
-            return Err(Failure::new(
-                Reason::Expired,
-                format!("expired {}s ago", now.saturating_sub(expires)),
-            ));
-        }
-        if expires.saturating_sub(created) > policy.max_validity_seconds {
-            return Err(Failure::new(
-                Reason::ValidityTooLong,
-                format!(
-                    "valid for {}s, more than the {}s this verifier accepts",
-                    expires.saturating_sub(created),
-                    policy.max_validity_seconds
-                ),
-            ));
-        }
-        Ok(())
-    })();
-    t.step(label, "freshness", &fresh, |_| {
-        format!("created {created}, expires {expires}, now {now}")
-    });
-    fresh?;
-
-    let resolved = (|| {
-        let kind = member.kind.ok_or_else(|| {
-            Failure::new(
-                Reason::UnknownAgent,
-                format!("Signature-Agent {:?} has an unknown type", member.url),
-            )
-        })?;
-        let url = normalize_agent_url(kind, &member.url).map_err(|e| {
-            Failure::new(
-                Reason::UnknownAgent,
-                format!("Signature-Agent {:?}: {e}", member.url),
-            )
-        })?;
-        let with_agent = |reason, detail: String| Failure {
-            agent: Some(url.clone()),
-            ..Failure::new(reason, detail)
-        };
-        let (key, agent_name) = match keys.lookup(kind, &url, keyid) {
-            Lookup::Found { key, agent_name } => (key, agent_name),
-            Lookup::UnknownAgent => {
-                return Err(with_agent(
-                    Reason::UnknownAgent,
-                    format!("{url} is not a trusted agent"),
-                ))
-            }
-            Lookup::UnknownKey => {
-                return Err(with_agent(
-                    Reason::UnknownKey,
-                    format!("{url} has no key {keyid:?}"),
-                ))
-            }
-            Lookup::Unavailable => {
-                return Err(with_agent(
-                    Reason::DirectoryUnavailable,
-                    format!("the keys of {url} are not available"),
-                ))
-            }
-        };
-        if key.is_test_key() && !policy.allow_test_keys {
-            return Err(with_agent(
-                Reason::TestKey,
-                "the key is a published RFC 9421 test key".into(),
-            ));
-        }
-        if !key.valid_at(now) {
-            return Err(with_agent(
-                Reason::UnknownKey,
-                format!("key {keyid:?} is outside its nbf/exp window"),
-            ));
-        }
-        if key.algorithm().is_none() {
-            return Err(with_agent(
-                Reason::UnsupportedAlgorithm,
-                format!("key {keyid:?} is not an Ed25519 key"),
-            ));
-        }
-        Ok((url, key, agent_name))
-    })();
-    t.step(
-        label,
-        "key lookup (agent, keyid)",
-        &resolved,
-        |(u, _, _)| format!("{u} / {keyid}"),
-    );
-    let (url, key, agent_name) = resolved?;
-
-    let base = signature_base(Message::Request(req), input).map_err(|e| {
-        let reason = match e {
-            crate::base::BaseError::MissingField(_)
-            | crate::base::BaseError::MissingMember { .. }
-            | crate::base::BaseError::MissingQueryParam(_) => Reason::MissingComponent,
-            _ => Reason::Malformed,
-        };
-        Failure::new(reason, e.to_string())
-    });
-    t.step(label, "signature base", &base, |_| "built".to_string());
-    let base = base?;
-    if let Some(tr) = t.0.as_deref_mut() {
-        tr.bases.push((label.to_string(), base.clone()));
-    }
-
-    let checked = key.verify(base.as_bytes(), signature).map_err(|e| match e {
-        VerifyError::UnsupportedAlgorithm => {
-            Failure::new(Reason::UnsupportedAlgorithm, "unsupported key type")
-        }
-        VerifyError::BadSignature => Failure {
-            agent: Some(url.clone()),
-            ..Failure::new(
-                Reason::BadSignature,
-                "the signature does not match the signature base",
-            )
-        },
-    });
-    t.step(label, "ed25519 signature", &checked, |_| {
-        "valid".to_string()
-    });
-    checked?;
-
-    Ok(Verified {
-        agent_url: url,
-        agent_name: agent_name.to_string(),
-        key_id: key.thumbprint.clone(),
-        label: label.to_string(),
-        covered: input.covered.clone(),
-        created,
-        expires,
-        nonce: p.nonce.clone(),
-        signature: signature.to_vec(),
-    })
 }
 
 #[cfg(test)]
@@ -461,5 +624,398 @@ mod tests {
         }
         let v = verify_request(&req, &Policy::default(), &ring, i64::MIN);
         assert_eq!(v.reason(), Some(Reason::CreatedInFuture));
+    }
+
+    const NOW: i64 = 1_800_000_000;
+    const AGENT: &str = "https://agent.example";
+
+    fn ring() -> KeyRing {
+        let mut ring = KeyRing::default();
+        let key = Jwk::from_ed25519(SigningKey::from_bytes(&[1; 32]).verifying_key().as_bytes())
+            .to_key()
+            .unwrap();
+        ring.add("A", AgentType::Directory, AGENT, vec![key]);
+        ring
+    }
+
+    fn request() -> HttpRequest {
+        HttpRequest::from_parts("GET", "https", "shop.example", "/x", vec![])
+    }
+
+    fn opts(label: &str) -> SignOptions {
+        SignOptions {
+            label: label.into(),
+            ..SignOptions::web_bot_auth(AGENT, NOW - 10, 300)
+        }
+    }
+
+    /// A signature for `label` by the agent's key (seed 1) or, with another seed, a bogus one
+    /// that still names the agent's key: it passes every cheap check and fails the crypto.
+    fn signed(label: &str, seed: u8) -> crate::sign::SignedHeaders {
+        let mut o = opts(label);
+        o.keyid = Some(ring().agents[0].keys[0].thumbprint.clone());
+        sign_request(&request(), &SigningKey::from_bytes(&[seed; 32]), &o).unwrap()
+    }
+
+    /// A request carrying `sigs`, each field as one line (members joined with ", ").
+    fn carrying(sigs: &[crate::sign::SignedHeaders]) -> HttpRequest {
+        let mut req = request();
+        let join = |f: &dyn Fn(&crate::sign::SignedHeaders) -> Option<String>| {
+            sigs.iter().filter_map(f).collect::<Vec<_>>().join(", ")
+        };
+        req.add_header("signature-agent", &join(&|s| s.signature_agent.clone()));
+        req.add_header(
+            "signature-input",
+            &join(&|s| Some(s.signature_input.clone())),
+        );
+        req.add_header("signature", &join(&|s| Some(s.signature.clone())));
+        req
+    }
+
+    fn traced(req: &HttpRequest, policy: &Policy) -> (Verdict, Trace) {
+        let mut trace = Trace::default();
+        let v = verify_traced(req, policy, &ring(), NOW, Some(&mut trace));
+        (v, trace)
+    }
+
+    fn tokens(v: &Verdict) -> (&'static str, Option<&'static str>) {
+        (v.outcome().token(), v.reason().map(Reason::token))
+    }
+
+    fn crypto_checks(t: &Trace) -> usize {
+        t.checks
+            .iter()
+            .filter(|c| c.name == "ed25519 signature")
+            .count()
+    }
+
+    #[test]
+    fn a_label_defined_twice_is_malformed() {
+        let good = signed("sig1", 1);
+        // Within one line of each field.
+        let req = carrying(&[good.clone(), good.clone()]);
+        assert_eq!(
+            tokens(&verify_request(&req, &Policy::default(), &ring(), NOW)),
+            ("invalid", Some("malformed"))
+        );
+        // Across two lines of Signature-Input only (Signature defines it once).
+        let mut req = carrying(std::slice::from_ref(&good));
+        req.add_header("signature-input", &good.signature_input);
+        let v = verify_request(&req, &Policy::default(), &ring(), NOW);
+        assert_eq!(tokens(&v), ("invalid", Some("malformed")));
+        let Verdict::Failed(f) = v else { panic!() };
+        assert!(f.detail.contains("more than once"), "{}", f.detail);
+        assert_eq!(f.label, None, "a request-level failure");
+        // Across two lines of Signature only.
+        let mut req = carrying(std::slice::from_ref(&good));
+        req.add_header("signature", &signed("sig1", 2).signature);
+        assert_eq!(
+            tokens(&verify_request(&req, &Policy::default(), &ring(), NOW)),
+            ("invalid", Some("malformed"))
+        );
+        // A repeated label that is not a Web Bot Auth signature spoils the fields just the same.
+        let mut req = carrying(&[good]);
+        req.add_header("signature-input", "o=(\"@method\"), o=(\"@path\")");
+        req.add_header("signature", "o=:AA==:");
+        assert_eq!(
+            tokens(&verify_request(&req, &Policy::default(), &ring(), NOW)),
+            ("invalid", Some("malformed"))
+        );
+    }
+
+    #[test]
+    fn an_unpaired_label_is_malformed_both_ways() {
+        let req = carrying(&[signed("sig1", 1)]);
+        for (field, extra, missing_from) in [
+            (
+                "signature-input",
+                "o=(\"@method\");tag=\"other\"",
+                "Signature",
+            ),
+            ("signature", "o=:AA==:", "Signature-Input"),
+        ] {
+            let mut r = req.clone();
+            r.add_header(field, extra);
+            let v = verify_request(&r, &Policy::default(), &ring(), NOW);
+            assert_eq!(tokens(&v), ("invalid", Some("malformed")), "{field}");
+            let Verdict::Failed(f) = v else { panic!() };
+            assert!(
+                f.detail.ends_with(&format!("not in {missing_from}")),
+                "{}",
+                f.detail
+            );
+        }
+    }
+
+    #[test]
+    fn odd_members_of_other_signatures_are_ignored() {
+        let mut req = carrying(&[signed("sig1", 1)]);
+        // Another profile's member with an unknown component parameter and a badly typed
+        // parameter, whose Signature value is not a byte sequence; an untagged item member.
+        req.add_header(
+            "signature-input",
+            "other=(\"@method\" \"x\";unknown);created=\"x\";tag=\"other\", item=1",
+        );
+        req.add_header("signature", "other=(1 2), item=?1");
+        let v = verify_request(&req, &Policy::default(), &ring(), NOW);
+        let Verdict::Verified(v) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(v.label, "sig1");
+    }
+
+    #[test]
+    fn a_problem_inside_a_selected_member_is_that_labels() {
+        let good = signed("sig1", 1);
+        for (input, sig) in [
+            (
+                "bad=(\"@authority\" \"x\";unknown);tag=\"web-bot-auth\"",
+                "bad=:AA==:",
+            ),
+            ("bad=(\"@authority\");tag=\"web-bot-auth\"", "bad=?1"),
+            ("bad=\"not a list\";tag=\"web-bot-auth\"", "bad=:AA==:"),
+        ] {
+            // Next to a valid signature: the request is verified.
+            let mut req = carrying(std::slice::from_ref(&good));
+            req.add_header("signature-input", input);
+            req.add_header("signature", sig);
+            assert_eq!(
+                verify_request(&req, &Policy::default(), &ring(), NOW).outcome(),
+                Outcome::Verified,
+                "{input} {sig}"
+            );
+            // Alone: that label is malformed.
+            let mut req = request();
+            req.add_header("signature-input", input);
+            req.add_header("signature", sig);
+            let v = verify_request(&req, &Policy::default(), &ring(), NOW);
+            assert_eq!(tokens(&v), ("invalid", Some("malformed")), "{input} {sig}");
+            let Verdict::Failed(f) = v else { panic!() };
+            assert_eq!(f.label.as_deref(), Some("bad"));
+        }
+    }
+
+    #[test]
+    fn at_most_max_signatures_are_verified_after_every_cheap_check() {
+        let bogus: Vec<_> = (0..10).map(|i| signed(&format!("b{i}"), 2)).collect();
+        let req = carrying(&bogus);
+        let policy = Policy {
+            max_signatures: 3,
+            ..Policy::default()
+        };
+        let (v, trace) = traced(&req, &policy);
+        assert_eq!(tokens(&v), ("invalid", Some("bad_signature")));
+        assert_eq!(crypto_checks(&trace), 3);
+        assert_eq!(trace.bases.len(), 3);
+        let Verdict::Failed(f) = v else { panic!() };
+        assert_eq!(f.not_tried, 7);
+        assert_eq!(f.label.as_deref(), Some("b0"));
+        // Every label's key was looked up before the first signature was checked.
+        let names: Vec<_> = trace.checks.iter().map(|c| c.name).collect();
+        let first_crypto = names
+            .iter()
+            .position(|n| *n == "ed25519 signature")
+            .unwrap();
+        let lookups = names[..first_crypto]
+            .iter()
+            .filter(|n| **n == "key lookup (agent, keyid)")
+            .count();
+        assert_eq!(lookups, 10);
+        assert_eq!(
+            names.iter().filter(|n| **n == "signature budget").count(),
+            7
+        );
+        // A bound of 0 (the configuration refuses it) is read as 1, not as "verify nothing".
+        let (v, trace) = traced(
+            &req,
+            &Policy {
+                max_signatures: 0,
+                ..Policy::default()
+            },
+        );
+        assert_eq!(crypto_checks(&trace), 1);
+        assert!(matches!(v, Verdict::Failed(Failure { not_tried: 9, .. })));
+        // Unbounded enough: all ten are tried, none left.
+        let (v, trace) = traced(
+            &req,
+            &Policy {
+                max_signatures: 10,
+                ..Policy::default()
+            },
+        );
+        assert_eq!(crypto_checks(&trace), 10);
+        let Verdict::Failed(f) = v else { panic!() };
+        assert_eq!(f.not_tried, 0);
+    }
+
+    #[test]
+    fn labels_failing_cheap_checks_do_not_use_the_budget() {
+        // Ten labels from an unknown key (unknown_key, found by the lookup), then a valid one.
+        let mut sigs: Vec<_> = (0..10)
+            .map(|i| {
+                sign_request(
+                    &request(),
+                    &SigningKey::from_bytes(&[2; 32]),
+                    &opts(&format!("u{i}")),
+                )
+                .unwrap()
+            })
+            .collect();
+        sigs.push(signed("good", 1));
+        let (v, trace) = traced(
+            &carrying(&sigs),
+            &Policy {
+                max_signatures: 1,
+                ..Policy::default()
+            },
+        );
+        let Verdict::Verified(v) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(v.label, "good");
+        assert_eq!(crypto_checks(&trace), 1);
+    }
+
+    #[test]
+    fn a_valid_signature_past_the_bound_is_not_tried() {
+        let mut sigs: Vec<_> = (0..3).map(|i| signed(&format!("b{i}"), 2)).collect();
+        sigs.push(signed("good", 1));
+        let req = carrying(&sigs);
+        let v = verify_request(
+            &req,
+            &Policy {
+                max_signatures: 3,
+                ..Policy::default()
+            },
+            &ring(),
+            NOW,
+        );
+        assert_eq!(tokens(&v), ("invalid", Some("bad_signature")));
+        let Verdict::Failed(f) = v else { panic!() };
+        assert_eq!(f.not_tried, 1);
+        let v = verify_request(
+            &req,
+            &Policy {
+                max_signatures: 4,
+                ..Policy::default()
+            },
+            &ring(),
+            NOW,
+        );
+        assert_eq!(v.outcome(), Outcome::Verified);
+    }
+
+    #[test]
+    fn invalid_evidence_outranks_and_the_first_label_wins_whatever_the_stage() {
+        // b0 fails the crypto (late), u1 the key lookup (unverified), e2 freshness (early).
+        let mut expired = opts("e2");
+        expired.created = NOW - 1000;
+        expired.expires = NOW - 500;
+        let e2 = sign_request(&request(), &SigningKey::from_bytes(&[1; 32]), &expired).unwrap();
+        let u1 = sign_request(&request(), &SigningKey::from_bytes(&[2; 32]), &opts("u1")).unwrap();
+        let v = verify_request(
+            &carrying(&[signed("b0", 2), u1.clone(), e2.clone()]),
+            &Policy::default(),
+            &ring(),
+            NOW,
+        );
+        let Verdict::Failed(f) = v else { panic!() };
+        assert_eq!(
+            (f.reason, f.label.as_deref(), f.not_tried),
+            (Reason::BadSignature, Some("b0"), 0)
+        );
+        let v = verify_request(
+            &carrying(&[u1.clone(), e2]),
+            &Policy::default(),
+            &ring(),
+            NOW,
+        );
+        assert_eq!(v.reason(), Some(Reason::Expired));
+        let v = verify_request(&carrying(&[u1]), &Policy::default(), &ring(), NOW);
+        assert_eq!(v.reason(), Some(Reason::UnknownKey));
+    }
+
+    #[test]
+    fn no_signature_agent_header_is_unverified() {
+        let mut req = carrying(&[signed("sig1", 1)]);
+        req.remove_header("signature-agent");
+        let v = verify_request(&req, &Policy::default(), &ring(), NOW);
+        assert_eq!(tokens(&v), ("unverified", Some("unknown_agent")));
+        // Evidence found before the key lookup still counts.
+        let mut o = opts("sig1");
+        o.created = NOW - 1000;
+        o.expires = NOW - 500;
+        let mut req =
+            carrying(&[sign_request(&request(), &SigningKey::from_bytes(&[1; 32]), &o).unwrap()]);
+        req.remove_header("signature-agent");
+        assert_eq!(
+            verify_request(&req, &Policy::default(), &ring(), NOW).reason(),
+            Some(Reason::Expired)
+        );
+    }
+
+    #[test]
+    fn an_agent_url_that_is_not_https_is_invalid() {
+        for url in [
+            "http://agent.example",
+            "ftp://agent.example",
+            "agent.example",
+        ] {
+            let o = SignOptions {
+                agent_url: Some(url.into()),
+                ..opts("sig1")
+            };
+            let req = carrying(&[
+                sign_request(&request(), &SigningKey::from_bytes(&[1; 32]), &o).unwrap(),
+            ]);
+            let v = verify_request(&req, &Policy::default(), &ring(), NOW);
+            assert_eq!(tokens(&v), ("invalid", Some("bad_agent_url")), "{url}");
+        }
+        // https, but not an origin where one is needed: not evidence (unchanged).
+        let o = SignOptions {
+            agent_url: Some(format!("{AGENT}/path")),
+            ..opts("sig1")
+        };
+        let req =
+            carrying(&[sign_request(&request(), &SigningKey::from_bytes(&[1; 32]), &o).unwrap()]);
+        let v = verify_request(&req, &Policy::default(), &ring(), NOW);
+        assert_eq!(tokens(&v), ("unverified", Some("unknown_agent")));
+    }
+
+    #[test]
+    fn plain_signature_agent_over_a_dictionary_uses_the_labels_member() {
+        // Sign covering the whole field: "signature-agent" without key, over a dictionary.
+        let mut req = request();
+        req.add_header(
+            "signature-agent",
+            &format!("other=\"https://x.example\", sig1=\"{AGENT}\""),
+        );
+        let sk = SigningKey::from_bytes(&[1; 32]);
+        let o = SignOptions {
+            agent_url: None,
+            components: vec!["@authority".into(), "signature-agent".into()],
+            ..opts("sig1")
+        };
+        let h = sign_request(&req, &sk, &o).unwrap();
+        assert!(
+            h.base.contains(&format!(
+                "\"signature-agent\": other=\"https://x.example\", sig1=\"{AGENT}\"\n"
+            )),
+            "{}",
+            h.base
+        );
+        req.add_header("signature-input", &h.signature_input);
+        req.add_header("signature", &h.signature);
+        let v = verify_request(&req, &Policy::default(), &ring(), NOW);
+        let Verdict::Verified(v) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(v.agent_url, AGENT);
+        // Without a member keyed by the label, no member is named.
+        let mut other = req.clone();
+        other.remove_header("signature-agent");
+        other.add_header("signature-agent", &format!("other=\"{AGENT}\""));
+        let v = verify_request(&other, &Policy::default(), &ring(), NOW);
+        assert_eq!(tokens(&v), ("invalid", Some("missing_component")));
     }
 }

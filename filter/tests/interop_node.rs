@@ -10,8 +10,10 @@
 //! whole field value (`sig1="https://..."`) instead of the serialized dictionary member
 //! (`"https://..."`, RFC 9421 section 2.1.2). So the dictionary form of `Signature-Agent` does
 //! not interoperate in either direction; the legacy form (a bare string covered as plain
-//! `"signature-agent"`, which is what the package sends by default) does. The tests below pin
-//! both facts: the first by reconstructing the base the package actually signed.
+//! `"signature-agent"`, which is what the package sends by default) does, and so does a
+//! dictionary covered as plain `"signature-agent"` (the whole field; the member keyed by the
+//! label names the agent). The tests below pin these facts: the first by reconstructing the base
+//! the package actually signed.
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -190,16 +192,14 @@ fn deviation_node_signs_the_whole_field_for_key_parameter() {
 
 /// A dictionary-form header covered as plain `"signature-agent"` (what the package does when
 /// given a dictionary header and left to its defaults) signs the whole field, which is valid
-/// RFC 9421, but names no member: our core does not attribute the request to any agent.
+/// RFC 9421 and covers every member: our core attributes the request to the member keyed by the
+/// signature's label.
 #[test]
-fn dictionary_header_with_plain_coverage_names_no_member() {
+fn dictionary_header_with_plain_coverage_verifies_with_the_labels_member() {
     if !available() {
         return;
     }
     let req = node_signed(DICT, None);
     node_verifies(&req).unwrap();
-    assert_eq!(
-        verdict_token(&ours(&req)),
-        (Outcome::Invalid, Some("missing_component"))
-    );
+    assert_ours_verified(&req);
 }

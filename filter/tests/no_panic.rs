@@ -33,9 +33,10 @@ use wba_filter::request_filter::{
 };
 use wba_filter::shared::MemoryStore;
 use wba_filter::sign::{sign_request, SignOptions};
-use wba_filter::signature::parse_signature;
+use wba_filter::signature::{parse_signature, parse_signature_field, SignatureFieldError};
 use wba_filter::signature_agent::parse_signature_agent;
-use wba_filter::signature_input::parse_signature_input;
+use wba_filter::signature_input::{parse_input_field, parse_signature_input};
+use wba_filter::verdict::{Outcome, Verdict};
 use wba_filter::verify::{verify_request, verify_traced, Trace};
 
 const NOW: i64 = 1_800_000_000;
@@ -385,8 +386,9 @@ fn policy() -> impl Strategy<Value = Policy> {
         prop_oneof![7 => Just(vec![]), 1 => vec(select(COMPONENTS), 1..3)],
         any::<bool>(),
         proptest::bool::weighted(0.1),
+        max_signatures(),
     )
-        .prop_map(|(skew, validity, required, test_keys, nonce)| Policy {
+        .prop_map(|(skew, validity, required, test_keys, nonce, max)| Policy {
             clock_skew_seconds: skew,
             max_validity_seconds: validity,
             required_components: required
@@ -395,8 +397,14 @@ fn policy() -> impl Strategy<Value = Policy> {
                 .collect(),
             allow_test_keys: test_keys,
             require_nonce: nonce,
-            ..Policy::default()
+            max_signatures: max,
         })
+}
+
+/// The bound on signatures verified per request: the default, small ones (0 only here: the
+/// configuration refuses it; verification reads it as 1), and none.
+fn max_signatures() -> impl Strategy<Value = usize> {
+    prop_oneof![4 => Just(3usize), 2 => 0usize..5, 1 => Just(usize::MAX)]
 }
 
 /// The label placeholder of the templates below, replaced by one label per request.
@@ -654,6 +662,75 @@ fn wba_headers() -> impl Strategy<Value = Vec<(String, String)>> {
             if let Some(s) = sig {
                 h.push(("signature".into(), with_label(s, other)));
             }
+            h
+        })
+}
+
+/// Members of another profile's signature that a Web Bot Auth verifier must not look into:
+/// an unknown component parameter, badly typed parameters, a value that is not a byte sequence.
+const ODD_MEMBERS: &[(&str, &str)] = &[
+    (
+        "other=(\"@method\" \"x\";unknown);tag=\"other\"",
+        "other=:AAAA:",
+    ),
+    ("other=(\"@Method\");created=\"x\";tag=\"x\"", "other=(1 2)"),
+    ("other=1", "other=?1"),
+    ("other=(\"@method\")", "other=\"text\""),
+];
+
+/// Several labels, each with its three members (usually consistent; sometimes a label repeated,
+/// left without its Signature, or next to an odd member of another profile), each field as one
+/// line or as one line per label.
+fn several_signatures() -> impl Strategy<Value = Vec<(String, String)>> {
+    // Half the labels pass every cheap check (at `NOW`, with a known key): the bound is reached.
+    let passing = format!(
+        "{L}=(\"@authority\" \"signature-agent\";key=\"{L}\");created={};expires={};keyid=\"{KEYID}\";tag=\"web-bot-auth\"",
+        NOW - 10,
+        NOW + 100
+    );
+    let one = (
+        proptest::option::weighted(0.1, select(LABELS)),
+        prop_oneof![signature_input_template(), Just(passing)],
+        proptest::option::weighted(0.95, signature_template()),
+        agent_template(),
+        select(identities()),
+    );
+    (
+        vec(one, 0..8),
+        vec(select(ODD_MEMBERS), 0..2),
+        any::<bool>(),
+    )
+        .prop_map(|(sigs, odd, split)| {
+            let (mut agents, mut inputs, mut signatures) = (vec![], vec![], vec![]);
+            for (i, (fixed, input, sig, agent, id)) in sigs.into_iter().enumerate() {
+                let label = fixed.map_or_else(|| format!("l{i}"), str::to_string);
+                // One legacy string among dictionary members makes the field unparsable: keep
+                // the dictionary form, so that most requests reach the per-label checks.
+                let agent = fill(agent, &label, &id);
+                agents.push(if agent.starts_with('"') {
+                    format!("{label}={agent}")
+                } else {
+                    agent
+                });
+                inputs.push(fill(input, &label, &id));
+                signatures.extend(sig.map(|s| with_label(s, &label)));
+            }
+            for (input, sig) in odd {
+                inputs.push(input.to_string());
+                signatures.push(sig.to_string());
+            }
+            let lines = |name: &str, values: Vec<String>| -> Vec<(String, String)> {
+                if split {
+                    values.into_iter().map(|v| (name.to_string(), v)).collect()
+                } else if values.is_empty() {
+                    vec![]
+                } else {
+                    vec![(name.to_string(), values.join(", "))]
+                }
+            };
+            let mut h = lines("signature-agent", agents);
+            h.extend(lines("signature-input", inputs));
+            h.extend(lines("signature", signatures));
             h
         })
 }
@@ -1033,6 +1110,43 @@ proptest! {
         let _ = wba_filter::header_map::decode_header_map(&bytes);
     }
 
+    /// A label defined twice is refused, within a line or across lines; otherwise the lenient
+    /// and strict readings agree on the labels.
+    #[test]
+    fn repeated_labels_are_refused(
+        members in vec((select(LABELS), signature_input_template(), signature_template()), 1..6),
+    ) {
+        let labels: Vec<&str> = members.iter().map(|(l, _, _)| *l).collect();
+        let repeated = labels.iter().enumerate().any(|(i, l)| labels[..i].contains(l));
+        let input = members.iter().map(|(l, t, _)| with_label(t.clone(), l)).collect::<Vec<_>>().join(", ");
+        let sig = members.iter().map(|(l, _, t)| with_label(t.clone(), l)).collect::<Vec<_>>().join(", ");
+        let field = parse_input_field(&input);
+        let strict = parse_signature_input(&input);
+        match &field {
+            Ok(f) => {
+                prop_assert!(!repeated);
+                prop_assert_eq!(f.labels().collect::<Vec<_>>(), labels.clone());
+                if let Ok(all) = &strict {
+                    prop_assert_eq!(all.len(), f.len());
+                }
+                for (label, _) in f.tagged("web-bot-auth") {
+                    prop_assert!(f.contains(label));
+                }
+            }
+            Err(_) => prop_assert!(strict.is_err()),
+        }
+        if repeated {
+            prop_assert!(field.is_err());
+        }
+        match parse_signature_field(&sig) {
+            Ok(f) => {
+                prop_assert!(!repeated);
+                prop_assert_eq!(f.labels().collect::<Vec<_>>(), labels);
+            }
+            Err(e) => prop_assert!(!matches!(e, SignatureFieldError::Syntax) && repeated, "{}", e),
+        }
+    }
+
     #[test]
     fn structured_signature_input_never_panics(s in signature_input()) {
         let _ = parse_signature_input(&s);
@@ -1047,7 +1161,9 @@ proptest! {
     fn signature_agent_never_panics(s in prop_oneof![text(), agent_value()]) {
         if let Ok(a) = parse_signature_agent(&s) {
             for c in ["signature-agent", "signature-agent;key=\"a\"", "signature-agent;key=\"sig1\""] {
-                let _ = a.member_for(&Component::parse(c).unwrap());
+                for label in ["sig1", "a", ""] {
+                    let _ = a.member_for(&Component::parse(c).unwrap(), label);
+                }
             }
         }
     }
@@ -1148,6 +1264,32 @@ proptest! {
         let mut trace = Trace::default();
         let traced = verify_traced(&req, &policy, &ring, now, Some(&mut trace));
         prop_assert_eq!(v, traced);
+    }
+
+    /// However many labels, at most `max_signatures` reach the costly checks; a failure that
+    /// left some untried is a verdict on the ones tried (all of them invalid).
+    #[test]
+    fn several_signatures_are_bounded(
+        headers in several_signatures(),
+        max in max_signatures(),
+        now in prop_oneof![4 => Just(NOW), 1 => now()],
+    ) {
+        let req = HttpRequest::from_parts("GET", "https", "agent.example", "/a?b=c", headers);
+        let policy = Policy { max_signatures: max, ..Policy::default() };
+        let ring = ring();
+        let mut trace = Trace::default();
+        let v = verify_traced(&req, &policy, &ring, now, Some(&mut trace));
+        // A bound of 0 (refused by the configuration) counts as 1.
+        let bound = max.max(1);
+        let costly = trace.checks.iter().filter(|c| c.name == "signature base").count();
+        prop_assert!(costly <= bound, "{} > {}", costly, bound);
+        if let Verdict::Failed(f) = &v {
+            if f.not_tried > 0 {
+                prop_assert_eq!(costly, bound);
+                prop_assert_eq!(f.outcome(), Outcome::Invalid);
+            }
+        }
+        prop_assert_eq!(v, verify_request(&req, &policy, &ring, now));
     }
 
     #[test]

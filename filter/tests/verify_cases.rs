@@ -235,11 +235,13 @@ fn missing_required_coverage() {
     assert_eq!(reason(&v), ("invalid", "missing_component"));
 }
 
+/// Issue 10: without the header there is no URL to look the key up at, which is a lack of
+/// information (unverified), not evidence against the signature (it was `missing_component`).
 #[test]
 fn signature_agent_header_absent() {
     let mut req = signed();
     req.remove_header("signature-agent");
-    assert_eq!(reason(&verdict(&req)), ("invalid", "missing_component"));
+    assert_eq!(reason(&verdict(&req)), ("unverified", "unknown_agent"));
 }
 
 #[test]

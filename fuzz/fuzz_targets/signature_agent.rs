@@ -22,11 +22,20 @@ fuzz_target!(|data: &[u8]| {
         }
         if let Some(key) = &m.key {
             if let Ok(c) = Component::parse(&format!("signature-agent;key=\"{key}\"")) {
-                let _ = agent.member_for(&c);
+                assert_eq!(
+                    agent
+                        .member_for(&c, "unrelated")
+                        .and_then(|m| m.key.as_deref()),
+                    Some(key.as_str())
+                );
+            }
+            // The plain component over a dictionary names the member keyed by the label.
+            if let Ok(c) = Component::parse("signature-agent") {
+                assert!(agent.member_for(&c, key).is_some());
             }
         }
     }
     if let Ok(c) = Component::parse("signature-agent") {
-        let _ = agent.member_for(&c);
+        let _ = agent.member_for(&c, "sig1");
     }
 });

@@ -8,6 +8,7 @@
 //! @skew 60
 //! @validity 86400
 //! @nonce
+//! @max 2
 //! @mode require
 //! @fetched 600
 //! @fetch-failed 30
@@ -78,6 +79,7 @@ fuzz_target!(|data: &[u8]| {
             ("skew", Some(n)) => config.policy.clock_skew_seconds = n,
             ("validity", Some(n)) => config.policy.max_validity_seconds = n,
             ("nonce", _) => config.policy.require_nonce = true,
+            ("max", Some(n)) => config.policy.max_signatures = usize::try_from(n).unwrap_or(0),
             ("fetched", Some(n)) => {
                 fetch = test_key().map(|key| {
                     Ok(Fetched {
@@ -133,6 +135,16 @@ fuzz_target!(|data: &[u8]| {
     );
     let mut trace = Trace::default();
     let _ = verify_traced(&request, &config.policy, &keys, now, Some(&mut trace));
+    // The bound on costly checks holds whatever the request.
+    let costly = trace
+        .checks
+        .iter()
+        .filter(|c| c.name == "signature base")
+        .count();
+    assert!(
+        costly <= config.policy.max_signatures.max(1),
+        "{costly} signatures checked"
+    );
 
     let mut headers = vec![
         (":method".to_string(), method.to_string()),

@@ -10,7 +10,7 @@ use wba_filter::keyring::KeyRing;
 use wba_filter::policy::Policy;
 use wba_filter::request::HttpRequest;
 use wba_filter::signature_agent::{parse_signature_agent, SignatureAgent};
-use wba_filter::signature_input::parse_signature_input;
+use wba_filter::signature_input::{parse_input_field, WEB_BOT_AUTH_TAG};
 use wba_filter::verdict::Verdict;
 use wba_filter::verify::{verify_traced, Trace};
 
@@ -176,11 +176,14 @@ pub fn explain(
     // The bases verification built, and, for labels it stopped before, the base as it would be.
     let mut bases = trace.bases.clone();
     let mut unchecked = Vec::new();
-    if let Some(Ok(inputs)) = req
-        .header("signature-input")
-        .map(|v| parse_signature_input(&v))
-    {
-        for input in inputs.iter().filter(|i| i.is_web_bot_auth()) {
+    if let Some(Ok(field)) = req.header("signature-input").map(|v| parse_input_field(&v)) {
+        // Only the Web Bot Auth members, as verification reads them: an odd member of another
+        // profile hides nothing.
+        let inputs: Vec<_> = field
+            .tagged(WEB_BOT_AUTH_TAG)
+            .filter_map(|(_, i)| i.ok())
+            .collect();
+        for input in &inputs {
             if bases.iter().any(|(l, _)| *l == input.label) {
                 continue;
             }

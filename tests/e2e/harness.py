@@ -102,12 +102,14 @@ def sign(
     legacy_agent=False,
     scheme="http",
     agent_type=None,
+    plain_agent=False,
 ):
     """Signs a request the Web Bot Auth way and returns a `Signed`.
 
     `components` are component identifiers: derived (`@authority`, `@method`, `@path`,
     `@target-uri`, `@query`) or field names; `signature-agent` becomes
-    `"signature-agent";key="<label>"` with the dictionary form of `Signature-Agent`.
+    `"signature-agent";key="<label>"` with the dictionary form of `Signature-Agent`, or plain
+    `"signature-agent"` (the whole field) with `plain_agent=True`.
     """
     now = int(time.time())
     created = now if created is None else created
@@ -124,7 +126,7 @@ def sign(
     target_path, _, query = path.partition("?")
     lines, idents = [], []
     for c in components:
-        if c == "signature-agent" and not legacy_agent:
+        if c == "signature-agent" and not legacy_agent and not plain_agent:
             ident = f'"signature-agent";key="{label}"'
             value = member
         elif c == "@authority":

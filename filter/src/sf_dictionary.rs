@@ -1,0 +1,107 @@
+//! Structured-field Dictionaries whose keys must be unique.
+//!
+//! RFC 9651 resolves a repeated key silently (the last one wins), but RFC 9421 section 4 makes a
+//! label defined twice in `Signature-Input` or `Signature` an error: another parser downstream
+//! may read the other definition. The fields' lines are combined with `, ` before parsing, so a
+//! repeat across lines is caught the same way as one within a line.
+
+use std::convert::Infallible;
+use std::fmt;
+
+use sfv::visitor::{DictionaryVisitor, EntryVisitor};
+use sfv::{Dictionary, KeyRef};
+
+/// Why a Dictionary with unique keys cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DictionaryError {
+    /// Not an RFC 9651 Dictionary.
+    Syntax,
+    /// A key defined more than once (the first such key).
+    DuplicateKey(String),
+}
+
+impl fmt::Display for DictionaryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Syntax => write!(f, "not a structured-field dictionary"),
+            Self::DuplicateKey(k) => write!(f, "{k:?} is defined more than once"),
+        }
+    }
+}
+
+impl std::error::Error for DictionaryError {}
+
+/// Parses `value` as a Dictionary, refusing a key defined twice.
+pub fn parse_unique_dictionary(value: &str) -> Result<Dictionary, DictionaryError> {
+    let seen = sfv::Parser::new(value)
+        .parse_dictionary_with_visitor(UniqueKeys::default())
+        .map_err(|_| DictionaryError::Syntax)?;
+    match seen.duplicate {
+        Some(key) => Err(DictionaryError::DuplicateKey(key)),
+        None => Ok(seen.dict),
+    }
+}
+
+/// Builds the Dictionary as `sfv` does, noting the first key seen twice.
+#[derive(Default)]
+struct UniqueKeys {
+    dict: Dictionary,
+    duplicate: Option<String>,
+}
+
+impl<'de> DictionaryVisitor<'de> for UniqueKeys {
+    type Out = Self;
+    type Error = Infallible;
+
+    fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
+        if self.duplicate.is_none() && self.dict.contains_key(key) {
+            self.duplicate = Some(key.as_str().to_string());
+        }
+        DictionaryVisitor::entry(&mut self.dict, key)
+    }
+
+    fn finish(self) -> Result<Self::Out, Self::Error> {
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn parses_like_sfv_when_keys_are_unique() {
+        let d = parse_unique_dictionary("a=1, b=(2 3);p, c").expect("parse");
+        let plain: Dictionary = sfv::Parser::new("a=1, b=(2 3);p, c").parse().expect("sfv");
+        assert_eq!(d, plain);
+    }
+
+    #[test]
+    fn refuses_a_key_defined_twice() {
+        assert_eq!(
+            parse_unique_dictionary("a=1, b=2, a=3"),
+            Err(DictionaryError::DuplicateKey("a".into()))
+        );
+        // A bare key (boolean true) repeats just the same.
+        assert_eq!(
+            parse_unique_dictionary("a, a=:AA==:"),
+            Err(DictionaryError::DuplicateKey("a".into()))
+        );
+        // Two field lines combined.
+        assert_eq!(
+            parse_unique_dictionary(&["x=1, y=2", "z=3, y=4"].join(", ")),
+            Err(DictionaryError::DuplicateKey("y".into()))
+        );
+    }
+
+    #[test]
+    fn syntax_errors_win() {
+        assert_eq!(
+            parse_unique_dictionary("a=1, a=2, ((("),
+            Err(DictionaryError::Syntax)
+        );
+        assert_eq!(parse_unique_dictionary("=1"), Err(DictionaryError::Syntax));
+    }
+}
