@@ -140,29 +140,6 @@ pub fn sha256(body: &[u8]) -> String {
     )
 }
 
-/// Whether a serialized covered-components list (`("@authority" "content-digest")`) covers
-/// the request's own `Content-Digest` field (any of its forms: plain, `;sf`, `;bs`, `;key`),
-/// as opposed to a request's field in a response (`;req`) or a trailer (`;tr`).
-pub fn covered_by(covered: &str) -> bool {
-    // Most signatures do not mention it: spare them the parse.
-    if !covered.contains("content-digest") {
-        return false;
-    }
-    let Ok(list) = sfv::Parser::new(covered).parse::<sfv::List>() else {
-        return false;
-    };
-    list.iter().any(|entry| match entry {
-        sfv::ListEntry::InnerList(inner) => inner.items.iter().any(|item| {
-            item.bare_item
-                .as_string()
-                .is_some_and(|s| s.as_str() == "content-digest")
-                && item.params.get("req").is_none()
-                && item.params.get("tr").is_none()
-        }),
-        sfv::ListEntry::Item(_) => false,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,17 +198,5 @@ mod tests {
         // A hasher built for one field cannot vouch for an algorithm it did not hash.
         let other = BodyHasher::for_field("md5=:AA==:");
         assert_eq!(other.check(&field), Err(DigestError::NoSupportedAlgorithm));
-    }
-
-    #[test]
-    fn coverage() {
-        assert!(covered_by(r#"("@authority" "content-digest")"#));
-        assert!(covered_by(r#"("content-digest";sf)"#));
-        assert!(covered_by(r#"("content-digest";key="sha-256")"#));
-        assert!(!covered_by(r#"("@authority" "content-type")"#));
-        assert!(!covered_by(r#"("signature-agent";key="content-digest")"#));
-        assert!(!covered_by(r#"("content-digest";req)"#));
-        assert!(!covered_by(r#"("content-digest";tr)"#));
-        assert!(!covered_by("((("));
     }
 }

@@ -194,6 +194,7 @@ mod tests {
             key_id: "kid".into(),
             label: "sig1".into(),
             covered: "(\"@authority\")".into(),
+            covers_content_digest: false,
             created: 1,
             expires: 2,
             nonce: None,

@@ -224,6 +224,7 @@ mod tests {
             key_id: "k".into(),
             label: "sig1".into(),
             covered: String::new(),
+            covers_content_digest: false,
             created: NOW,
             expires: NOW + 60,
             nonce: nonce.map(Into::into),

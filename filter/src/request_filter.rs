@@ -128,7 +128,7 @@ pub fn on_request_headers(
         _ => None,
     };
     if let Verdict::Verified(v) = &verdict {
-        if content_digest::covered_by(&v.covered) {
+        if v.covers_content_digest {
             let pending = PendingBody {
                 verified: (**v).clone(),
                 content_digest: req.header("content-digest").unwrap_or_default(),

@@ -130,6 +130,9 @@ pub struct Verified {
     pub label: String,
     /// The covered components, serialized as in `Signature-Input`.
     pub covered: String,
+    /// The signature covers the request's `Content-Digest`: it vouches for the body only once
+    /// the body matches it.
+    pub covers_content_digest: bool,
     pub created: i64,
     pub expires: i64,
     pub nonce: Option<String>,

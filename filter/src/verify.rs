@@ -541,6 +541,11 @@ fn check_signature(
         key_id: c.key.thumbprint.clone(),
         label: label.to_string(),
         covered: c.input.covered.clone(),
+        covers_content_digest: c
+            .input
+            .components
+            .iter()
+            .any(|x| x.is_field("content-digest") && !x.req && !x.tr),
         created: c.created,
         expires: c.expires,
         nonce: c.input.params.nonce.clone(),
