@@ -34,6 +34,8 @@ pub enum SignatureAgent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentFieldError {
     Syntax,
+    /// A member key defined twice (within a line or across lines).
+    DuplicateMember(String),
 }
 
 impl fmt::Display for AgentFieldError {
@@ -43,6 +45,9 @@ impl fmt::Display for AgentFieldError {
                 f,
                 "Signature-Agent is neither a structured-field dictionary nor a string"
             ),
+            Self::DuplicateMember(k) => {
+                write!(f, "Signature-Agent member {k:?} is defined more than once")
+            }
         }
     }
 }
@@ -60,9 +65,15 @@ pub fn parse_signature_agent(value: &str) -> Result<SignatureAgent, AgentFieldEr
             None => Err(AgentFieldError::Syntax),
         };
     }
-    let dict: Dictionary = sfv::Parser::new(value)
-        .parse()
-        .map_err(|_| AgentFieldError::Syntax)?;
+    // A member defined twice is as ambiguous here as a label defined twice in Signature-Input:
+    // another reader may take the other value.
+    let dict: Dictionary =
+        crate::sf_dictionary::parse_unique_dictionary(value).map_err(|e| match e {
+            crate::sf_dictionary::DictionaryError::DuplicateKey(k) => {
+                AgentFieldError::DuplicateMember(k)
+            }
+            crate::sf_dictionary::DictionaryError::Syntax => AgentFieldError::Syntax,
+        })?;
     Ok(SignatureAgent::Dictionary(
         dict.iter()
             .filter_map(|(k, entry)| match entry {
@@ -162,6 +173,10 @@ mod tests {
         assert_eq!(
             parse_signature_agent("https://a.test"),
             Err(AgentFieldError::Syntax)
+        );
+        assert_eq!(
+            parse_signature_agent(r#"sig1="https://a.test", sig1="https://evil.test""#),
+            Err(AgentFieldError::DuplicateMember("sig1".into()))
         );
     }
 }

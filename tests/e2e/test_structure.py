@@ -68,6 +68,18 @@ def test_a_label_defined_again_on_a_second_line_is_400(envoy, agent_key, field):
     assert "more than once" in p["detail"], p["detail"]
 
 
+def test_a_signature_agent_member_defined_again_on_a_second_line_is_400(envoy, agent_key):
+    port = envoy.ports["enforce"]
+    h = signed(agent_key, port)
+    # A reader keeping the last definition would look for the agent's keys elsewhere.
+    headers = list(h.items()) + [("Signature-Agent", 'sig1="https://evil.test"')]
+    r = request(port, path=PATH, headers=headers)
+    assert r.status == 400, r.body
+    p = problem(r)
+    assert p["reason"] == "malformed"
+    assert "more than once" in p["detail"], p["detail"]
+
+
 def test_a_valid_signature_next_to_an_odd_member_of_another_profile_verifies(envoy, agent_key):
     port = envoy.ports["enforce"]
     h = signed(agent_key, port)
