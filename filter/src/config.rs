@@ -185,8 +185,9 @@ impl Config {
             serde_json::from_slice(bytes).map_err(|e| err(e.to_string()))?
         };
         if raw.role == Role::Hold {
-            let fields = serde_json::from_slice::<serde_json::Map<String, Value>>(bytes)
-                .map(|m| m.len())
+            let fields = serde_json::from_slice::<Value>(bytes)
+                .ok()
+                .and_then(|v| v.as_object().map(|m| m.len()))
                 .unwrap_or(0);
             if fields != 1 {
                 return Err(err(

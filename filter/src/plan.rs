@@ -102,26 +102,34 @@ fn rejection(verdict: &Verdict, config: &Config) -> Option<Rejection> {
         .reason()
         .map(Reason::token)
         .unwrap_or(verdict.outcome().token());
-    let body = json!({
+    let mut r = problem(status, title, &detail, Some(reason));
+    if status == 403 {
+        r.headers
+            .push(("accept-signature".to_string(), accept_signature(config)));
+    }
+    Some(r)
+}
+
+/// A local `application/problem+json` response (RFC 9457), with the filter's `reason` token
+/// when it has one.
+pub fn problem(status: u16, title: &str, detail: &str, reason: Option<&str>) -> Rejection {
+    let mut body = json!({
         "type": "about:blank",
         "title": title,
         "status": status,
         "detail": detail,
-        "reason": reason,
-    })
-    .to_string();
-    let mut headers = vec![(
-        "content-type".to_string(),
-        "application/problem+json".to_string(),
-    )];
-    if status == 403 {
-        headers.push(("accept-signature".to_string(), accept_signature(config)));
+    });
+    if let Some(reason) = reason {
+        body["reason"] = reason.into();
     }
-    Some(Rejection {
+    Rejection {
         status,
-        headers,
-        body,
-    })
+        headers: vec![(
+            "content-type".to_string(),
+            "application/problem+json".to_string(),
+        )],
+        body: body.to_string(),
+    }
 }
 
 /// `Accept-Signature` (RFC 9421 section 5.1): what an acceptable signature covers.

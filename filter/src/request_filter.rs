@@ -4,13 +4,11 @@
 //! request whose verified signature covers `Content-Digest` is held until its whole body is
 //! there ([`Action::NeedBody`]), and only then decided and forwarded.
 
-use serde_json::json;
-
 use crate::config::Config;
 use crate::content_digest::{self, BodyHasher};
 use crate::host::Host;
 use crate::key_cache::KeyCache;
-use crate::plan::{is_owned_header, plan};
+use crate::plan::{is_owned_header, plan, problem};
 use crate::replay::{ReplayCheck, ReplayId, ReplayTable};
 use crate::request::HttpRequest;
 use crate::shared::SharedStore;
@@ -268,21 +266,8 @@ fn reject_unreadable(host: &mut dyn Host) -> Action {
 pub fn fail_closed(host: &mut dyn Host, detail: &str) -> Action {
     host.increment(Counter::HostError);
     host.increment(Counter::Rejected);
-    let body = json!({
-        "type": "about:blank",
-        "title": "Request could not be checked",
-        "status": 500,
-        "detail": detail,
-    })
-    .to_string();
-    host.send_response(
-        500,
-        &[(
-            "content-type".to_string(),
-            "application/problem+json".to_string(),
-        )],
-        &body,
-    );
+    let r = problem(500, "Request could not be checked", detail, None);
+    host.send_response(r.status, &r.headers, &r.body);
     Action::Stop
 }
 
