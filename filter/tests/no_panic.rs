@@ -392,6 +392,7 @@ fn policy() -> impl Strategy<Value = Policy> {
                 .collect(),
             allow_test_keys: test_keys,
             require_nonce: nonce,
+            ..Policy::default()
         })
 }
 
