@@ -26,7 +26,8 @@ pub struct FetchRequest {
 /// The fetch for an agent's key material, if it has a cluster to fetch through.
 pub fn fetch_request(agent: &AgentConfig, settings: &DirectorySettings) -> Option<FetchRequest> {
     let cluster = agent.cluster.clone()?;
-    let (authority, path) = fetch_target(agent.kind, &agent.url);
+    // The fetch URL keeps a configured query (`url` is the identity, without it).
+    let (authority, path) = fetch_target(agent.kind, &agent.fetch_url);
     let accept = match agent.kind {
         AgentType::Directory => DIRECTORY_MEDIA_TYPE,
         AgentType::JwksUri | AgentType::Cimd => "application/jwk-set+json, application/json",

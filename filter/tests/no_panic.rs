@@ -15,7 +15,7 @@ use proptest::sample::select;
 use serde_json::Value;
 
 use common::{public, signing_key};
-use wba_filter::agent_url::{normalize_agent_url, AgentType};
+use wba_filter::agent_url::{fetch_target, fetch_url, normalize_agent_url, AgentType};
 use wba_filter::base::{component_lines, signature_base, Message};
 use wba_filter::component::Component;
 use wba_filter::config::Config;
@@ -1064,6 +1064,14 @@ proptest! {
     ) {
         let _ = normalize_agent_url(kind, &s);
         let _ = normalize_agent_url(kind, &format!("https://{s}"));
+        // The fetch URL keeps the query, and its target is always one a request can carry.
+        let _ = fetch_url(kind, &s);
+        if let Ok(u) = fetch_url(kind, &format!("https://{s}")) {
+            let (authority, path) = fetch_target(kind, &u);
+            prop_assert!(path.starts_with('/'), "{path:?}");
+            prop_assert!(path.bytes().all(|b| b.is_ascii_graphic()), "{path:?}");
+            prop_assert!(!authority.is_empty());
+        }
     }
 }
 
