@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::agent_url::AgentType;
 use crate::config::{AgentConfig, Config, DirectorySettings};
-use crate::fetch::{backoff, FetchFailure, Fetched};
+use crate::fetch::{backoff, FetchFailure, Fetched, FetchedKey, Proof};
 use crate::jwk::Key;
 use crate::keyring::{KeySource, Lookup};
 use crate::shared::{SharedStore, StoreError};
@@ -18,11 +18,18 @@ pub const ENTRY_PREFIX: &str = "wba.dir.";
 /// Compare-and-swap attempts before giving up on a write.
 const CAS_ATTEMPTS: usize = 16;
 
+/// A key of a shared entry: its public JWK JSON and its possession proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub jwk: String,
+    pub proof: Proof,
+}
+
 /// What every worker knows about one agent's fetched key set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirectoryEntry {
-    /// The accepted keys, as public JWK JSON.
-    pub keys: Vec<String>,
+    /// The accepted keys, each with its possession proof.
+    pub keys: Vec<StoredKey>,
     /// A fetch has succeeded at least once.
     pub loaded: bool,
     /// Unix seconds of the last success.
@@ -37,8 +44,6 @@ pub struct DirectoryEntry {
     pub retry_at: i64,
     /// The last failure's kind token.
     pub last_failure: Option<String>,
-    /// Whether the last accepted response carried a valid possession proof.
-    pub proof: Option<String>,
     /// A worker is fetching until this (unix milliseconds).
     pub lease_until_ms: i64,
     /// Bumped by every write that changes keys or fetch state.
@@ -68,8 +73,13 @@ impl DirectoryEntry {
     /// JSON through `serde_json::Value` (already in the module for JWKs): a derive would add
     /// its own (de)serializer code to the Wasm module for this one struct.
     pub fn to_bytes(&self) -> Vec<u8> {
+        // Two arrays of strings (JWK JSON, proof token) rather than an object per key: less
+        // serializer code in the module.
+        let keys: Vec<&str> = self.keys.iter().map(|k| k.jwk.as_str()).collect();
+        let proofs: Vec<&str> = self.keys.iter().map(|k| k.proof.token()).collect();
         json!({
-            "keys": self.keys,
+            "keys": keys,
+            "proofs": proofs,
             "loaded": self.loaded,
             "fetched_at": self.fetched_at,
             "fresh_until": self.fresh_until,
@@ -77,7 +87,6 @@ impl DirectoryEntry {
             "failures": self.failures,
             "retry_at": self.retry_at,
             "last_failure": self.last_failure,
-            "proof": self.proof,
             "lease_until_ms": self.lease_until_ms,
             "generation": self.generation,
         })
@@ -92,13 +101,20 @@ impl DirectoryEntry {
         };
         let int = |k: &str| v.get(k).and_then(Value::as_i64).unwrap_or(0);
         let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let proofs = v.get("proofs").and_then(Value::as_array);
         DirectoryEntry {
             keys: v
                 .get("keys")
                 .and_then(Value::as_array)
                 .map(|a| {
                     a.iter()
-                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .enumerate()
+                        .filter_map(|(i, jwk)| {
+                            Some(StoredKey {
+                                jwk: jwk.as_str()?.to_string(),
+                                proof: Proof::from_token(proofs?.get(i)?.as_str()?)?,
+                            })
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -109,7 +125,6 @@ impl DirectoryEntry {
             failures: u32::try_from(int("failures")).unwrap_or(0),
             retry_at: int("retry_at"),
             last_failure: text("last_failure"),
-            proof: text("proof"),
             lease_until_ms: int("lease_until_ms"),
             generation: v.get("generation").and_then(Value::as_u64).unwrap_or(0),
         }
@@ -147,8 +162,8 @@ pub struct CachedAgent {
     pub config: AgentConfig,
     /// Where its entry lives in shared data.
     pub store_key: String,
-    /// Decoded keys of `entry` (empty until a fetch succeeded).
-    pub fetched: Vec<Key>,
+    /// Decoded keys of `entry`, with their proofs (empty until a fetch succeeded).
+    pub fetched: Vec<FetchedKey>,
     /// The shared entry as last read, without its key texts.
     pub entry: DirectoryEntry,
 }
@@ -210,11 +225,18 @@ impl KeyCache {
     }
 
     /// The possession-proof status (`valid`, `absent`, `invalid`) of the fetched key with this
-    /// thumbprint; `None` for pinned keys and unknown ones.
+    /// thumbprint, that key's own; `None` for pinned keys (which lookups find first) and
+    /// unknown ones.
     pub fn proof_of(&self, url: &str, thumbprint: &str) -> Option<&str> {
-        self.agent(url)
-            .filter(|a| a.fetched.iter().any(|k| k.thumbprint == thumbprint))
-            .and_then(|a| a.entry.proof.as_deref())
+        let agent = self.agent(url)?;
+        if agent.config.keys.iter().any(|k| k.thumbprint == thumbprint) {
+            return None;
+        }
+        agent
+            .fetched
+            .iter()
+            .find(|f| f.key.thumbprint == thumbprint)
+            .map(|f| f.proof.token())
     }
 
     pub fn agent(&self, url: &str) -> Option<&CachedAgent> {
@@ -365,14 +387,20 @@ impl KeyCache {
             e.generation = e.generation.wrapping_add(1);
             match result {
                 Ok(f) => {
-                    e.keys = f.keys.iter().map(|k| k.jwk.to_json()).collect();
+                    e.keys = f
+                        .keys
+                        .iter()
+                        .map(|k| StoredKey {
+                            jwk: k.key.jwk.to_json(),
+                            proof: k.proof,
+                        })
+                        .collect();
                     e.loaded = true;
                     e.fetched_at = now;
                     e.fresh_until = now.saturating_add(f.fresh_for);
                     e.failures = 0;
                     e.retry_at = 0;
                     e.last_failure = None;
-                    e.proof = Some(f.proof.token().to_string());
                 }
                 Err(fail) => {
                     e.failures = e.failures.saturating_add(1);
@@ -408,8 +436,17 @@ fn adopt(agent: &mut CachedAgent, mut entry: DirectoryEntry) -> bool {
         agent.fetched = entry
             .keys
             .iter()
-            .filter_map(|text| Key::from_jwk_json(text).ok())
-            .map(|k| old.iter().find(|o| **o == k).cloned().unwrap_or(k))
+            .filter_map(|stored| {
+                let key = Key::from_jwk_json(&stored.jwk).ok()?;
+                let key = old
+                    .iter()
+                    .find(|o| o.key == key)
+                    .map_or(key, |o| o.key.clone());
+                Some(FetchedKey {
+                    key,
+                    proof: stored.proof,
+                })
+            })
             .collect();
     }
     entry.keys = Vec::new();
@@ -431,7 +468,7 @@ impl KeySource for KeyCache {
             .config
             .keys
             .iter()
-            .chain(agent.fetched.iter())
+            .chain(agent.fetched.iter().map(|f| &f.key))
             .find(|k| k.thumbprint == keyid);
         match found {
             Some(key) => Lookup::Found {
@@ -449,7 +486,7 @@ impl KeySource for KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::{FailureKind, Proof};
+    use crate::fetch::FailureKind;
     use crate::jwk::{Jwk, PublicKey};
     use crate::shared::MemoryStore;
     use ed25519_dalek::SigningKey;
@@ -499,11 +536,7 @@ mod tests {
     }
 
     fn ok(keys: Vec<Key>) -> Result<Fetched, FetchFailure> {
-        Ok(Fetched {
-            keys,
-            fresh_for: 600,
-            proof: Proof::Absent,
-        })
+        Ok(Fetched::unproven(keys, 600))
     }
 
     fn failed(kind: FailureKind) -> Result<Fetched, FetchFailure> {
@@ -531,7 +564,16 @@ mod tests {
     #[test]
     fn entries_round_trip_through_shared_data_bytes() {
         let e = DirectoryEntry {
-            keys: vec![key(1).jwk.to_json()],
+            keys: vec![
+                StoredKey {
+                    jwk: key(1).jwk.to_json(),
+                    proof: Proof::Valid,
+                },
+                StoredKey {
+                    jwk: key(2).jwk.to_json(),
+                    proof: Proof::Invalid,
+                },
+            ],
             loaded: true,
             fetched_at: NOW,
             fresh_until: NOW + 600,
@@ -539,7 +581,6 @@ mod tests {
             failures: 3,
             retry_at: NOW + 4,
             last_failure: Some("status".into()),
-            proof: Some("valid".into()),
             lease_until_ms: NOW * 1000,
             generation: u64::MAX,
         };
@@ -730,5 +771,72 @@ mod tests {
             None
         );
         assert_eq!(c.due_for_refresh(NOW, |_| 0), vec![URL.to_string()]);
+    }
+
+    #[test]
+    fn proof_status_is_per_key() {
+        let s = DirectorySettings::default();
+        let mut store = prepared_store();
+        let mut c = KeyCache::new(&config());
+        let fetched = Fetched {
+            keys: vec![
+                FetchedKey {
+                    key: key(1),
+                    proof: Proof::Valid,
+                },
+                FetchedKey {
+                    key: key(2),
+                    proof: Proof::Invalid,
+                },
+                FetchedKey {
+                    key: key(3),
+                    proof: Proof::Absent,
+                },
+            ],
+            fresh_for: 600,
+            skipped: Vec::new(),
+        };
+        c.record(&mut store, URL, &Ok(fetched), &s, NOW);
+        // Another worker reads the statuses from shared data.
+        let mut other = KeyCache::new(&config());
+        assert!(other.sync(&store, URL));
+        for cache in [&c, &other] {
+            assert_eq!(cache.proof_of(URL, &key(1).thumbprint), Some("valid"));
+            assert_eq!(cache.proof_of(URL, &key(2).thumbprint), Some("invalid"));
+            assert_eq!(cache.proof_of(URL, &key(3).thumbprint), Some("absent"));
+            assert_eq!(cache.proof_of(URL, &key(4).thumbprint), None);
+            assert_eq!(
+                cache.proof_of("https://x.example", &key(1).thumbprint),
+                None
+            );
+        }
+        // A refresh that changes a key's status changes what is logged for it.
+        c.record(&mut store, URL, &ok(vec![key(1)]), &s, NOW + 600);
+        assert_eq!(c.proof_of(URL, &key(1).thumbprint), Some("absent"));
+        assert_eq!(c.proof_of(URL, &key(2).thumbprint), None);
+    }
+
+    #[test]
+    fn a_pinned_key_has_no_proof_status() {
+        let jwk = key(1).jwk.to_json();
+        let cfg = Config::from_json(
+            format!(
+                r#"{{"agents":[{{"name":"A","url":"https://agent.example","cluster":"dir","keys":[{jwk}]}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut store = MemoryStore::default();
+        let mut c = KeyCache::new(&cfg);
+        c.prepare(&mut store).unwrap();
+        c.record(
+            &mut store,
+            URL,
+            &ok(vec![key(1), key(2)]),
+            &DirectorySettings::default(),
+            NOW,
+        );
+        assert_eq!(c.proof_of(URL, &key(1).thumbprint), None);
+        assert_eq!(c.proof_of(URL, &key(2).thumbprint), Some("absent"));
     }
 }

@@ -20,7 +20,7 @@ use wba_filter::base::{component_lines, signature_base, Message};
 use wba_filter::component::Component;
 use wba_filter::config::Config;
 use wba_filter::directory::{parse_key_set, verify_directory_response};
-use wba_filter::fetch::{FailureKind, FetchFailure, Fetched, Proof};
+use wba_filter::fetch::{evaluate, FailureKind, FetchFailure, FetchResponse, Fetched};
 use wba_filter::host::RecordingHost;
 use wba_filter::jwk::{Jwk, Key};
 use wba_filter::key_cache::KeyCache;
@@ -1166,6 +1166,42 @@ proptest! {
         let response = HttpResponse { status, headers: req.headers.clone() };
         let _ = verify_directory_response(&req, &response, &body, &[test_key(), public(1)], now, skew);
     }
+
+    /// A whole fetch response judged, with arbitrary fields (signature fields among them) and
+    /// a body that is sometimes a key set, with or without `require_proof`.
+    #[test]
+    fn fetch_evaluation_never_panics(
+        req in request(),
+        body in prop_oneof![json_text(), lossy()],
+        kind in select(vec!["directory", "jwks_uri"]),
+        require_proof in any::<bool>(),
+        max_keys in 1..4u64,
+        now in now(),
+        skew in any::<i64>(),
+    ) {
+        let url = if kind == "directory" { "https://agent.example" } else { "https://agent.example/k?v=1" };
+        let cfg = Config::from_json(
+            format!(
+                r#"{{"directory":{{"require_proof":{require_proof},"max_keys":{max_keys}}},"agents":[{{"name":"a","type":"{kind}","url":"{url}","cluster":"c"}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut headers = req.headers.clone();
+        headers.push((
+            "content-type".into(),
+            if kind == "directory" {
+                "application/http-message-signatures-directory+json".into()
+            } else {
+                "application/json".into()
+            },
+        ));
+        let response = FetchResponse { status: Some(200), headers, body: body.into_bytes(), too_large: false };
+        if let Ok(f) = evaluate(&cfg.agents[0], &response, &cfg.directory, skew, now) {
+            prop_assert!(f.keys.len() <= max_keys as usize);
+            prop_assert!(!require_proof || f.keys.iter().all(|k| k.proof == wba_filter::fetch::Proof::Valid));
+        }
+    }
 }
 
 proptest! {
@@ -1232,7 +1268,7 @@ proptest! {
         let mut store = MemoryStore::default();
         if let Some((ok, fresh_for, retry_after, at)) = fetch {
             let result = if ok {
-                Ok(Fetched { keys: vec![public(1), test_key()], fresh_for, proof: Proof::Absent })
+                Ok(Fetched::unproven(vec![public(1), test_key()], fresh_for))
             } else {
                 Err(FetchFailure { kind: FailureKind::Status, detail: "500".into(), retry_after })
             };

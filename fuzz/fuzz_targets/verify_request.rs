@@ -25,7 +25,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use wba_filter::config::{Config, Mode};
-use wba_filter::fetch::{FailureKind, FetchFailure, Fetched, Proof};
+use wba_filter::fetch::{FailureKind, FetchFailure, Fetched};
 use wba_filter::host::RecordingHost;
 use wba_filter::jwk::Key;
 use wba_filter::key_cache::KeyCache;
@@ -79,11 +79,7 @@ fuzz_target!(|data: &[u8]| {
             ("nonce", _) => config.policy.require_nonce = true,
             ("fetched", Some(n)) => {
                 fetch = test_key().map(|key| {
-                    Ok(Fetched {
-                        keys: vec![key],
-                        fresh_for: n,
-                        proof: Proof::Absent,
-                    })
+                    Ok(Fetched::unproven(vec![key], n))
                 })
             }
             ("fetch-failed", n) => {
