@@ -3,7 +3,10 @@
 //! worker sees it); each VM keeps a decoded copy, re-read only when the entry's generation
 //! changes, so the request path never parses JSON or decodes keys.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::agent_url::AgentType;
 use crate::config::{AgentConfig, Config, DirectorySettings};
@@ -50,14 +53,49 @@ pub struct DirectoryEntry {
     pub generation: u64,
 }
 
-/// The shared-data key of an agent's entry: by cluster and URL, so plugins (listeners) that
-/// fetch the same agent through the same cluster share one entry.
-fn entry_key(agent: &AgentConfig) -> String {
-    format!(
-        "{ENTRY_PREFIX}{}|{}",
+/// The shared-data key of an agent's entry. Plugins (listeners) share an entry only when they
+/// would accept exactly the same key sets from the same fetch: the key is a digest of
+/// everything that shapes acceptance (the fetch: cluster, type, URL with its query; the
+/// bounds: every `directory` setting; and the clock skew that proofs are judged with).
+/// Otherwise a plugin with `max_keys: 2` would adopt the 30 keys another plugin accepted.
+pub fn entry_key(agent: &AgentConfig, settings: &DirectorySettings, clock_skew: i64) -> String {
+    // Destructured so that a new setting cannot be forgotten here.
+    let DirectorySettings {
+        timeout_ms,
+        max_bytes,
+        max_keys,
+        min_refresh_seconds,
+        max_cache_seconds,
+        negative_cache_seconds,
+        require_proof,
+    } = settings;
+    // Length-prefixed strings and fixed-width numbers: unambiguous whatever the strings hold.
+    let mut h = Sha256::new();
+    for part in [
+        "wba.dir.v2",
         agent.cluster.as_deref().unwrap_or_default(),
-        agent.url
-    )
+        agent.kind.name(),
+        &agent.url,
+        &agent.fetch_url,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    for n in [
+        *timeout_ms,
+        *max_bytes,
+        *max_keys,
+        *min_refresh_seconds,
+        *max_cache_seconds,
+        *negative_cache_seconds,
+        u64::from(*require_proof),
+        clock_skew as u64,
+    ] {
+        h.update(n.to_le_bytes());
+    }
+    let digest = URL_SAFE_NO_PAD.encode(h.finalize());
+    // The URL only helps a human reading shared data; the digest is what keeps entries apart.
+    format!("{ENTRY_PREFIX}{}|{digest}", agent.url)
 }
 
 fn load(store: &dyn SharedStore, key: &str) -> (DirectoryEntry, Option<u32>) {
@@ -206,7 +244,7 @@ impl KeyCache {
                 .iter()
                 .map(|a| CachedAgent {
                     config: a.clone(),
-                    store_key: entry_key(a),
+                    store_key: entry_key(a, &config.directory, config.policy.clock_skew_seconds),
                     fetched: Vec::new(),
                     entry: DirectoryEntry::default(),
                 })
@@ -838,5 +876,93 @@ mod tests {
         );
         assert_eq!(c.proof_of(URL, &key(1).thumbprint), None);
         assert_eq!(c.proof_of(URL, &key(2).thumbprint), Some("absent"));
+    }
+
+    fn store_key(plugin_config: &str) -> String {
+        let c = Config::from_json(plugin_config.as_bytes()).unwrap();
+        KeyCache::new(&c).agents[0].store_key.clone()
+    }
+
+    #[test]
+    fn entries_are_keyed_by_everything_that_shapes_acceptance() {
+        let with = |agent: &str, rest: &str| {
+            store_key(&format!(
+                r#"{{"agents":[{{"name":"A","cluster":"dir",{agent}}}]{rest}}}"#
+            ))
+        };
+        let dir = r#""url":"https://agent.example""#;
+        let base = with(dir, "");
+        assert!(base.starts_with("wba.dir.https://agent.example|"), "{base}");
+        // The same acceptance: the same entry, whatever else differs.
+        for same in [
+            with(dir, r#","directory":{"max_keys":32}"#),
+            with(r#""url":"https://Agent.Example:443/""#, ""),
+            with(dir, r#","mode":"observe","max_validity_seconds":5"#),
+            store_key(
+                r#"{"agents":[{"name":"renamed","cluster":"dir","url":"https://agent.example"}]}"#,
+            ),
+        ] {
+            assert_eq!(same, base);
+        }
+        let mut seen = vec![base];
+        for different in [
+            with(dir, r#","directory":{"max_keys":2}"#),
+            with(dir, r#","directory":{"max_bytes":1000}"#),
+            with(dir, r#","directory":{"require_proof":true}"#),
+            with(dir, r#","directory":{"timeout_ms":100}"#),
+            with(dir, r#","directory":{"min_refresh_seconds":1}"#),
+            with(dir, r#","directory":{"max_cache_seconds":600}"#),
+            with(dir, r#","directory":{"negative_cache_seconds":1}"#),
+            with(dir, r#","clock_skew_seconds":5"#),
+            store_key(
+                r#"{"agents":[{"name":"A","cluster":"other","url":"https://agent.example"}]}"#,
+            ),
+            with(r#""url":"https://agent.example:8443""#, ""),
+            with(
+                r#""url":"https://agent.example/keys","type":"jwks_uri""#,
+                "",
+            ),
+            with(
+                r#""url":"https://agent.example/keys?v=2","type":"jwks_uri""#,
+                "",
+            ),
+            with(r#""url":"https://agent.example/keys","type":"cimd""#, ""),
+        ] {
+            assert!(!seen.contains(&different), "{different}");
+            seen.push(different);
+        }
+        // The query is part of the fetch, not of the identity.
+        assert!(seen[seen.len() - 2].starts_with("wba.dir.https://agent.example/keys|"));
+    }
+
+    #[test]
+    fn plugins_with_different_bounds_do_not_adopt_each_others_sets() {
+        let s = DirectorySettings::default();
+        let loose = config();
+        let strict = Config::from_json(
+            br#"{"directory":{"max_keys":1},"agents":[{"name":"A","url":"https://agent.example","cluster":"dir"}]}"#,
+        )
+        .unwrap();
+        let mut store = MemoryStore::default();
+        let mut a = KeyCache::new(&loose);
+        let mut b = KeyCache::new(&strict);
+        a.prepare(&mut store).unwrap();
+        b.prepare(&mut store).unwrap();
+        assert_eq!(store.len(), 2, "one entry per acceptance");
+        a.record(&mut store, URL, &ok(vec![key(1), key(2)]), &s, NOW);
+        assert!(!b.sync(&store, URL));
+        assert!(matches!(
+            b.lookup(AgentType::Directory, URL, &key(1).thumbprint),
+            Lookup::Unavailable
+        ));
+        // And each claims its own fetch.
+        assert_eq!(a.claim(&mut store, URL, NOW + 600, 0, 2500), Claim::Claimed);
+        assert_eq!(b.claim(&mut store, URL, NOW + 600, 0, 2500), Claim::Claimed);
+        // The same configuration in another plugin shares the entry.
+        let mut a2 = KeyCache::new(&loose);
+        a2.prepare(&mut store).unwrap();
+        assert_eq!(store.len(), 2);
+        assert!(a2.sync(&store, URL));
+        assert!(found(&a2, 2));
     }
 }
