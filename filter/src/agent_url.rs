@@ -97,16 +97,62 @@ pub fn normalize_agent_url(kind: AgentType, url: &str) -> Result<String, UrlErro
     }
 }
 
-/// The URL from which the agent's key material is fetched, and its `:authority` and `:path`.
-pub fn fetch_target(kind: AgentType, normalized: &str) -> (String, String) {
-    let rest = normalized.strip_prefix("https://").unwrap_or(normalized);
-    let (authority, path) = match rest.find('/') {
+/// The URL the agent's key material is fetched from: [`normalize_agent_url`] plus, for a
+/// key-set URL (`jwks_uri`, `cimd`), the configured query (the server may need it: `?v=2`).
+/// The fragment is dropped (it is never sent), and bytes that may not appear in a request
+/// target are percent-encoded, so the fetch's `:path` is always valid.
+pub fn fetch_url(kind: AgentType, url: &str) -> Result<String, UrlError> {
+    let normalized = normalize_agent_url(kind, url)?;
+    if kind == AgentType::Directory {
+        return Ok(normalized);
+    }
+    // The authority is valid (the normalization checked it); path and query may need escaping.
+    let authority_end = normalized
+        .bytes()
+        .skip(8)
+        .position(|b| b == b'/')
+        .map_or(normalized.len(), |i| i + 8);
+    let (origin, path) = normalized.split_at(authority_end);
+    let mut out = origin.to_string();
+    escape_into(&mut out, path.as_bytes());
+    let raw = url.trim().as_bytes();
+    let raw = &raw[..raw.iter().position(|b| *b == b'#').unwrap_or(raw.len())];
+    if let Some(q) = raw.iter().position(|b| *b == b'?') {
+        out.push('?');
+        escape_into(&mut out, &raw[q + 1..]);
+    }
+    Ok(out)
+}
+
+/// Appends `s`, percent-encoding what RFC 3986 allows in no path or query: controls, space,
+/// non-ASCII bytes, the characters `"<>[\]^{|}` and the backtick, and a `%` not followed by
+/// two hex digits.
+fn escape_into(out: &mut String, b: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for (i, &c) in b.iter().enumerate() {
+        let lone_pct = c == b'%'
+            && !(b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit));
+        if c.is_ascii_graphic() && !lone_pct && !b"\"<>[\\]^`{|}".contains(&c) {
+            out.push(char::from(c));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(c >> 4)]));
+            out.push(char::from(HEX[usize::from(c & 15)]));
+        }
+    }
+}
+
+/// The `:authority` and `:path` of a fetch of `url` (a [`fetch_url`]).
+pub fn fetch_target(kind: AgentType, url: &str) -> (String, String) {
+    let rest = url.strip_prefix("https://").unwrap_or(url);
+    let (authority, path) = match rest.find(['/', '?']) {
         Some(i) => rest.split_at(i),
         None => (rest, ""),
     };
     let path = match kind {
         AgentType::Directory => DIRECTORY_PATH.to_string(),
-        _ if path.is_empty() => "/".to_string(),
+        _ if !path.starts_with('/') => format!("/{path}"),
         _ => path.to_string(),
     };
     (authority.to_string(), path)
@@ -273,6 +319,58 @@ mod tests {
         assert_eq!(
             n("https://a.example/100%").as_deref(),
             Ok("https://a.example/100%")
+        );
+    }
+
+    #[test]
+    fn fetch_urls_keep_the_query_the_identity_drops() {
+        let f = |u| fetch_url(AgentType::JwksUri, u);
+        assert_eq!(
+            f("https://A.example:443/keys.json?v=2#frag").as_deref(),
+            Ok("https://a.example/keys.json?v=2")
+        );
+        assert_eq!(
+            normalize_agent_url(
+                AgentType::JwksUri,
+                "https://A.example:443/keys.json?v=2#frag"
+            )
+            .as_deref(),
+            Ok("https://a.example/keys.json")
+        );
+        assert_eq!(
+            fetch_target(
+                AgentType::JwksUri,
+                &f("https://a.example/keys.json?v=2").unwrap()
+            ),
+            ("a.example".into(), "/keys.json?v=2".into())
+        );
+        assert_eq!(
+            f("https://a.example/k.json").as_deref(),
+            Ok("https://a.example/k.json")
+        );
+        assert_eq!(f("https://a.example").as_deref(), Ok("https://a.example/"));
+        assert_eq!(
+            f("https://a.example?a=1&b=/x?y").as_deref(),
+            Ok("https://a.example/?a=1&b=/x?y")
+        );
+        // An empty query is kept as given; percent-encodings are kept, bytes a request target
+        // cannot carry are encoded.
+        assert_eq!(
+            f("https://a.example/k?").as_deref(),
+            Ok("https://a.example/k?")
+        );
+        assert_eq!(
+            f("https://a.example/a b/k?q=a b&r=%7e&s=100%&t=[1]\u{e9}").as_deref(),
+            Ok("https://a.example/a%20b/k?q=a%20b&r=%7e&s=100%25&t=%5B1%5D%C3%A9")
+        );
+        // A directory agent is an origin: its fetch URL is the identity.
+        assert_eq!(
+            fetch_url(AgentType::Directory, "https://Agent.example:443").as_deref(),
+            Ok("https://agent.example")
+        );
+        assert_eq!(
+            fetch_url(AgentType::Directory, "https://agent.example/?v=1"),
+            Err(UrlError::NotAnOrigin)
         );
     }
 

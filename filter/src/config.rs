@@ -137,8 +137,10 @@ impl Default for RawConfig {
 pub struct AgentConfig {
     pub name: String,
     pub kind: AgentType,
-    /// Normalized URL.
+    /// Normalized URL: the agent's identity (no query, no fragment).
     pub url: String,
+    /// Where its key material is fetched from: `url` with the configured query kept.
+    pub fetch_url: String,
     pub cluster: Option<String>,
     pub keys: Vec<Key>,
 }
@@ -259,6 +261,8 @@ impl Config {
             })?;
             let url = normalize_agent_url(kind, &a.url)
                 .map_err(|e| err(format!("{at}.url {:?}: {e}", a.url)))?;
+            let fetch_url = crate::agent_url::fetch_url(kind, &a.url)
+                .map_err(|e| err(format!("{at}.url {:?}: {e}", a.url)))?;
             if a.name.trim().is_empty() {
                 return Err(err(format!("{at}.name must not be empty")));
             }
@@ -282,6 +286,7 @@ impl Config {
                 name: a.name.clone(),
                 kind,
                 url,
+                fetch_url,
                 cluster: a.cluster.clone(),
                 keys,
             });

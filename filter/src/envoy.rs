@@ -236,10 +236,26 @@ fn record(vm: &mut Vm, url: &str, result: &Result<crate::fetch::Fetched, FetchFa
     let mut store = EnvoyStore;
     let settings = vm.config.directory.clone();
     let r = vm.cache.record(&mut store, url, result, &settings, now);
+    // Counted by `n` in one host call each (a set may hold dozens of keys).
+    let add = |counter: Counter, n: usize| {
+        if let Some(&id) = vm.metrics.get(counter.index()) {
+            if id != u32::MAX && n > 0 {
+                let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    };
     match result {
         Ok(f) => {
             count(&vm.metrics, Counter::FetchOk);
-            count(&vm.metrics, Counter::Proof(f.proof));
+            // Per key in use: its own possession proof.
+            for p in crate::fetch::Proof::ALL {
+                add(
+                    Counter::Proof(p),
+                    f.keys.iter().filter(|k| k.proof == p).count(),
+                );
+            }
+            // Not a failure: counted, not logged (`wba explain --directory` says why).
+            add(Counter::KeySkipped, f.skipped.len());
         }
         Err(e) => {
             count(&vm.metrics, Counter::FetchFailed(e.kind));

@@ -6,7 +6,8 @@ use std::fmt;
 use crate::agent_url::{fetch_target, AgentType};
 use crate::config::{AgentConfig, DirectorySettings};
 use crate::directory::{
-    parse_key_set, verify_directory_response, DirectoryError, DIRECTORY_MEDIA_TYPE,
+    parse_key_set, verify_directory_response, DirectoryError, ProofCheck, SkippedKey,
+    DIRECTORY_MEDIA_TYPE,
 };
 use crate::jwk::Key;
 use crate::request::{combined, HttpRequest, HttpResponse};
@@ -26,7 +27,8 @@ pub struct FetchRequest {
 /// The fetch for an agent's key material, if it has a cluster to fetch through.
 pub fn fetch_request(agent: &AgentConfig, settings: &DirectorySettings) -> Option<FetchRequest> {
     let cluster = agent.cluster.clone()?;
-    let (authority, path) = fetch_target(agent.kind, &agent.url);
+    // The fetch URL keeps a configured query (`url` is the identity, without it).
+    let (authority, path) = fetch_target(agent.kind, &agent.fetch_url);
     let accept = match agent.kind {
         AgentType::Directory => DIRECTORY_MEDIA_TYPE,
         AgentType::JwksUri | AgentType::Cimd => "application/jwk-set+json, application/json",
@@ -60,12 +62,14 @@ pub enum FailureKind {
     Malformed,
     TooManyKeys,
     KidMismatch,
-    /// A directory response signature is present but proves nothing.
+    /// Keys are listed but every one of them is unusable (each would be skipped).
+    NoUsableKeys,
+    /// `require_proof` is set and no listed key has a valid possession proof.
     BadProof,
 }
 
 impl FailureKind {
-    pub const ALL: [FailureKind; 9] = [
+    pub const ALL: [FailureKind; 10] = [
         Self::Unreachable,
         Self::Timeout,
         Self::Status,
@@ -74,6 +78,7 @@ impl FailureKind {
         Self::Malformed,
         Self::TooManyKeys,
         Self::KidMismatch,
+        Self::NoUsableKeys,
         Self::BadProof,
     ];
 
@@ -87,6 +92,7 @@ impl FailureKind {
             Self::Malformed => "malformed",
             Self::TooManyKeys => "too_many_keys",
             Self::KidMismatch => "kid_mismatch",
+            Self::NoUsableKeys => "no_usable_keys",
             Self::BadProof => "bad_proof",
         }
     }
@@ -107,14 +113,16 @@ impl fmt::Display for FetchFailure {
     }
 }
 
-/// Whether the directory proved possession of its keys by signing its response.
+/// Whether the directory proved possession of a key by signing its response with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proof {
-    /// At least one response signature verified with a listed key.
+    /// A response signature by this key verified (and none by it failed).
     Valid,
-    /// The response was not signed.
+    /// No response signature by this key.
     Absent,
-    /// A response signature is present but proves nothing.
+    /// A response signature by this key is present but proves nothing (does not verify, is
+    /// expired or created in the future, does not cover what it must, or the body does not
+    /// match its Content-Digest), or a directory signature cannot be attributed to any key.
     Invalid,
 }
 
@@ -128,15 +136,66 @@ impl Proof {
             Proof::Invalid => "invalid",
         }
     }
+
+    /// The inverse of [`Proof::token`].
+    pub fn from_token(token: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.token() == token)
+    }
+}
+
+/// A key of an accepted set, with its possession proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedKey {
+    pub key: Key,
+    pub proof: Proof,
+}
+
+/// A listed key that is not used while the rest of the set is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skipped {
+    /// Not a usable public JWK.
+    Unusable(SkippedKey),
+    /// `require_proof` is set and this key's possession proof is not valid.
+    Unproven { thumbprint: String, proof: Proof },
+}
+
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Skipped::Unusable(k) => k.fmt(f),
+            Skipped::Unproven { thumbprint, proof } => {
+                write!(f, "key {thumbprint}: possession proof {}", proof.token())
+            }
+        }
+    }
 }
 
 /// An accepted key set.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
-    pub keys: Vec<Key>,
+    /// The keys in use, each with its own possession proof.
+    pub keys: Vec<FetchedKey>,
     /// Seconds the set is fresh for (already bounded by the settings).
     pub fresh_for: i64,
-    pub proof: Proof,
+    /// Listed keys left out (the rest of the set is used).
+    pub skipped: Vec<Skipped>,
+}
+
+impl Fetched {
+    /// A set of `keys` without possession proofs, none skipped (tests, tools).
+    pub fn unproven(keys: Vec<Key>, fresh_for: i64) -> Self {
+        Fetched {
+            keys: keys
+                .into_iter()
+                .map(|key| FetchedKey {
+                    key,
+                    proof: Proof::Absent,
+                })
+                .collect(),
+            fresh_for,
+            skipped: Vec::new(),
+        }
+    }
 }
 
 /// The response to a fetch, as the host received it.
@@ -150,7 +209,9 @@ pub struct FetchResponse {
     pub too_large: bool,
 }
 
-/// Judges a fetch response for `agent`.
+/// Judges a fetch response for `agent`: the keys to use, each with its possession proof
+/// (`clock_skew_seconds` is the tolerance for the proofs' `created` and `expires`), and the
+/// listed keys skipped (unusable, or without a valid proof when `require_proof` is set).
 pub fn evaluate(
     agent: &AgentConfig,
     response: &FetchResponse,
@@ -206,42 +267,83 @@ pub fn evaluate(
         ));
     }
     let max_keys = usize::try_from(settings.max_keys).unwrap_or(usize::MAX);
-    let keys = parse_key_set(&response.body, agent.kind, max_keys).map_err(|e| {
+    let set = parse_key_set(&response.body, agent.kind, max_keys).map_err(|e| {
         let kind = match e {
             DirectoryError::TooManyKeys { .. } => FailureKind::TooManyKeys,
             DirectoryError::KidMismatch { .. } => FailureKind::KidMismatch,
-            _ => FailureKind::Malformed,
+            DirectoryError::NoUsableKey { .. } => FailureKind::NoUsableKeys,
+            DirectoryError::NotJson | DirectoryError::NoKeys => FailureKind::Malformed,
         };
         fail(kind, e.to_string())
     })?;
-    let proof = if combined(&response.headers, "signature").is_none() {
-        Proof::Absent
-    } else {
-        let (authority, path) = fetch_target(agent.kind, &agent.url);
-        let request = HttpRequest::from_parts("GET", "https", &authority, &path, Vec::new());
-        let signed = HttpResponse {
-            status,
-            headers: response.headers.clone(),
-        };
-        let results = verify_directory_response(
-            &request,
-            &signed,
-            &response.body,
-            &keys,
-            now,
-            clock_skew_seconds,
-        );
-        match results.iter().find_map(|r| r.as_ref().err()) {
-            // Every signature must hold: one bad one means the response is not what was signed.
-            Some(e) => return Err(fail(FailureKind::BadProof, e.to_string())),
-            None => Proof::Valid,
-        }
+    let (authority, path) = fetch_target(agent.kind, &agent.fetch_url);
+    let request = HttpRequest::from_parts("GET", "https", &authority, &path, Vec::new());
+    let signed = HttpResponse {
+        status,
+        headers: response.headers.clone(),
     };
+    let checks = verify_directory_response(
+        &request,
+        &signed,
+        &response.body,
+        &set.keys,
+        now,
+        clock_skew_seconds,
+    );
+    let listed = set.keys.len();
+    let mut skipped: Vec<Skipped> = set.skipped.into_iter().map(Skipped::Unusable).collect();
+    let mut keys = Vec::with_capacity(listed);
+    for key in set.keys {
+        let proof = proof_of_key(&key.thumbprint, &checks);
+        if settings.require_proof && proof != Proof::Valid {
+            skipped.push(Skipped::Unproven {
+                thumbprint: key.thumbprint,
+                proof,
+            });
+        } else {
+            keys.push(FetchedKey { key, proof });
+        }
+    }
+    if keys.is_empty() && listed > 0 {
+        let mut detail =
+            "require_proof is set and no listed key has a valid possession proof".to_string();
+        // The first proof that failed says why (say, created in the future).
+        if let Some(e) = checks.iter().find_map(|c| c.result.as_ref().err()) {
+            detail = format!("{detail} ({e})");
+        }
+        return Err(fail(FailureKind::BadProof, detail));
+    }
     Ok(Fetched {
         keys,
         fresh_for: freshness(&response.headers, now, settings),
-        proof,
+        skipped,
     })
+}
+
+/// The possession proof of the key with `thumbprint` among a response's proofs: invalid when a
+/// signature by it fails (one failure is enough: a response is signed once per key, so a bad
+/// one means the response is not what that key signed), valid when one verifies, else absent.
+/// A directory signature that cannot be attributed to a key (unreadable fields, no `keyid`)
+/// makes every key without a valid proof invalid rather than absent: the response did try to
+/// prove something.
+fn proof_of_key(thumbprint: &str, checks: &[ProofCheck]) -> Proof {
+    let mut valid = false;
+    for c in checks
+        .iter()
+        .filter(|c| c.keyid.as_deref() == Some(thumbprint))
+    {
+        if c.result.is_err() {
+            return Proof::Invalid;
+        }
+        valid = true;
+    }
+    if valid {
+        Proof::Valid
+    } else if checks.iter().any(|c| c.keyid.is_none()) {
+        Proof::Invalid
+    } else {
+        Proof::Absent
+    }
 }
 
 /// Envoy answers a call it could not complete itself, with 503 or 504 and a plain-text body
@@ -353,12 +455,10 @@ pub fn parse_http_date(v: &str) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::directory::DIRECTORY_TAG;
+    use crate::directory::testing::{proof_headers, thumbprint, Spec};
     use crate::directory::{build_key_set, content_digest};
-    use crate::jwk::Jwk;
-    use crate::sign::{sign_response, SignedHeaders};
+    use crate::jwk::{Jwk, JwkError};
     use ed25519_dalek::SigningKey;
-    use sfv::{BareItem, Key as SfKey, Parameters};
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -422,7 +522,30 @@ mod tests {
         let f = evaluate(&agent(), &ok_response(&body), &settings(), 60, NOW).unwrap();
         assert_eq!(f.keys.len(), 2);
         assert_eq!(f.fresh_for, 600);
-        assert_eq!(f.proof, Proof::Absent);
+        assert!(f.keys.iter().all(|k| k.proof == Proof::Absent));
+        assert!(f.skipped.is_empty());
+    }
+
+    #[test]
+    fn an_unusable_key_is_skipped_and_counted() {
+        let body = format!(
+            r#"{{"keys":[{},{{"kty":"XYZ"}},{}]}}"#,
+            jwk(1).to_json(),
+            jwk(2).to_json()
+        );
+        let f = evaluate(&agent(), &ok_response(&body), &settings(), 60, NOW).unwrap();
+        assert_eq!(f.keys.len(), 2);
+        assert_eq!(
+            f.skipped,
+            vec![Skipped::Unusable(SkippedKey {
+                index: 1,
+                error: JwkError::UnknownKty("XYZ".into())
+            })]
+        );
+        assert_eq!(
+            f.skipped[0].to_string(),
+            "key 1: unknown JWK key type \"XYZ\""
+        );
     }
 
     #[test]
@@ -463,6 +586,12 @@ mod tests {
         let wrong =
             format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{x}","kid":"nope"}}]}}"#);
         assert_eq!(kind(ok_response(&wrong)), FailureKind::KidMismatch);
+        assert_eq!(
+            kind(ok_response(
+                r#"{"keys":[{"kty":"XYZ"},{"kty":"OKP","crv":"Ed25519","x":"AA"}]}"#
+            )),
+            FailureKind::NoUsableKeys
+        );
         let mut r = ok_response(&body);
         r.status = Some(503);
         r.headers.push(("retry-after".into(), "120".into()));
@@ -470,59 +599,177 @@ mod tests {
         assert_eq!(e.retry_after, Some(120));
     }
 
-    fn proof(request: &HttpRequest, response: &HttpResponse, sk: &SigningKey) -> SignedHeaders {
-        let mut params = Parameters::new();
-        let mut put = |k: &str, v: BareItem| {
-            params.insert(SfKey::from_string(k.into()).unwrap(), v);
-        };
-        let s = |v: &str| BareItem::String(sfv::String::from_string(v.into()).unwrap());
-        put(
-            "created",
-            BareItem::Integer(sfv::Integer::constant(NOW - 5)),
-        );
-        put(
-            "expires",
-            BareItem::Integer(sfv::Integer::constant(NOW + 300)),
-        );
-        put("keyid", s(&jwk(1).thumbprint().unwrap()));
-        put("tag", s(DIRECTORY_TAG));
-        let components = [
-            "\"@authority\";req".to_string(),
-            "content-digest".to_string(),
-        ];
-        sign_response(request, response, sk, "sig1", &components, params).unwrap()
-    }
-
-    #[test]
-    fn possession_proof() {
-        let sk = SigningKey::from_bytes(&[1; 32]);
-        let body = build_key_set(&[jwk(1)]).unwrap();
+    /// A 200 listing the keys of `seeds`, with Content-Digest and the proofs of `specs`.
+    fn signed(seeds: &[u8], specs: &[Spec]) -> FetchResponse {
+        let jwks: Vec<Jwk> = seeds.iter().map(|s| jwk(*s)).collect();
+        let body = build_key_set(&jwks).unwrap();
         let mut r = ok_response(&body);
         r.headers
             .push(("content-digest".into(), content_digest(body.as_bytes())));
-        let request = HttpRequest::from_parts(
-            "GET",
-            "https",
-            "agent.example",
-            "/.well-known/http-message-signatures-directory",
-            Vec::new(),
-        );
-        let response = HttpResponse {
-            status: 200,
-            headers: r.headers.clone(),
+        if !specs.is_empty() {
+            let proofs = proof_headers(&r.headers, specs);
+            r.headers.extend(proofs);
+        }
+        r
+    }
+
+    fn proofs(f: &Fetched) -> Vec<(String, Proof)> {
+        f.keys
+            .iter()
+            .map(|k| (k.key.thumbprint.clone(), k.proof))
+            .collect()
+    }
+
+    fn statuses(pairs: &[(u8, Proof)]) -> Vec<(String, Proof)> {
+        pairs.iter().map(|(s, p)| (thumbprint(*s), *p)).collect()
+    }
+
+    #[test]
+    fn possession_proofs_are_per_key() {
+        use Proof::*;
+        let s = settings();
+        // Key 1 proves possession, key 2's proof is for another authority, key 3 has none:
+        // every key is used, each with its own status.
+        let elsewhere = Spec {
+            authority: "evil.example",
+            ..Spec::by(2, NOW)
         };
-        let signed = proof(&request, &response, &sk);
-        let mut good = r.clone();
-        good.headers.extend(signed.pairs());
-        let f = evaluate(&agent(), &good, &settings(), 60, NOW).unwrap();
-        assert_eq!(f.proof, Proof::Valid);
-        // Signed for another authority: the proof fails, and so does the fetch.
-        let other = HttpRequest::from_parts("GET", "https", "evil.example", "/", Vec::new());
-        let signed = proof(&other, &response, &sk);
-        let mut bad = r.clone();
-        bad.headers.extend(signed.pairs());
-        let e = evaluate(&agent(), &bad, &settings(), 60, NOW).unwrap_err();
+        let r = signed(&[1, 2, 3], &[Spec::by(1, NOW), elsewhere]);
+        let f = evaluate(&agent(), &r, &s, 60, NOW).unwrap();
+        assert_eq!(
+            proofs(&f),
+            statuses(&[(1, Valid), (2, Invalid), (3, Absent)])
+        );
+        assert!(f.skipped.is_empty());
+        // A proof created in the future (beyond the clock skew) is invalid.
+        let future = Spec {
+            created: NOW + 3600,
+            expires: NOW + 7200,
+            ..Spec::by(2, NOW)
+        };
+        let r = signed(&[1, 2], &[Spec::by(1, NOW), future]);
+        let f = evaluate(&agent(), &r, &s, 60, NOW).unwrap();
+        assert_eq!(proofs(&f), statuses(&[(1, Valid), (2, Invalid)]));
+        // Expired.
+        let expired = Spec {
+            created: NOW - 900,
+            expires: NOW - 600,
+            ..Spec::by(1, NOW)
+        };
+        let f = evaluate(&agent(), &signed(&[1], &[expired]), &s, 60, NOW).unwrap();
+        assert_eq!(proofs(&f), statuses(&[(1, Invalid)]));
+        // Two proofs by one key, one bad: the key's proof is invalid.
+        let bad = Spec {
+            authority: "evil.example",
+            ..Spec::by(1, NOW)
+        };
+        let r = signed(&[1], &[Spec::by(1, NOW), bad]);
+        assert_eq!(
+            proofs(&evaluate(&agent(), &r, &s, 60, NOW).unwrap()),
+            statuses(&[(1, Invalid)])
+        );
+        // The body does not match the Content-Digest: every signing key's proof is invalid.
+        let mut r = signed(&[1, 2], &[Spec::by(1, NOW)]);
+        r.body = build_key_set(&[jwk(2), jwk(1)]).unwrap().into_bytes();
+        assert_eq!(
+            proofs(&evaluate(&agent(), &r, &s, 60, NOW).unwrap()),
+            statuses(&[(2, Absent), (1, Invalid)])
+        );
+        // A proof by a key the directory does not list changes no listed key's status.
+        let r = signed(&[1], &[Spec::by(9, NOW)]);
+        assert_eq!(
+            proofs(&evaluate(&agent(), &r, &s, 60, NOW).unwrap()),
+            statuses(&[(1, Absent)])
+        );
+        // Signature fields that cannot be attributed to a key: no key counts as unsigned.
+        let mut r = signed(&[1, 2], &[Spec::by(1, NOW)]);
+        for (n, v) in &mut r.headers {
+            if n == "signature-input" {
+                *v = "(((".into();
+            }
+        }
+        assert_eq!(
+            proofs(&evaluate(&agent(), &r, &s, 60, NOW).unwrap()),
+            statuses(&[(1, Invalid), (2, Invalid)])
+        );
+        let anonymous = Spec {
+            keyid: None,
+            ..Spec::by(1, NOW)
+        };
+        let r = signed(&[1, 2], &[Spec::by(2, NOW), anonymous]);
+        assert_eq!(
+            proofs(&evaluate(&agent(), &r, &s, 60, NOW).unwrap()),
+            statuses(&[(1, Invalid), (2, Valid)])
+        );
+    }
+
+    #[test]
+    fn require_proof_uses_only_proven_keys() {
+        let s = DirectorySettings {
+            require_proof: true,
+            ..settings()
+        };
+        let elsewhere = Spec {
+            authority: "evil.example",
+            ..Spec::by(2, NOW)
+        };
+        let r = signed(&[1, 2, 3], &[Spec::by(1, NOW), elsewhere]);
+        let f = evaluate(&agent(), &r, &s, 60, NOW).unwrap();
+        assert_eq!(proofs(&f), statuses(&[(1, Proof::Valid)]));
+        assert_eq!(
+            f.skipped,
+            vec![
+                Skipped::Unproven {
+                    thumbprint: thumbprint(2),
+                    proof: Proof::Invalid,
+                },
+                Skipped::Unproven {
+                    thumbprint: thumbprint(3),
+                    proof: Proof::Absent,
+                },
+            ]
+        );
+        // Unusable keys are skipped too, and counted with them.
+        let body = format!(r#"{{"keys":[{{"kty":"XYZ"}},{}]}}"#, jwk(1).to_json());
+        let mut r = ok_response(&body);
+        r.headers
+            .push(("content-digest".into(), content_digest(body.as_bytes())));
+        let proofs_1 = proof_headers(&r.headers, &[Spec::by(1, NOW)]);
+        r.headers.extend(proofs_1);
+        let f = evaluate(&agent(), &r, &s, 60, NOW).unwrap();
+        assert_eq!(proofs(&f), statuses(&[(1, Proof::Valid)]));
+        assert_eq!(f.skipped.len(), 1);
+        // No proven key left: the fetch fails (and the cached keys stay).
+        let e = evaluate(&agent(), &signed(&[1, 2], &[]), &s, 60, NOW).unwrap_err();
         assert_eq!(e.kind, FailureKind::BadProof);
+        let future = Spec {
+            created: NOW + 3600,
+            expires: NOW + 7200,
+            ..Spec::by(1, NOW)
+        };
+        let e = evaluate(&agent(), &signed(&[1], &[future]), &s, 60, NOW).unwrap_err();
+        assert_eq!(e.kind, FailureKind::BadProof);
+        assert!(e.detail.contains("created in the future"), "{}", e.detail);
+        // An empty set needs no proof: the agent lists no keys.
+        let f = evaluate(&agent(), &ok_response(r#"{"keys":[]}"#), &s, 60, NOW).unwrap();
+        assert!(f.keys.is_empty());
+    }
+
+    #[test]
+    fn a_key_set_url_keeps_its_query_when_fetched() {
+        let cfg = Config::from_json(
+            br#"{"agents":[{"name":"j","url":"https://J.example/keys.json?v=2#x","type":"jwks_uri","cluster":"dir"}]}"#,
+        )
+        .unwrap();
+        let agent = &cfg.agents[0];
+        assert_eq!(agent.url, "https://j.example/keys.json");
+        let r = fetch_request(agent, &settings()).unwrap();
+        assert!(r
+            .headers
+            .contains(&(":path".into(), "/keys.json?v=2".into())));
+        assert!(r
+            .headers
+            .contains(&(":authority".into(), "j.example".into())));
     }
 
     #[test]

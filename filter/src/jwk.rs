@@ -36,6 +36,8 @@ pub enum JwkError {
     PrivateKey,
     BadKey(&'static str),
     WrongUse(String),
+    /// `alg` names an algorithm this key cannot be used with (or not a signature algorithm).
+    WrongAlg(String),
 }
 
 impl fmt::Display for JwkError {
@@ -51,6 +53,7 @@ impl fmt::Display for JwkError {
             ),
             Self::BadKey(why) => write!(f, "invalid key: {why}"),
             Self::WrongUse(u) => write!(f, "the JWK is for use {u:?}, not signatures"),
+            Self::WrongAlg(a) => write!(f, "the JWK's alg {a:?} does not fit its key type"),
         }
     }
 }
@@ -183,9 +186,11 @@ impl Jwk {
         let thumbprint = self.thumbprint()?;
         let public = match (self.kty.as_str(), self.crv.as_deref()) {
             ("OKP", Some("Ed25519")) => {
+                // "ed25519" is the RFC 9421 algorithm name, seen in JWKs too. (Keys of other
+                // types never verify here, so their `alg` is not checked.)
                 if let Some(alg) = &self.alg {
-                    if alg != "EdDSA" && alg != "Ed25519" && alg != "ed25519" {
-                        return Err(JwkError::BadKey("alg does not match an Ed25519 key"));
+                    if !matches!(alg.as_str(), "EdDSA" | "Ed25519" | "ed25519") {
+                        return Err(JwkError::WrongAlg(alg.clone()));
                     }
                 }
                 let x = self.x.as_deref().unwrap_or_default();
@@ -361,6 +366,33 @@ mod tests {
                 r#"{{"kty":"OKP","crv":"Ed25519","x":"{TEST_X}","use":"enc"}}"#
             )),
             Err(JwkError::WrongUse("enc".into()))
+        );
+        // An Ed25519 x of the wrong length.
+        assert_eq!(
+            Key::from_jwk_json(
+                r#"{"kty":"OKP","crv":"Ed25519","x":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#
+            ),
+            Err(JwkError::BadKey("an Ed25519 key is 32 bytes"))
+        );
+    }
+
+    #[test]
+    fn alg_must_fit_the_key() {
+        let ed = |alg: &str| {
+            Key::from_jwk_json(&format!(
+                r#"{{"kty":"OKP","crv":"Ed25519","x":"{TEST_X}","alg":"{alg}"}}"#
+            ))
+        };
+        for ok in ["EdDSA", "Ed25519", "ed25519"] {
+            assert!(ed(ok).is_ok(), "{ok}");
+        }
+        for bad in ["RS256", "ES256", "HS256", "ECDH-ES", "none", ""] {
+            assert_eq!(ed(bad), Err(JwkError::WrongAlg(bad.into())), "{bad}");
+        }
+        // Keys this verifier cannot use are not checked further: they never verify.
+        assert!(
+            Key::from_jwk_json(r#"{"kty":"EC","crv":"P-256","x":"a","y":"b","alg":"EdDSA"}"#)
+                .is_ok()
         );
     }
 

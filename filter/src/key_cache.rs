@@ -3,11 +3,14 @@
 //! worker sees it); each VM keeps a decoded copy, re-read only when the entry's generation
 //! changes, so the request path never parses JSON or decodes keys.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::agent_url::AgentType;
 use crate::config::{AgentConfig, Config, DirectorySettings};
-use crate::fetch::{backoff, FetchFailure, Fetched};
+use crate::fetch::{backoff, FetchFailure, Fetched, FetchedKey, Proof};
 use crate::jwk::Key;
 use crate::keyring::{KeySource, Lookup};
 use crate::shared::{SharedStore, StoreError};
@@ -18,11 +21,18 @@ pub const ENTRY_PREFIX: &str = "wba.dir.";
 /// Compare-and-swap attempts before giving up on a write.
 const CAS_ATTEMPTS: usize = 16;
 
+/// A key of a shared entry: its public JWK JSON and its possession proof.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub jwk: String,
+    pub proof: Proof,
+}
+
 /// What every worker knows about one agent's fetched key set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DirectoryEntry {
-    /// The accepted keys, as public JWK JSON.
-    pub keys: Vec<String>,
+    /// The accepted keys, each with its possession proof.
+    pub keys: Vec<StoredKey>,
     /// A fetch has succeeded at least once.
     pub loaded: bool,
     /// Unix seconds of the last success.
@@ -37,22 +47,55 @@ pub struct DirectoryEntry {
     pub retry_at: i64,
     /// The last failure's kind token.
     pub last_failure: Option<String>,
-    /// Whether the last accepted response carried a valid possession proof.
-    pub proof: Option<String>,
     /// A worker is fetching until this (unix milliseconds).
     pub lease_until_ms: i64,
     /// Bumped by every write that changes keys or fetch state.
     pub generation: u64,
 }
 
-/// The shared-data key of an agent's entry: by cluster and URL, so plugins (listeners) that
-/// fetch the same agent through the same cluster share one entry.
-fn entry_key(agent: &AgentConfig) -> String {
-    format!(
-        "{ENTRY_PREFIX}{}|{}",
+/// The shared-data key of an agent's entry. Plugins (listeners) share an entry only when they
+/// would accept exactly the same key sets from the same fetch: the key is a digest of
+/// everything that shapes acceptance (the fetch: cluster, type, URL with its query; the
+/// bounds: every `directory` setting; and the clock skew that proofs are judged with).
+/// Otherwise a plugin with `max_keys: 2` would adopt the 30 keys another plugin accepted.
+pub fn entry_key(agent: &AgentConfig, settings: &DirectorySettings, clock_skew: i64) -> String {
+    // Destructured so that a new setting cannot be forgotten here.
+    let DirectorySettings {
+        timeout_ms,
+        max_bytes,
+        max_keys,
+        min_refresh_seconds,
+        max_cache_seconds,
+        negative_cache_seconds,
+        require_proof,
+    } = settings;
+    // Length-prefixed strings and fixed-width numbers: unambiguous whatever the strings hold.
+    let mut h = Sha256::new();
+    for part in [
+        "wba.dir.v2",
         agent.cluster.as_deref().unwrap_or_default(),
-        agent.url
-    )
+        agent.kind.name(),
+        &agent.url,
+        &agent.fetch_url,
+    ] {
+        h.update((part.len() as u64).to_le_bytes());
+        h.update(part.as_bytes());
+    }
+    for n in [
+        *timeout_ms,
+        *max_bytes,
+        *max_keys,
+        *min_refresh_seconds,
+        *max_cache_seconds,
+        *negative_cache_seconds,
+        u64::from(*require_proof),
+        clock_skew as u64,
+    ] {
+        h.update(n.to_le_bytes());
+    }
+    let digest = URL_SAFE_NO_PAD.encode(h.finalize());
+    // The URL only helps a human reading shared data; the digest is what keeps entries apart.
+    format!("{ENTRY_PREFIX}{}|{digest}", agent.url)
 }
 
 fn load(store: &dyn SharedStore, key: &str) -> (DirectoryEntry, Option<u32>) {
@@ -68,8 +111,13 @@ impl DirectoryEntry {
     /// JSON through `serde_json::Value` (already in the module for JWKs): a derive would add
     /// its own (de)serializer code to the Wasm module for this one struct.
     pub fn to_bytes(&self) -> Vec<u8> {
+        // Two arrays of strings (JWK JSON, proof token) rather than an object per key: less
+        // serializer code in the module.
+        let keys: Vec<&str> = self.keys.iter().map(|k| k.jwk.as_str()).collect();
+        let proofs: Vec<&str> = self.keys.iter().map(|k| k.proof.token()).collect();
         json!({
-            "keys": self.keys,
+            "keys": keys,
+            "proofs": proofs,
             "loaded": self.loaded,
             "fetched_at": self.fetched_at,
             "fresh_until": self.fresh_until,
@@ -77,7 +125,6 @@ impl DirectoryEntry {
             "failures": self.failures,
             "retry_at": self.retry_at,
             "last_failure": self.last_failure,
-            "proof": self.proof,
             "lease_until_ms": self.lease_until_ms,
             "generation": self.generation,
         })
@@ -92,13 +139,20 @@ impl DirectoryEntry {
         };
         let int = |k: &str| v.get(k).and_then(Value::as_i64).unwrap_or(0);
         let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let proofs = v.get("proofs").and_then(Value::as_array);
         DirectoryEntry {
             keys: v
                 .get("keys")
                 .and_then(Value::as_array)
                 .map(|a| {
                     a.iter()
-                        .filter_map(|k| k.as_str().map(str::to_string))
+                        .enumerate()
+                        .filter_map(|(i, jwk)| {
+                            Some(StoredKey {
+                                jwk: jwk.as_str()?.to_string(),
+                                proof: Proof::from_token(proofs?.get(i)?.as_str()?)?,
+                            })
+                        })
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -109,7 +163,6 @@ impl DirectoryEntry {
             failures: u32::try_from(int("failures")).unwrap_or(0),
             retry_at: int("retry_at"),
             last_failure: text("last_failure"),
-            proof: text("proof"),
             lease_until_ms: int("lease_until_ms"),
             generation: v.get("generation").and_then(Value::as_u64).unwrap_or(0),
         }
@@ -147,8 +200,8 @@ pub struct CachedAgent {
     pub config: AgentConfig,
     /// Where its entry lives in shared data.
     pub store_key: String,
-    /// Decoded keys of `entry` (empty until a fetch succeeded).
-    pub fetched: Vec<Key>,
+    /// Decoded keys of `entry`, with their proofs (empty until a fetch succeeded).
+    pub fetched: Vec<FetchedKey>,
     /// The shared entry as last read, without its key texts.
     pub entry: DirectoryEntry,
 }
@@ -192,7 +245,7 @@ impl KeyCache {
                 .iter()
                 .map(|a| CachedAgent {
                     config: a.clone(),
-                    store_key: entry_key(a),
+                    store_key: entry_key(a, &config.directory, config.policy.clock_skew_seconds),
                     fetched: Vec::new(),
                     entry: DirectoryEntry::default(),
                 })
@@ -211,11 +264,18 @@ impl KeyCache {
     }
 
     /// The possession-proof status (`valid`, `absent`, `invalid`) of the fetched key with this
-    /// thumbprint; `None` for pinned keys and unknown ones.
+    /// thumbprint, that key's own; `None` for pinned keys (which lookups find first) and
+    /// unknown ones.
     pub fn proof_of(&self, url: &str, thumbprint: &str) -> Option<&str> {
-        self.agent(url)
-            .filter(|a| a.fetched.iter().any(|k| k.thumbprint == thumbprint))
-            .and_then(|a| a.entry.proof.as_deref())
+        let agent = self.agent(url)?;
+        if agent.config.keys.iter().any(|k| k.thumbprint == thumbprint) {
+            return None;
+        }
+        agent
+            .fetched
+            .iter()
+            .find(|f| f.key.thumbprint == thumbprint)
+            .map(|f| f.proof.token())
     }
 
     pub fn agent(&self, url: &str) -> Option<&CachedAgent> {
@@ -373,14 +433,20 @@ impl KeyCache {
             e.generation = e.generation.wrapping_add(1);
             match result {
                 Ok(f) => {
-                    e.keys = f.keys.iter().map(|k| k.jwk.to_json()).collect();
+                    e.keys = f
+                        .keys
+                        .iter()
+                        .map(|k| StoredKey {
+                            jwk: k.key.jwk.to_json(),
+                            proof: k.proof,
+                        })
+                        .collect();
                     e.loaded = true;
                     e.fetched_at = now;
                     e.fresh_until = now.saturating_add(f.fresh_for);
                     e.failures = 0;
                     e.retry_at = 0;
                     e.last_failure = None;
-                    e.proof = Some(f.proof.token().to_string());
                 }
                 Err(fail) => {
                     e.failures = e.failures.saturating_add(1);
@@ -416,8 +482,17 @@ fn adopt(agent: &mut CachedAgent, mut entry: DirectoryEntry) -> bool {
         agent.fetched = entry
             .keys
             .iter()
-            .filter_map(|text| Key::from_jwk_json(text).ok())
-            .map(|k| old.iter().find(|o| **o == k).cloned().unwrap_or(k))
+            .filter_map(|stored| {
+                let key = Key::from_jwk_json(&stored.jwk).ok()?;
+                let key = old
+                    .iter()
+                    .find(|o| o.key == key)
+                    .map_or(key, |o| o.key.clone());
+                Some(FetchedKey {
+                    key,
+                    proof: stored.proof,
+                })
+            })
             .collect();
     }
     entry.keys = Vec::new();
@@ -439,7 +514,7 @@ impl KeySource for KeyCache {
             .config
             .keys
             .iter()
-            .chain(agent.fetched.iter())
+            .chain(agent.fetched.iter().map(|f| &f.key))
             .find(|k| k.thumbprint == keyid);
         match found {
             Some(key) => Lookup::Found {
@@ -457,7 +532,7 @@ impl KeySource for KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::{FailureKind, Proof};
+    use crate::fetch::FailureKind;
     use crate::jwk::{Jwk, PublicKey};
     use crate::shared::MemoryStore;
     use ed25519_dalek::SigningKey;
@@ -507,11 +582,7 @@ mod tests {
     }
 
     fn ok(keys: Vec<Key>) -> Result<Fetched, FetchFailure> {
-        Ok(Fetched {
-            keys,
-            fresh_for: 600,
-            proof: Proof::Absent,
-        })
+        Ok(Fetched::unproven(keys, 600))
     }
 
     fn failed(kind: FailureKind) -> Result<Fetched, FetchFailure> {
@@ -539,7 +610,16 @@ mod tests {
     #[test]
     fn entries_round_trip_through_shared_data_bytes() {
         let e = DirectoryEntry {
-            keys: vec![key(1).jwk.to_json()],
+            keys: vec![
+                StoredKey {
+                    jwk: key(1).jwk.to_json(),
+                    proof: Proof::Valid,
+                },
+                StoredKey {
+                    jwk: key(2).jwk.to_json(),
+                    proof: Proof::Invalid,
+                },
+            ],
             loaded: true,
             fetched_at: NOW,
             fresh_until: NOW + 600,
@@ -547,7 +627,6 @@ mod tests {
             failures: 3,
             retry_at: NOW + 4,
             last_failure: Some("status".into()),
-            proof: Some("valid".into()),
             lease_until_ms: NOW * 1000,
             generation: u64::MAX,
         };
@@ -752,5 +831,160 @@ mod tests {
             None
         );
         assert_eq!(c.due_for_refresh(NOW, |_| 0), vec![URL.to_string()]);
+    }
+
+    #[test]
+    fn proof_status_is_per_key() {
+        let s = DirectorySettings::default();
+        let mut store = prepared_store();
+        let mut c = KeyCache::new(&config());
+        let fetched = Fetched {
+            keys: vec![
+                FetchedKey {
+                    key: key(1),
+                    proof: Proof::Valid,
+                },
+                FetchedKey {
+                    key: key(2),
+                    proof: Proof::Invalid,
+                },
+                FetchedKey {
+                    key: key(3),
+                    proof: Proof::Absent,
+                },
+            ],
+            fresh_for: 600,
+            skipped: Vec::new(),
+        };
+        c.record(&mut store, URL, &Ok(fetched), &s, NOW);
+        // Another worker reads the statuses from shared data.
+        let mut other = KeyCache::new(&config());
+        assert!(other.sync(&store, URL));
+        for cache in [&c, &other] {
+            assert_eq!(cache.proof_of(URL, &key(1).thumbprint), Some("valid"));
+            assert_eq!(cache.proof_of(URL, &key(2).thumbprint), Some("invalid"));
+            assert_eq!(cache.proof_of(URL, &key(3).thumbprint), Some("absent"));
+            assert_eq!(cache.proof_of(URL, &key(4).thumbprint), None);
+            assert_eq!(
+                cache.proof_of("https://x.example", &key(1).thumbprint),
+                None
+            );
+        }
+        // A refresh that changes a key's status changes what is logged for it.
+        c.record(&mut store, URL, &ok(vec![key(1)]), &s, NOW + 600);
+        assert_eq!(c.proof_of(URL, &key(1).thumbprint), Some("absent"));
+        assert_eq!(c.proof_of(URL, &key(2).thumbprint), None);
+    }
+
+    #[test]
+    fn a_pinned_key_has_no_proof_status() {
+        let jwk = key(1).jwk.to_json();
+        let cfg = Config::from_json(
+            format!(
+                r#"{{"agents":[{{"name":"A","url":"https://agent.example","cluster":"dir","keys":[{jwk}]}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut store = MemoryStore::default();
+        let mut c = KeyCache::new(&cfg);
+        c.prepare(&mut store).unwrap();
+        c.record(
+            &mut store,
+            URL,
+            &ok(vec![key(1), key(2)]),
+            &DirectorySettings::default(),
+            NOW,
+        );
+        assert_eq!(c.proof_of(URL, &key(1).thumbprint), None);
+        assert_eq!(c.proof_of(URL, &key(2).thumbprint), Some("absent"));
+    }
+
+    fn store_key(plugin_config: &str) -> String {
+        let c = Config::from_json(plugin_config.as_bytes()).unwrap();
+        KeyCache::new(&c).agents[0].store_key.clone()
+    }
+
+    #[test]
+    fn entries_are_keyed_by_everything_that_shapes_acceptance() {
+        let with = |agent: &str, rest: &str| {
+            store_key(&format!(
+                r#"{{"agents":[{{"name":"A","cluster":"dir",{agent}}}]{rest}}}"#
+            ))
+        };
+        let dir = r#""url":"https://agent.example""#;
+        let base = with(dir, "");
+        assert!(base.starts_with("wba.dir.https://agent.example|"), "{base}");
+        // The same acceptance: the same entry, whatever else differs.
+        for same in [
+            with(dir, r#","directory":{"max_keys":32}"#),
+            with(r#""url":"https://Agent.Example:443/""#, ""),
+            with(dir, r#","mode":"observe","max_validity_seconds":5"#),
+            store_key(
+                r#"{"agents":[{"name":"renamed","cluster":"dir","url":"https://agent.example"}]}"#,
+            ),
+        ] {
+            assert_eq!(same, base);
+        }
+        let mut seen = vec![base];
+        for different in [
+            with(dir, r#","directory":{"max_keys":2}"#),
+            with(dir, r#","directory":{"max_bytes":1000}"#),
+            with(dir, r#","directory":{"require_proof":true}"#),
+            with(dir, r#","directory":{"timeout_ms":100}"#),
+            with(dir, r#","directory":{"min_refresh_seconds":1}"#),
+            with(dir, r#","directory":{"max_cache_seconds":600}"#),
+            with(dir, r#","directory":{"negative_cache_seconds":1}"#),
+            with(dir, r#","clock_skew_seconds":5"#),
+            store_key(
+                r#"{"agents":[{"name":"A","cluster":"other","url":"https://agent.example"}]}"#,
+            ),
+            with(r#""url":"https://agent.example:8443""#, ""),
+            with(
+                r#""url":"https://agent.example/keys","type":"jwks_uri""#,
+                "",
+            ),
+            with(
+                r#""url":"https://agent.example/keys?v=2","type":"jwks_uri""#,
+                "",
+            ),
+            with(r#""url":"https://agent.example/keys","type":"cimd""#, ""),
+        ] {
+            assert!(!seen.contains(&different), "{different}");
+            seen.push(different);
+        }
+        // The query is part of the fetch, not of the identity.
+        assert!(seen[seen.len() - 2].starts_with("wba.dir.https://agent.example/keys|"));
+    }
+
+    #[test]
+    fn plugins_with_different_bounds_do_not_adopt_each_others_sets() {
+        let s = DirectorySettings::default();
+        let loose = config();
+        let strict = Config::from_json(
+            br#"{"directory":{"max_keys":1},"agents":[{"name":"A","url":"https://agent.example","cluster":"dir"}]}"#,
+        )
+        .unwrap();
+        let mut store = MemoryStore::default();
+        let mut a = KeyCache::new(&loose);
+        let mut b = KeyCache::new(&strict);
+        a.prepare(&mut store).unwrap();
+        b.prepare(&mut store).unwrap();
+        assert_eq!(store.len(), 2, "one entry per acceptance");
+        a.record(&mut store, URL, &ok(vec![key(1), key(2)]), &s, NOW);
+        assert!(!b.sync(&store, URL));
+        assert!(matches!(
+            b.lookup(AgentType::Directory, URL, &key(1).thumbprint),
+            Lookup::Unavailable
+        ));
+        // And each claims its own fetch.
+        assert_eq!(a.claim(&mut store, URL, NOW + 600, 0, 2500), Claim::Claimed);
+        assert_eq!(b.claim(&mut store, URL, NOW + 600, 0, 2500), Claim::Claimed);
+        // The same configuration in another plugin shares the entry.
+        let mut a2 = KeyCache::new(&loose);
+        a2.prepare(&mut store).unwrap();
+        assert_eq!(store.len(), 2);
+        assert!(a2.sync(&store, URL));
+        assert!(found(&a2, 2));
     }
 }

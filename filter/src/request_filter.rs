@@ -353,7 +353,7 @@ pub fn request_from_headers(headers: &[(String, String)], prefix: &str) -> HttpR
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::{Fetched, Proof};
+    use crate::fetch::Fetched;
     use crate::host::RecordingHost;
     use crate::jwk::Jwk;
     use crate::plan::Rejection;
@@ -752,11 +752,7 @@ mod tests {
         let key = Jwk::from_ed25519(SigningKey::from_bytes(&[5; 32]).verifying_key().as_bytes())
             .to_key()
             .expect("key");
-        let fetched = Ok(Fetched {
-            keys: vec![key],
-            fresh_for: 600,
-            proof: Proof::Absent,
-        });
+        let fetched = Ok(Fetched::unproven(vec![key], 600));
         cache.record(store, "https://a.example", &fetched, &c.directory, NOW);
     }
 

@@ -15,12 +15,12 @@ use proptest::sample::select;
 use serde_json::Value;
 
 use common::{public, signing_key};
-use wba_filter::agent_url::{normalize_agent_url, AgentType};
+use wba_filter::agent_url::{fetch_target, fetch_url, normalize_agent_url, AgentType};
 use wba_filter::base::{component_lines, signature_base, Message};
 use wba_filter::component::Component;
 use wba_filter::config::Config;
 use wba_filter::directory::{parse_key_set, verify_directory_response};
-use wba_filter::fetch::{FailureKind, FetchFailure, Fetched, Proof};
+use wba_filter::fetch::{evaluate, FailureKind, FetchFailure, FetchResponse, Fetched};
 use wba_filter::host::RecordingHost;
 use wba_filter::jwk::{Jwk, Key};
 use wba_filter::key_cache::KeyCache;
@@ -1183,6 +1183,14 @@ proptest! {
     ) {
         let _ = normalize_agent_url(kind, &s);
         let _ = normalize_agent_url(kind, &format!("https://{s}"));
+        // The fetch URL keeps the query, and its target is always one a request can carry.
+        let _ = fetch_url(kind, &s);
+        if let Ok(u) = fetch_url(kind, &format!("https://{s}")) {
+            let (authority, path) = fetch_target(kind, &u);
+            prop_assert!(path.starts_with('/'), "{path:?}");
+            prop_assert!(path.bytes().all(|b| b.is_ascii_graphic()), "{path:?}");
+            prop_assert!(!authority.is_empty());
+        }
     }
 }
 
@@ -1303,6 +1311,42 @@ proptest! {
         let response = HttpResponse { status, headers: req.headers.clone() };
         let _ = verify_directory_response(&req, &response, &body, &[test_key(), public(1)], now, skew);
     }
+
+    /// A whole fetch response judged, with arbitrary fields (signature fields among them) and
+    /// a body that is sometimes a key set, with or without `require_proof`.
+    #[test]
+    fn fetch_evaluation_never_panics(
+        req in request(),
+        body in prop_oneof![json_text(), lossy()],
+        kind in select(vec!["directory", "jwks_uri"]),
+        require_proof in any::<bool>(),
+        max_keys in 1..4u64,
+        now in now(),
+        skew in any::<i64>(),
+    ) {
+        let url = if kind == "directory" { "https://agent.example" } else { "https://agent.example/k?v=1" };
+        let cfg = Config::from_json(
+            format!(
+                r#"{{"directory":{{"require_proof":{require_proof},"max_keys":{max_keys}}},"agents":[{{"name":"a","type":"{kind}","url":"{url}","cluster":"c"}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let mut headers = req.headers.clone();
+        headers.push((
+            "content-type".into(),
+            if kind == "directory" {
+                "application/http-message-signatures-directory+json".into()
+            } else {
+                "application/json".into()
+            },
+        ));
+        let response = FetchResponse { status: Some(200), headers, body: body.into_bytes(), too_large: false };
+        if let Ok(f) = evaluate(&cfg.agents[0], &response, &cfg.directory, skew, now) {
+            prop_assert!(f.keys.len() <= max_keys as usize);
+            prop_assert!(!require_proof || f.keys.iter().all(|k| k.proof == wba_filter::fetch::Proof::Valid));
+        }
+    }
 }
 
 proptest! {
@@ -1371,7 +1415,7 @@ proptest! {
         let replay = ReplayTable::open(&mut store, config.replay_capacity, [3; 32]).unwrap();
         if let Some((ok, fresh_for, retry_after, at)) = fetch {
             let result = if ok {
-                Ok(Fetched { keys: vec![public(1), test_key()], fresh_for, proof: Proof::Absent })
+                Ok(Fetched::unproven(vec![public(1), test_key()], fresh_for))
             } else {
                 Err(FetchFailure { kind: FailureKind::Status, detail: "500".into(), retry_after })
             };

@@ -7,7 +7,7 @@ use wasm_bindgen_test::wasm_bindgen_test as test;
 use serde_json::Value;
 use wba_filter::agent_url::AgentType;
 use wba_filter::base::{signature_base, Message};
-use wba_filter::directory::{parse_key_set, verify_directory_response, ProofError};
+use wba_filter::directory::{parse_key_set, verify_directory_response, ProofCheck, ProofError};
 use wba_filter::jwk::Key;
 use wba_filter::keyring::KeyRing;
 use wba_filter::policy::Policy;
@@ -252,6 +252,17 @@ fn directory_parts() -> (HttpRequest, HttpResponse, Vec<u8>, i64, String) {
     )
 }
 
+/// The thumbprint of the key that signs the `directory_response` vector.
+const VECTOR_KEY: &str = "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U";
+
+/// The vector's one proof (it names [`VECTOR_KEY`]) with this result.
+fn proof(result: Result<(), ProofError>) -> ProofCheck {
+    ProofCheck {
+        keyid: Some(VECTOR_KEY.into()),
+        result,
+    }
+}
+
 #[test]
 fn directory_response_possession_proof() {
     let (req, resp, body, now, expected_base) = directory_parts();
@@ -265,42 +276,40 @@ fn directory_response_possession_proof() {
     )
     .unwrap();
     assert_eq!(base, expected_base);
-    let keys = parse_key_set(&body, AgentType::Directory, 32).unwrap();
+    let keys = parse_key_set(&body, AgentType::Directory, 32).unwrap().keys;
     assert_eq!(
         verify_directory_response(&req, &resp, &body, &keys, now, 60),
-        vec![Ok("poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U".to_string())]
+        vec![proof(Ok(()))]
     );
 }
 
 #[test]
 fn directory_response_proof_failures() {
     let (req, resp, body, now, _) = directory_parts();
-    let keys = parse_key_set(&body, AgentType::Directory, 32).unwrap();
+    let keys = parse_key_set(&body, AgentType::Directory, 32).unwrap().keys;
     // One byte of the body changed: the content-digest no longer matches.
     let mut tampered = body.clone();
     tampered[2] = b'K';
     assert_eq!(
         verify_directory_response(&req, &resp, &tampered, &keys, now, 60),
-        vec![Err(ProofError::DigestMismatch)]
+        vec![proof(Err(ProofError::DigestMismatch))]
     );
     // A verifier clock an hour before created: the proof is created in the future.
     assert_eq!(
         verify_directory_response(&req, &resp, &body, &keys, now - 3600, 60),
-        vec![Err(ProofError::CreatedInFuture)]
+        vec![proof(Err(ProofError::CreatedInFuture))]
     );
     // Another authority: the signature no longer matches.
     let mut other = req.clone();
     other.authority = "other.test".into();
     assert_eq!(
         verify_directory_response(&other, &resp, &body, &keys, now, 60),
-        vec![Err(ProofError::BadSignature)]
+        vec![proof(Err(ProofError::BadSignature))]
     );
     // A directory that does not list the signing key.
     assert_eq!(
         verify_directory_response(&req, &resp, &body, &[], now, 60),
-        vec![Err(ProofError::UnknownKey(
-            "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U".into()
-        ))]
+        vec![proof(Err(ProofError::UnknownKey(VECTOR_KEY.into())))]
     );
 }
 

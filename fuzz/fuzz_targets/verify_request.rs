@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use wba_filter::config::{Config, Mode};
-use wba_filter::fetch::{FailureKind, FetchFailure, Fetched, Proof};
+use wba_filter::fetch::{FailureKind, FetchFailure, Fetched};
 use wba_filter::host::RecordingHost;
 use wba_filter::jwk::Key;
 use wba_filter::key_cache::KeyCache;
@@ -82,11 +82,7 @@ fuzz_target!(|data: &[u8]| {
             ("max", Some(n)) => config.policy.max_signatures = usize::try_from(n).unwrap_or(0),
             ("fetched", Some(n)) => {
                 fetch = test_key().map(|key| {
-                    Ok(Fetched {
-                        keys: vec![key],
-                        fresh_for: n,
-                        proof: Proof::Absent,
-                    })
+                    Ok(Fetched::unproven(vec![key], n))
                 })
             }
             ("fetch-failed", n) => {

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _};
 use wba_filter::agent_url::AgentType;
-use wba_filter::directory::{build_key_set, parse_key_set};
-use wba_filter::jwk::{Jwk, Key};
+use wba_filter::directory::{build_key_set, parse_key_set, KeySet};
+use wba_filter::jwk::Jwk;
 
 use crate::keyfile::LoadedKey;
 
@@ -32,8 +32,9 @@ pub fn directory_json(keys: &[LoadedKey]) -> anyhow::Result<String> {
     Ok(build_key_set(&jwks)?)
 }
 
-/// Reads a directory file (a JWK Set) and checks it with the core as a verifier would.
-pub fn load_directory_file(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<Key>)> {
+/// Reads a directory file (a JWK Set) and checks it with the core as a verifier would: the
+/// keys a verifier would use, and the entries it would skip.
+pub fn load_directory_file(path: &Path) -> anyhow::Result<(Vec<u8>, KeySet)> {
     let body = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let keys = parse_key_set(&body, AgentType::Directory, MAX_KEYS).with_context(|| {
         format!(
@@ -56,7 +57,9 @@ mod tests {
         let pem = parse_key(Path::new("b"), &crate::keyfile::private_pem(&sk).unwrap()).unwrap();
         let body = directory_json(&[private, pem]).unwrap();
         assert!(!body.contains("\"d\""), "{body}");
-        let keys = parse_key_set(body.as_bytes(), AgentType::Directory, 8).unwrap();
+        let keys = parse_key_set(body.as_bytes(), AgentType::Directory, 8)
+            .unwrap()
+            .keys;
         assert_eq!(keys.len(), 1);
         assert_eq!(
             keys[0].jwk.kid.as_deref(),

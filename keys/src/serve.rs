@@ -61,8 +61,8 @@ impl ServeConfig {
         }
     }
 
-    /// Startup warnings: a directory file that a verifier would refuse, or signing keys it does
-    /// not list.
+    /// Startup warnings: a directory file that a verifier would refuse, keys in it that a
+    /// verifier would skip, or signing keys it does not list.
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         let body = match self.body() {
@@ -74,11 +74,14 @@ impl ServeConfig {
                 "the directory would be refused by a verifier: {e} (served anyway)"
             )),
             Ok(listed) => {
+                for s in &listed.skipped {
+                    w.push(format!("{s}: a verifier would skip this key"));
+                }
                 for k in &self.keys {
                     let tp = Jwk::from_ed25519(k.verifying_key().as_bytes())
                         .thumbprint()
                         .unwrap_or_default();
-                    if !listed.iter().any(|l| l.thumbprint == tp) {
+                    if !listed.keys.iter().any(|l| l.thumbprint == tp) {
                         w.push(format!(
                             "signing key {tp} is not listed in the directory: its proof will not verify"
                         ));
@@ -398,16 +401,37 @@ mod tests {
             status: 200,
             headers: r.headers.clone(),
         };
-        let listed = parse_key_set(&r.body, AgentType::Directory, 8).unwrap();
+        let listed = parse_key_set(&r.body, AgentType::Directory, 8)
+            .unwrap()
+            .keys;
         let request =
             HttpRequest::from_parts("GET", "https", "agent.example", DIRECTORY_PATH, vec![]);
         let results = verify_directory_response(&request, &resp, &r.body, &listed, 1010, 60);
         assert_eq!(results.len(), 2);
-        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert!(results.iter().all(|c| c.result.is_ok()), "{results:?}");
         // Bound to the authority it was fetched from.
         let other = HttpRequest::from_parts("GET", "https", "evil.example", DIRECTORY_PATH, vec![]);
         let results = verify_directory_response(&other, &resp, &r.body, &listed, 1010, 60);
-        assert!(results.iter().all(Result::is_err));
+        assert!(results.iter().all(|c| c.result.is_err()));
+    }
+
+    #[test]
+    fn warns_about_keys_a_verifier_would_skip() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("directory.json");
+        let sk = SigningKey::from_bytes(&[1; 32]);
+        let good = Jwk::from_ed25519(sk.verifying_key().as_bytes()).to_json();
+        std::fs::write(
+            &file,
+            format!(r#"{{"keys":[{good},{{"kty":"OKP","crv":"Ed25519","x":"AAAA"}}]}}"#),
+        )
+        .unwrap();
+        let mut c = cfg(vec![sk]);
+        c.directory_file = Some(file);
+        assert_eq!(
+            c.warnings(),
+            vec!["key 1: invalid key: an Ed25519 key is 32 bytes: a verifier would skip this key"]
+        );
     }
 
     #[test]

@@ -213,6 +213,7 @@ fn directory_lists_public_keys_with_thumbprint_kids() {
     assert_eq!(
         parse_key_set(out.trim().as_bytes(), AgentType::Directory, 32)
             .unwrap()
+            .keys
             .len(),
         2
     );
@@ -269,8 +270,11 @@ fn proofs(
         status: 200,
         headers: hs.to_vec(),
     };
-    let listed = parse_key_set(body, AgentType::Directory, 32).unwrap();
+    let listed = parse_key_set(body, AgentType::Directory, 32).unwrap().keys;
     verify_directory_response(&request, &response, body, &listed, now(), 60)
+        .into_iter()
+        .map(|c| c.result.map(|()| c.keyid.unwrap_or_default()))
+        .collect()
 }
 
 #[test]

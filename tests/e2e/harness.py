@@ -527,16 +527,24 @@ class DirectoryServer(LoopbackServer):
 
     `behaviour[host]` is one of: ok, status:<code>, redirect, slow:<seconds>, oversized,
     wrong_type, malformed, too_many, kid_mismatch, odd_header (ok, plus a header whose value
-    has bytes 0x80-0xFF, as HTTP/1.1 allows). `keys[host]` lists the `Key`s served.
-    Every fetch is counted in `fetches[host]`. With `sign=True`, responses carry a
-    possession proof per key (tag="http-message-signatures-directory").
+    has bytes 0x80-0xFF, as HTTP/1.1 allows). `keys[host]` lists the `Key`s served, and
+    `extra[host]` raw JWK entries listed after them (say, unusable ones). Every fetch is counted
+    in `fetches[host]` and its request target (path and query) kept in `paths[host]`.
+    With `sign=True`, responses carry a possession proof per key
+    (tag="http-message-signatures-directory"); `proofs[host][thumbprint]` changes one key's:
+    `valid` (the default), `none` (no proof), `bad` (signed for another authority),
+    `future` (created an hour from now), `expired`.
+    The JWK Set at `jwks_path` (type: jwks_uri) is served whatever the query.
     """
 
     def __init__(self, sign=True, max_age=300, jwks_path="/jwks.json"):
         self.jwks_path = jwks_path
         self.keys = {}
+        self.extra = {}
+        self.proofs = {}
         self.behaviour = {}
         self.fetches = {}
+        self.paths = {}
         self.sign = sign
         self.max_age = max_age
         self.lock = threading.Lock()
@@ -547,13 +555,17 @@ class DirectoryServer(LoopbackServer):
                 host = (self.headers.get("Host") or "").lower()
                 with outer.lock:
                     outer.fetches[host] = outer.fetches.get(host, 0) + 1
+                    outer.paths.setdefault(host, []).append(self.path)
                     mode = outer.behaviour.get(host, "ok")
                     keys = list(outer.keys.get(host, []))
-                if self.path == outer.jwks_path:  # a plain JWK Set (type: jwks_uri)
-                    jwks = [dict(k.jwk, kid=f"label-{i}") for i, k in enumerate(keys)]
+                    extra = [dict(e) for e in outer.extra.get(host, [])]
+                    proofs = dict(outer.proofs.get(host, {}))
+                path = self.path.split("?", 1)[0]
+                if path == outer.jwks_path:  # a plain JWK Set (type: jwks_uri)
+                    jwks = [dict(k.jwk, kid=f"label-{i}") for i, k in enumerate(keys)] + extra
                     return self._send(200, json.dumps({"keys": jwks}).encode(), "application/json",
                                       [("Cache-Control", f"max-age={outer.max_age}")])
-                if self.path != DIRECTORY_PATH:
+                if path != DIRECTORY_PATH:
                     return self._send(404, b"not found", "text/plain")
                 if mode.startswith("slow:"):
                     time.sleep(float(mode.split(":")[1]))
@@ -562,7 +574,7 @@ class DirectoryServer(LoopbackServer):
                     return self._send(int(mode.split(":")[1]), b"{}", "application/json")
                 if mode == "redirect":
                     return self._send(301, b"", "text/plain", [("Location", "https://elsewhere.example/")])
-                jwks = [dict(k.jwk, kid=k.thumbprint) for k in keys]
+                jwks = [dict(k.jwk, kid=k.thumbprint) for k in keys] + extra
                 if mode == "too_many":
                     jwks = [dict(Key().jwk) for _ in range(40)]
                 if mode == "kid_mismatch":
@@ -573,12 +585,12 @@ class DirectoryServer(LoopbackServer):
                 if mode == "oversized":
                     body = json.dumps({"keys": jwks, "padding": "x" * 100_000}).encode()
                 media = "application/json" if mode == "wrong_type" else DIRECTORY_MEDIA_TYPE
-                extra = [("Cache-Control", f"max-age={outer.max_age}")]
+                extra_headers = [("Cache-Control", f"max-age={outer.max_age}")]
                 if mode == "odd_header":
-                    extra.append(("X-Note", "caf\xe9 \xff"))  # sent as those bytes (latin-1)
+                    extra_headers.append(("X-Note", "caf\xe9 \xff"))  # sent as those bytes (latin-1)
                 if outer.sign and mode in ("ok", "odd_header"):
-                    extra += directory_proof(keys, host, body)
-                self._send(200, body, media, extra)
+                    extra_headers += directory_proof(keys, host, body, proofs)
+                self._send(200, body, media, extra_headers)
 
         self._listen(Handler)
 
@@ -586,22 +598,38 @@ class DirectoryServer(LoopbackServer):
         with self.lock:
             return self.fetches.get(host, 0)
 
+    def seen_paths(self, host):
+        with self.lock:
+            return list(self.paths.get(host, []))
 
-def directory_proof(keys, authority, body):
-    """Response signatures proving possession of each key (Web Bot Auth directory, section 5)."""
+
+def directory_proof(keys, authority, body, modes=None):
+    """Response signatures proving possession of each key (Web Bot Auth directory, section 5).
+
+    `modes` maps a thumbprint to how its proof goes wrong (see `DirectoryServer`)."""
     digest = "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
     now = int(time.time())
     inputs, sigs = [], []
-    for i, k in enumerate(keys):
-        label = f"sig{i + 1}"
+    for k in keys:
+        mode = (modes or {}).get(k.thumbprint, "valid")
+        if mode == "none":
+            continue
+        created, expires, signed_for = now, now + 300, authority
+        if mode == "future":
+            created, expires = now + 3600, now + 3900
+        elif mode == "expired":
+            created, expires = now - 3600, now - 3300
+        elif mode == "bad":
+            signed_for = "evil.example"
+        label = f"sig{len(inputs) + 1}"
         params = (
-            f'("@authority";req "content-digest");created={now};expires={now + 300};'
+            f'("@authority";req "content-digest");created={created};expires={expires};'
             f'keyid="{k.thumbprint}";tag="http-message-signatures-directory"'
         )
-        base = f'"@authority";req: {authority}\n"content-digest": {digest}\n"@signature-params": {params}'
+        base = f'"@authority";req: {signed_for}\n"content-digest": {digest}\n"@signature-params": {params}'
         inputs.append(f"{label}={params}")
         sigs.append(f"{label}=:{base64.b64encode(k.sign(base.encode())).decode()}:")
-    if not keys:
+    if not inputs:
         return [("Content-Digest", digest)]
     return [("Content-Digest", digest), ("Signature-Input", ", ".join(inputs)), ("Signature", ", ".join(sigs))]
 

@@ -335,7 +335,16 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .to_http_request(&scheme, url.as_deref(), &method)
                 .with_context(|| format!("cannot read the request in {request}"))?;
             let keys: Vec<Key> = match &directory {
-                Some(d) => directory::load_directory_file(d)?.1,
+                Some(d) => {
+                    let set = directory::load_directory_file(d)?.1;
+                    for s in &set.skipped {
+                        eprintln!(
+                            "warning: {}: {s}: a verifier would skip this key",
+                            d.display()
+                        );
+                    }
+                    set.keys
+                }
                 None => load_all(&key)?
                     .iter()
                     .map(|k| {
