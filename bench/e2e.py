@@ -11,6 +11,11 @@ Scenarios, each with a fresh Envoy (and service) and run `--repeats` times, inte
 
   envoy/unsigned, envoy/signed     Envoy without the filter (the baselines)
   wasm/unsigned, wasm/signed       the filter (dist/web_bot_auth.wasm)
+  hold/unsigned, hold/signed       the filter followed by its hold companion (as shipped)
+  hold/body                        that pair, POST with a 1 KiB body, the signature covering
+                                   Content-Digest (held, hashed, checked, then forwarded)
+  old/unsigned, old/signed         with --old-wasm: an earlier build of the filter, alone (the
+                                   regression check of a change, measured in the same run)
   authz/unsigned, authz/signed     envoy.filters.http.ext_authz + the wba-authz HTTP service
 
 Signed runs use `mode: require`, so a request the verifier did not verify is a 403 and shows in
@@ -26,6 +31,8 @@ Writes JSON (all runs, medians) to `--out`.
 """
 
 import argparse
+import base64
+import hashlib
 import json
 import os
 import re
@@ -52,20 +59,32 @@ LUA = ROOT / "bench" / "wrk" / "corpus.lua"
 # ---------------------------------------------------------------------------- corpus
 
 
-def write_corpus(path, key, n, signed):
-    """`n` requests, one a line: path, then headers, tab-separated."""
+BODY = json.dumps({"order": {"items": [{"sku": f"sku-{i}", "qty": 1} for i in range(28)]}})
+
+
+def write_corpus(path, key, n, signed, body=False):
+    """`n` requests, one a line: path, then headers, tab-separated; with `body`, a POST whose
+    signature covers the body's Content-Digest, the body last (`body:<text>`)."""
+    digest = "sha-256=:" + base64.b64encode(hashlib.sha256(BODY.encode()).digest()).decode() + ":"
     with open(path, "w") as f:
         for i in range(n):
             p = f"/items/{i}?ref=bench"
             line = [p, "User-Agent: ExampleBot/1.0 (+https://agent.bench.example/bot)",
                     "Accept: text/html"]
+            components = ("@authority", "@method", "@path", "signature-agent")
+            if body:
+                line[0] = "POST " + p
+                line += ["Content-Type: application/json", f"Content-Digest: {digest}"]
+                components += ("content-digest",)
             if signed:
                 s = harness.sign(
-                    key, "GET", AUTHORITY, p, agent=AGENT,
-                    components=("@authority", "@method", "@path", "signature-agent"),
+                    key, "POST" if body else "GET", AUTHORITY, p, agent=AGENT,
+                    headers={"Content-Digest": digest}, components=components,
                     validity=3600, nonce=secrets.token_urlsafe(16), alg="ed25519",
                 )
                 line += [f"{k}: {v}" for k, v in s.headers.items()]
+            if body:
+                line.append("body:" + BODY)
             f.write("\t".join(line) + "\n")
 
 
@@ -112,9 +131,12 @@ def ext_authz_filter():
 def config_for(kind, key, mode, authz_port=None, wasm=None):
     if kind == "envoy":
         return bootstrap.bootstrap([direct_listener([])], [])
-    if kind == "wasm":
+    if kind in ("wasm", "old"):
         return bootstrap.bootstrap(
             [direct_listener([bootstrap.wasm_filter(wasm, plugin_config(key, mode))])], [])
+    if kind == "hold":
+        return bootstrap.bootstrap(
+            [direct_listener(bootstrap.wasm_filters(wasm, plugin_config(key, mode)))], [])
     if kind == "authz":
         return bootstrap.bootstrap(
             [direct_listener([ext_authz_filter()])],
@@ -213,13 +235,14 @@ def load_average():
 
 
 def run(kind, traffic, args, key, corpora, workdir):
-    signed = traffic == "signed"
+    signed = traffic in ("signed", "body")
     mode = "require" if signed else "enforce"
     corpus, size = corpora[traffic]
     authz = None
     if kind == "authz":
         authz = Authz(args.authz, plugin_config(key, mode), args.authz_threads, workdir)
-    cfg = config_for(kind, key, mode, authz_port=authz and authz.port, wasm=args.wasm)
+    wasm = args.old_wasm if kind == "old" else args.wasm
+    cfg = config_for(kind, key, mode, authz_port=authz and authz.port, wasm=wasm)
     envoy = harness.Envoy(cfg, concurrency=1, log_level="warning", workdir=workdir)
     try:
         envoy.start()
@@ -247,7 +270,8 @@ def run(kind, traffic, args, key, corpora, workdir):
             raise RuntimeError(f"wrk failed: {stdout}")
         r = json.loads(out.read_text())
         n = r["requests"]
-        stats = envoy.stats("wasmcustom.web_bot_auth.outcome") if kind == "wasm" else {}
+        filtered = kind in ("wasm", "hold", "old")
+        stats = envoy.stats("wasmcustom.web_bot_auth.outcome") if filtered else {}
         authz_stats = envoy.stats("http.bench.ext_authz") if kind == "authz" else {}
         result = {
             "kind": kind, "traffic": traffic, "mode": mode,
@@ -273,7 +297,7 @@ def run(kind, traffic, args, key, corpora, workdir):
             problems.append(f"errors {r['errors']}")
         if r["wrapped"] and signed and kind != "envoy":
             problems.append("corpus exhausted: signatures were replayed")
-        if kind == "wasm":
+        if filtered:
             want = "verified" if signed else "unsigned"
             got = stats.get(f"wasmcustom.web_bot_auth.outcome.{want}", 0)
             if got < n:
@@ -303,19 +327,24 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--signed-corpus", type=int, default=300_000)
+    ap.add_argument("--old-wasm", help="an earlier build: adds old/unsigned and old/signed")
     ap.add_argument("--scenarios", default="envoy/unsigned,envoy/signed,wasm/unsigned,"
-                    "wasm/signed,authz/unsigned,authz/signed")
+                    "wasm/signed,hold/unsigned,hold/signed,hold/body,authz/unsigned,authz/signed")
     args = ap.parse_args()
     scenarios = [tuple(s.split("/")) for s in args.scenarios.split(",")]
+    if args.old_wasm:
+        scenarios += [("old", "unsigned"), ("old", "signed")]
 
     key = harness.Key()
     with tempfile.TemporaryDirectory(prefix="wba-bench-") as tmp:
         tmp = Path(tmp)
         t = time.monotonic()
         corpora = {}
-        for traffic, n in (("unsigned", 50_000), ("signed", args.signed_corpus)):
+        for traffic, n in (("unsigned", 50_000), ("signed", args.signed_corpus),
+                           ("body", args.signed_corpus)):
             if any(tr == traffic for _, tr in scenarios):
-                write_corpus(tmp / f"{traffic}.txt", key, n, traffic == "signed")
+                write_corpus(tmp / f"{traffic}.txt", key, n, traffic != "unsigned",
+                             body=traffic == "body")
                 corpora[traffic] = (tmp / f"{traffic}.txt", n)
         print(f"corpus: {sum(n for _, n in corpora.values())} requests in "
               f"{time.monotonic() - t:.1f}s", flush=True)
@@ -360,6 +389,7 @@ def main():
     out = {
         "settings": {k: v for k, v in vars(args).items()},
         "wasm_bytes": os.path.getsize(args.wasm),
+        "body_bytes": len(BODY),
         "summary": summary,
         "memory_after_runs": mem,
         "runs": runs,

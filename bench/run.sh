@@ -6,7 +6,9 @@
 #      (bench/e2e.py), memory and size;
 # and writes bench/results/: results.md (table, machine, targets), results.svg, results.json.
 # Never part of `make test`; asserts nothing about timings. About 8 minutes on 2 cores.
-# WBA_BENCH_E2E_ARGS adds arguments to bench/e2e.py (e.g. "--repeats 1 --duration 3" to try it).
+# WBA_BENCH_E2E_ARGS adds arguments to bench/e2e.py (e.g. "--repeats 1 --duration 3" to try it;
+# "--old-wasm FILE" adds an earlier build, measured in the same run, to check a change for
+# regressions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD

@@ -2,7 +2,9 @@
 -- each request sent once (every signed request carries its own fresh signature).
 --
 -- Environment:
---   WBA_CORPUS  the corpus file: lines "path<TAB>header: value<TAB>header: value..."
+--   WBA_CORPUS  the corpus file: lines "path<TAB>header: value<TAB>header: value...", where
+--               the path may be preceded by a method ("POST /x") and the last field may be
+--               "body:<text>" (sent as the body, with its Content-Length)
 --   WBA_START   first line to use (0-based; the warm-up and the measured run use disjoint
 --               slices, so no signature is ever sent twice to the same Envoy)
 --   WBA_COUNT   how many lines to use from WBA_START
@@ -33,12 +35,23 @@ function init(args)
       for field in string.gmatch(line, "[^\t]+") do
         table.insert(parts, field)
       end
-      local r = { "GET ", parts[1], " HTTP/1.1\r\nHost: ", host, "\r\n" }
+      local target = parts[1]
+      if not string.find(target, " ") then target = "GET " .. target end
+      local r = { target, " HTTP/1.1\r\nHost: ", host, "\r\n" }
+      local body = nil
       for k = 2, #parts do
-        table.insert(r, parts[k])
+        if string.sub(parts[k], 1, 5) == "body:" then
+          body = string.sub(parts[k], 6)
+        else
+          table.insert(r, parts[k])
+          table.insert(r, "\r\n")
+        end
+      end
+      if body then
+        table.insert(r, "Content-Length: " .. #body .. "\r\n\r\n" .. body)
+      else
         table.insert(r, "\r\n")
       end
-      table.insert(r, "\r\n")
       table.insert(reqs, table.concat(r))
     end
     i = i + 1
