@@ -321,13 +321,7 @@ impl Root {
             }
             (action, host.sent)
         };
-        match (action, sent) {
-            (_, Some((status, headers, body))) => send(status, &headers, &body),
-            (FilterAction::Continue, None) => {
-                let _ = hostcalls::resume_http_request();
-            }
-            _ => {}
-        }
+        conclude(action, sent);
     }
 
     /// Decides, in each hold filter's context, the held requests whose body is complete (or
@@ -376,13 +370,7 @@ impl Root {
                 );
                 (action, host.sent)
             };
-            match (action, sent) {
-                (_, Some((status, headers, body))) => send(status, &headers, &body),
-                (FilterAction::Continue, None) => {
-                    let _ = hostcalls::resume_http_request();
-                }
-                _ => {}
-            }
+            conclude(action, sent);
         }
         let _ = hostcalls::set_effective_context(self.id);
     }
@@ -769,6 +757,18 @@ impl HttpContext for Holder {
             }
             _ => Action::Continue,
         }
+    }
+}
+
+/// Acts, in the current context, on a decision the core made outside the request's own
+/// callback: sends the local response it deferred, or resumes a request that passes.
+fn conclude(action: FilterAction, sent: Option<LocalResponse>) {
+    match (action, sent) {
+        (_, Some((status, headers, body))) => send(status, &headers, &body),
+        (FilterAction::Continue, None) => {
+            let _ = hostcalls::resume_http_request();
+        }
+        _ => {}
     }
 }
 

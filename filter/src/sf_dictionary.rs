@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::fmt;
 
 use sfv::visitor::{DictionaryVisitor, EntryVisitor};
-use sfv::{Dictionary, KeyRef};
+use sfv::{Dictionary, KeyRef, ListEntry};
 
 /// Why a Dictionary with unique keys cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +39,44 @@ pub fn parse_unique_dictionary(value: &str) -> Result<Dictionary, DictionaryErro
     match seen.duplicate {
         Some(key) => Err(DictionaryError::DuplicateKey(key)),
         None => Ok(seen.dict),
+    }
+}
+
+/// A Dictionary whose keys are labels, each defined once (`Signature-Input`, `Signature`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Labeled(pub(crate) Dictionary);
+
+impl Labeled {
+    /// Parses `value` with [`parse_unique_dictionary`].
+    pub fn parse(value: &str) -> Result<Self, DictionaryError> {
+        parse_unique_dictionary(value).map(Labeled)
+    }
+
+    /// The labels, in order.
+    pub fn labels(&self) -> impl Iterator<Item = &str> + '_ {
+        self.0.keys().map(|k| k.as_str())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, label: &str) -> bool {
+        self.0.contains_key(label)
+    }
+
+    /// The member of `label`, as parsed.
+    pub fn entry(&self, label: &str) -> Option<&ListEntry> {
+        self.0.get(label)
+    }
+
+    /// Every (label, member), in order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &ListEntry)> + '_ {
+        self.0.iter().map(|(k, v)| (k.as_str(), v))
     }
 }
 

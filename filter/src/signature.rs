@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use sfv::{BareItem, Dictionary, ListEntry};
+use sfv::{BareItem, ListEntry};
 
-use crate::sf_dictionary::{parse_unique_dictionary, DictionaryError};
+use crate::sf_dictionary::{DictionaryError, Labeled};
 
 /// Why a `Signature` field, or one of its members, is unusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +30,19 @@ impl std::error::Error for SignatureFieldError {}
 /// A `Signature` field read as a Dictionary with unique labels, its members not yet
 /// interpreted: only the signatures a verifier selects must be byte sequences.
 #[derive(Debug, Clone, PartialEq)]
-pub struct SignatureField(Dictionary);
+pub struct SignatureField(Labeled);
+
+impl std::ops::Deref for SignatureField {
+    type Target = Labeled;
+    fn deref(&self) -> &Labeled {
+        &self.0
+    }
+}
 
 /// Reads a `Signature` field value (all lines already combined): dictionary syntax and label
 /// uniqueness only.
 pub fn parse_signature_field(value: &str) -> Result<SignatureField, SignatureFieldError> {
-    parse_unique_dictionary(value)
+    Labeled::parse(value)
         .map(SignatureField)
         .map_err(|e| match e {
             DictionaryError::Syntax => SignatureFieldError::Syntax,
@@ -59,27 +66,10 @@ pub fn parse_signature(value: &str) -> Result<Vec<(String, Vec<u8>)>, SignatureF
 }
 
 impl SignatureField {
-    /// The labels, in order.
-    pub fn labels(&self) -> impl Iterator<Item = &str> + '_ {
-        self.0.keys().map(|k| k.as_str())
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn contains(&self, label: &str) -> bool {
-        self.0.contains_key(label)
-    }
-
     /// The signature bytes of `label`: `None` without such a member, an error when the member
     /// is not a byte sequence.
     pub fn bytes(&self, label: &str) -> Option<Result<&[u8], SignatureFieldError>> {
-        let bytes = match self.0.get(label)? {
+        let bytes = match self.entry(label)? {
             ListEntry::Item(item) => match &item.bare_item {
                 BareItem::ByteSequence(b) => Some(b.as_slice()),
                 _ => None,

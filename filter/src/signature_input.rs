@@ -2,10 +2,10 @@
 
 use std::fmt;
 
-use sfv::{BareItem, Dictionary, InnerList, ListEntry, ListSerializer};
+use sfv::{BareItem, InnerList, ListEntry, ListSerializer};
 
 use crate::component::{Component, ComponentError};
-use crate::sf_dictionary::{parse_unique_dictionary, DictionaryError};
+use crate::sf_dictionary::{DictionaryError, Labeled};
 
 /// The tag that marks a Web Bot Auth signature.
 pub const WEB_BOT_AUTH_TAG: &str = "web-bot-auth";
@@ -85,17 +85,22 @@ impl std::error::Error for InputError {}
 /// interpreted: a verifier interprets only the members it selects, so that a problem inside
 /// another profile's signature does not spoil its own.
 #[derive(Debug, Clone, PartialEq)]
-pub struct InputField(Dictionary);
+pub struct InputField(Labeled);
+
+impl std::ops::Deref for InputField {
+    type Target = Labeled;
+    fn deref(&self) -> &Labeled {
+        &self.0
+    }
+}
 
 /// Reads a `Signature-Input` field value (all lines already combined): dictionary syntax and
 /// label uniqueness only.
 pub fn parse_input_field(value: &str) -> Result<InputField, InputError> {
-    parse_unique_dictionary(value)
-        .map(InputField)
-        .map_err(|e| match e {
-            DictionaryError::Syntax => InputError::Syntax,
-            DictionaryError::DuplicateKey(l) => InputError::DuplicateLabel(l),
-        })
+    Labeled::parse(value).map(InputField).map_err(|e| match e {
+        DictionaryError::Syntax => InputError::Syntax,
+        DictionaryError::DuplicateKey(l) => InputError::DuplicateLabel(l),
+    })
 }
 
 /// Parses a `Signature-Input` field value (all lines already combined), every member.
@@ -104,28 +109,10 @@ pub fn parse_signature_input(value: &str) -> Result<Vec<SignatureInput>, InputEr
 }
 
 impl InputField {
-    /// The labels, in order.
-    pub fn labels(&self) -> impl Iterator<Item = &str> + '_ {
-        self.0.keys().map(|k| k.as_str())
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn contains(&self, label: &str) -> bool {
-        self.0.contains_key(label)
-    }
-
     /// Every member, parsed; the first problem in any member is the field's.
     pub fn parse_all(&self) -> Result<Vec<SignatureInput>, InputError> {
-        self.0
-            .iter()
-            .map(|(label, entry)| SignatureInput::from_entry(label.as_str(), entry))
+        self.entries()
+            .map(|(label, entry)| SignatureInput::from_entry(label, entry))
             .collect()
     }
 
@@ -135,13 +122,9 @@ impl InputField {
         &'a self,
         tag: &'a str,
     ) -> impl Iterator<Item = (&'a str, Result<SignatureInput, InputError>)> + 'a {
-        self.0
-            .iter()
+        self.entries()
             .filter(move |(_, entry)| entry_tag(entry) == Some(tag))
-            .map(|(label, entry)| {
-                let label = label.as_str();
-                (label, SignatureInput::from_entry(label, entry))
-            })
+            .map(|(label, entry)| (label, SignatureInput::from_entry(label, entry)))
     }
 }
 
