@@ -102,9 +102,14 @@ def direct_listener(filters):
     return l
 
 
-def plugin_config(key, mode):
-    return {"mode": mode,
-            "agents": [{"name": "bench-agent", "url": AGENT, "keys": [key.jwk]}]}
+def plugin_config(key, mode, old=False):
+    cfg = {"mode": mode,
+           "agents": [{"name": "bench-agent", "url": AGENT, "keys": [key.jwk]}]}
+    if not old:
+        # Room for every signature of a run (hour-long signatures, all live): a replay bucket
+        # that fills refuses new signatures (README, "Replay protection").
+        cfg["replay_capacity"] = 1 << 20
+    return cfg
 
 
 def ext_authz_filter():
@@ -132,8 +137,8 @@ def config_for(kind, key, mode, authz_port=None, wasm=None):
     if kind == "envoy":
         return bootstrap.bootstrap([direct_listener([])], [])
     if kind in ("wasm", "old"):
-        return bootstrap.bootstrap(
-            [direct_listener([bootstrap.wasm_filter(wasm, plugin_config(key, mode))])], [])
+        cfg = plugin_config(key, mode, old=kind == "old")
+        return bootstrap.bootstrap([direct_listener([bootstrap.wasm_filter(wasm, cfg)])], [])
     if kind == "hold":
         return bootstrap.bootstrap(
             [direct_listener(bootstrap.wasm_filters(wasm, plugin_config(key, mode)))], [])

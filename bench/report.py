@@ -346,8 +346,6 @@ def main():
           f"{fmt(cpu('hold/signed') - cpu('wasm/signed'), 2)} |")
         w(f"| signed body over a signed GET, both with the hold (hold/body − hold/signed) | "
           f"{fmt(cpu('hold/body') - cpu('hold/signed'), 2)} |")
-        w(f"| of which Envoy's own cost of a POST with a body (no filter: envoy/signed is a GET) | "
-          "see the body scenario's p50 latency |")
         w("")
     if "old/signed" in s:
         w("## 4c. Against an earlier build (`--old-wasm`), same run")
