@@ -28,7 +28,10 @@ use wba_filter::config::{Config, ConfigError};
 use wba_filter::host::{HeadersUnavailable, Host};
 use wba_filter::key_cache::KeyCache;
 use wba_filter::replay::{ReplayTable, SECRET_BYTES};
-use wba_filter::request_filter::{on_request_body, on_request_headers, Action, Body};
+use wba_filter::replay_store::StoreAnswer;
+use wba_filter::request_filter::{
+    on_request_body, on_request_headers, on_store_answer, Action, Body,
+};
 use wba_filter::shared::{MemoryStore, SharedStore, StoreError};
 use wba_filter::stats::Counter;
 
@@ -122,7 +125,7 @@ impl Service {
         };
         let mut store = Replay(&self.replay);
         // `may_wait` false: there is no key fetch to wait for, the keys are pinned.
-        let action = on_request_headers(
+        let mut action = on_request_headers(
             &mut host,
             &self.config,
             cache,
@@ -130,18 +133,24 @@ impl Service {
             &mut store,
             false,
         );
-        if let Action::NeedBody(pending) = action {
+        if let Action::NeedBody(pending) = &action {
             // Envoy does not send this service the request body (no `with_request_body`), so a
             // signature that covers Content-Digest cannot be checked here: refused.
             let body = Body::TooLarge(0);
-            on_request_body(
+            action = on_request_body(
                 &mut host,
                 &self.config,
                 &self.table,
                 &mut store,
-                &pending,
+                pending,
                 body,
             );
+        }
+        if let Action::AskStore(query) = &action {
+            // This baseline has no client for the fleet's replay store: `on_error` decides.
+            let answer =
+                StoreAnswer::Failed("the ext_authz baseline has no replay store client".into());
+            on_store_answer(&mut host, &self.config, query, &answer);
         }
         if let Some(answer) = host.sent {
             return answer;

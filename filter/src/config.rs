@@ -10,6 +10,7 @@ use crate::agent_url::{normalize_agent_url, AgentType};
 use crate::component::Component;
 use crate::jwk::{Jwk, Key};
 use crate::policy::Policy;
+use crate::replay_store::ReplayStoreSettings;
 
 /// What the filter does with a verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -107,6 +108,7 @@ struct RawConfig {
     max_signatures: u64,
     max_body_bytes: u64,
     replay_capacity: u64,
+    replay_store: Option<ReplayStoreSettings>,
     agents: Vec<RawAgent>,
     directory: DirectorySettings,
 }
@@ -126,6 +128,7 @@ impl Default for RawConfig {
             max_signatures: DEFAULT_MAX_SIGNATURES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             replay_capacity: DEFAULT_REPLAY_CAPACITY,
+            replay_store: None,
             agents: Vec::new(),
             directory: DirectorySettings::default(),
         }
@@ -158,6 +161,8 @@ pub struct Config {
     pub replay_capacity: usize,
     /// Largest request body checked against a covered `Content-Digest`.
     pub max_body_bytes: usize,
+    /// The fleet's replay store, when replay protection spans several Envoys.
+    pub replay_store: Option<ReplayStoreSettings>,
     pub agents: Vec<AgentConfig>,
     pub directory: DirectorySettings,
 }
@@ -236,6 +241,19 @@ impl Config {
         if raw.max_body_bytes == 0 || raw.max_body_bytes > 1 << 30 {
             return Err(err("max_body_bytes must be between 1 and 1073741824"));
         }
+        if let Some(store) = &raw.replay_store {
+            if !raw.replay_protection {
+                return Err(err(
+                    "replay_store needs replay_protection (a store records what the filter checks)",
+                ));
+            }
+            if store.cluster.trim().is_empty() {
+                return Err(err("replay_store.cluster must name an Envoy cluster"));
+            }
+            if store.timeout_ms == 0 || store.timeout_ms > 60_000 {
+                return Err(err("replay_store.timeout_ms must be between 1 and 60000"));
+            }
+        }
         let d = &raw.directory;
         if d.timeout_ms == 0 || d.max_bytes == 0 || d.max_keys == 0 {
             return Err(err(
@@ -308,6 +326,7 @@ impl Config {
             replay_capacity: usize::try_from(raw.replay_capacity.div_ceil(slots) * slots)
                 .unwrap_or(usize::MAX),
             max_body_bytes: usize::try_from(raw.max_body_bytes).unwrap_or(usize::MAX),
+            replay_store: raw.replay_store,
             agents,
             directory: raw.directory,
         })
@@ -418,6 +437,23 @@ mod tests {
                 "takes no other option",
             ),
             (r#"{"role":"watch"}"#, "unknown variant `watch`"),
+            (
+                r#"{"replay_store":{"cluster":"r"},"replay_protection":false}"#,
+                "replay_store needs replay_protection",
+            ),
+            (r#"{"replay_store":{"cluster":""}}"#, "replay_store.cluster"),
+            (
+                r#"{"replay_store":{"cluster":"r","timeout_ms":0}}"#,
+                "replay_store.timeout_ms",
+            ),
+            (
+                r#"{"replay_store":{"cluster":"r","on_error":"maybe"}}"#,
+                "unknown variant `maybe`",
+            ),
+            (
+                r#"{"replay_store":{"cluster":"r","tls":true}}"#,
+                "unknown field `tls`",
+            ),
         ];
         for (input, needle) in cases {
             let e = load(input).expect_err(input);

@@ -27,6 +27,7 @@ use crate::header_map::decode_header_map;
 use crate::host::{HeadersUnavailable, Host};
 use crate::key_cache::{Claim, KeyCache};
 use crate::replay::{ReplayTable, SECRET_BYTES};
+use crate::replay_store::{StoreAnswer, StoreQuery};
 use crate::request_filter::{self, Action as FilterAction, Body, PendingBody};
 use crate::shared::{SharedStore, StoreError};
 use crate::stats::{Counter, KEYS_GAUGE};
@@ -81,6 +82,17 @@ struct Vm {
     held: HashMap<u32, Held>,
     /// Whether the missing hold filter was already logged.
     warned_no_holder: bool,
+    /// Questions to the fleet's replay store in flight, by call token.
+    store_queries: HashMap<u32, StoreCall>,
+}
+
+/// A request held for the replay store's answer.
+struct StoreCall {
+    /// The verify filter's context of the request (its end cancels the question).
+    owner: u32,
+    /// The context to decide in: the request's, or its hold filter's for a held body.
+    act_in: u32,
+    query: Box<StoreQuery>,
 }
 
 /// A request whose verdict waits for its body, which streams past hashed.
@@ -93,7 +105,10 @@ struct Held {
 
 impl Vm {
     fn busy(&self) -> bool {
-        !self.waiters.is_empty() || !self.in_flight.is_empty() || !self.held.is_empty()
+        !self.waiters.is_empty()
+            || !self.in_flight.is_empty()
+            || !self.held.is_empty()
+            || !self.store_queries.is_empty()
     }
 }
 
@@ -184,6 +199,10 @@ fn jitter(url: &str, salt: u32) -> i64 {
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
         let Some(vm) = self.vm.clone() else { return };
+        if store_answered(&vm, token, body_size) {
+            let _ = hostcalls::set_effective_context(self.id);
+            return;
+        }
         let url = {
             let Ok(mut vm) = vm.try_borrow_mut() else {
                 return;
@@ -319,6 +338,8 @@ impl Root {
                     pending,
                 );
             }
+            let id = waiter.context_id;
+            let action = held_for_store(&mut host, v, id, id, action);
             (action, host.sent)
         };
         conclude(action, sent);
@@ -368,6 +389,7 @@ impl Root {
                     &held.pending,
                     body,
                 );
+                let action = held_for_store(&mut host, v, id, holder, action);
                 (action, host.sent)
             };
             conclude(action, sent);
@@ -542,6 +564,7 @@ impl RootContext for Root {
             in_flight: HashMap::new(),
             held: HashMap::new(),
             warned_no_holder: false,
+            store_queries: HashMap::new(),
         })));
         // Fetch every agent's keys right away; then tick for background refreshes.
         let _ = hostcalls::set_tick_period(if fetches {
@@ -577,14 +600,19 @@ struct Request {
 }
 
 impl Context for Request {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
+        store_answered(&self.vm, token, body_size);
+    }
+
     fn on_done(&mut self) -> bool {
-        // A paused request that goes away stops waiting.
+        // A paused request that goes away stops waiting (Envoy cancels its calls).
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
             for list in vm.waiters.values_mut() {
                 list.retain(|w| w.context_id != self.id);
             }
             vm.waiters.retain(|_, l| !l.is_empty());
             vm.held.remove(&self.id);
+            vm.store_queries.retain(|_, c| c.owner != self.id);
         }
         HOLDERS.with(|h| h.borrow_mut().remove(&self.id));
         UNCLAIMED.with(|u| u.borrow_mut().remove(&self.id));
@@ -615,9 +643,12 @@ impl HttpContext for Request {
             }
             other => other,
         };
+        let action = held_for_store(&mut host, vm, self.id, self.id, action);
         match action {
             FilterAction::Continue => Action::Continue,
-            FilterAction::Stop | FilterAction::NeedBody(_) => Action::Pause,
+            FilterAction::Stop | FilterAction::NeedBody(_) | FilterAction::AskStore(_) => {
+                Action::Pause
+            }
             FilterAction::Wait(url) => {
                 vm.waiters.entry(url).or_default().push(Waiter {
                     context_id: self.id,
@@ -710,6 +741,84 @@ fn body_needed(
         },
     );
     FilterAction::Continue
+}
+
+/// A verified request the fleet's replay store must see first ([`FilterAction::AskStore`]):
+/// asks it from the current (effective) context and keeps the request held (returns
+/// [`FilterAction::Stop`] with nothing sent: nothing to do until the answer, which is decided
+/// in `act_in`). A call that cannot be dispatched is a store failure, decided at once. Any other
+/// action is returned as is.
+fn held_for_store(
+    host: &mut EnvoyHost,
+    vm: &mut Vm,
+    owner: u32,
+    act_in: u32,
+    action: FilterAction,
+) -> FilterAction {
+    let FilterAction::AskStore(query) = action else {
+        return action;
+    };
+    let Some(settings) = &vm.config.replay_store else {
+        return request_filter::fail_closed(host, "no replay store is configured");
+    };
+    let call = query.request(settings);
+    let headers: Vec<(&str, &str)> = call
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let timeout = Duration::from_millis(call.timeout_ms);
+    match hostcalls::dispatch_http_call(&call.cluster, headers, None, Vec::new(), timeout) {
+        Ok(token) => {
+            vm.store_queries.insert(
+                token,
+                StoreCall {
+                    owner,
+                    act_in,
+                    query,
+                },
+            );
+            FilterAction::Stop
+        }
+        Err(status) => {
+            let why = format!(
+                "cannot reach the replay store cluster {:?}: {status:?}",
+                call.cluster
+            );
+            request_filter::on_store_answer(host, &vm.config, &query, &StoreAnswer::Failed(why))
+        }
+    }
+}
+
+/// Decides the request a replay store answer is for, if `token` is a store call of this VM.
+fn store_answered(vm: &Rc<RefCell<Vm>>, token: u32, body_size: usize) -> bool {
+    let (action, sent) = {
+        let Ok(mut v) = vm.try_borrow_mut() else {
+            return false;
+        };
+        let v = &mut *v;
+        let Some(call) = v.store_queries.remove(&token) else {
+            return false;
+        };
+        let status = header_pairs(MapType::HttpCallResponseHeaders)
+            .unwrap_or_default()
+            .iter()
+            .find(|(n, _)| n == ":status")
+            .and_then(|(_, s)| s.parse::<u16>().ok());
+        let body = hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size.min(256))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let answer = StoreAnswer::from_response(status, &body);
+        if hostcalls::set_effective_context(call.act_in).is_err() {
+            return true;
+        }
+        let mut host = EnvoyHost::deferred(&v.metrics);
+        let action = request_filter::on_store_answer(&mut host, &v.config, &call.query, &answer);
+        (action, host.sent)
+    };
+    conclude(action, sent);
+    true
 }
 
 /// A signed body with no hold filter to keep the request from the upstream: fail closed, and

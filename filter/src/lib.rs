@@ -19,6 +19,7 @@ pub mod keyring;
 pub mod plan;
 pub mod policy;
 pub mod replay;
+pub mod replay_store;
 pub mod request;
 pub mod request_filter;
 pub mod sf_dictionary;

@@ -72,6 +72,8 @@ pub fn status(verdict: &Verdict, mode: Mode) -> Option<u16> {
         (_, Some(Reason::Malformed), _) => Some(400),
         (_, Some(Reason::Replayed), _) => Some(429),
         (_, Some(Reason::BodyTooLarge), _) => Some(413),
+        // Fails closed in both modes that reject: the verifier could not finish its checks.
+        (_, Some(Reason::ReplayStoreUnavailable), _) => Some(503),
         (Outcome::Invalid, _, _) => Some(403),
         (Outcome::Unverified | Outcome::Unsigned, _, Mode::Require) => Some(403),
         _ => None,
@@ -83,6 +85,7 @@ fn rejection(verdict: &Verdict, config: &Config) -> Option<Rejection> {
     let (title, detail) = match verdict {
         Verdict::Failed(f) => (
             match f.outcome() {
+                _ if f.reason == Reason::ReplayStoreUnavailable => "Replay check unavailable",
                 Outcome::Unverified => "Signature could not be verified",
                 _ if f.reason == Reason::Malformed => "Malformed signature headers",
                 _ if f.reason == Reason::Replayed => "Signature replayed",
@@ -177,6 +180,10 @@ mod tests {
             (failed(Reason::DigestMismatch), [None, Some(403), Some(403)]),
             (failed(Reason::BodyTooLarge), [None, Some(413), Some(413)]),
             (failed(Reason::BadAgentUrl), [None, Some(403), Some(403)]),
+            (
+                failed(Reason::ReplayStoreUnavailable),
+                [None, Some(503), Some(503)],
+            ),
             (failed(Reason::UnknownKey), [None, None, Some(403)]),
             (
                 failed(Reason::DirectoryUnavailable),

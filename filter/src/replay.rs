@@ -59,6 +59,11 @@ impl ReplayId {
         id.copy_from_slice(&digest[..ID_BYTES]);
         ReplayId(id)
     }
+
+    /// Lowercase hex, as the replay store names it.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|b| format!("{b:02x}")).collect()
+    }
 }
 
 /// The result of a check-and-record.

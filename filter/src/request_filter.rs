@@ -10,6 +10,7 @@ use crate::host::Host;
 use crate::key_cache::KeyCache;
 use crate::plan::{is_owned_header, plan, problem};
 use crate::replay::{ReplayCheck, ReplayId, ReplayTable};
+use crate::replay_store::{OnError, StoreAnswer, StoreQuery};
 use crate::request::HttpRequest;
 use crate::shared::SharedStore;
 use crate::stats::Counter;
@@ -30,6 +31,10 @@ pub enum Action {
     /// (forward no byte of it), and call [`on_request_body`] once the body is complete (or
     /// grows past `max_body_bytes`).
     NeedBody(Box<PendingBody>),
+    /// The signature is fresh in this Envoy's table; hold the request, dispatch
+    /// [`StoreQuery::request`] to the fleet's replay store and call [`on_store_answer`] with
+    /// what it answers.
+    AskStore(Box<StoreQuery>),
 }
 
 /// A request whose signature verified but whose body is still to be checked against the
@@ -199,7 +204,8 @@ pub fn on_request_body(
     )
 }
 
-/// The last steps for a decided verdict: replay check, proof log, annotation, policy.
+/// The last steps for a decided verdict: replay check (this Envoy's table, then the fleet's
+/// store when one is configured), proof log, annotation, policy.
 fn decide(
     host: &mut dyn Host,
     config: &Config,
@@ -210,10 +216,71 @@ fn decide(
     now: i64,
 ) -> Action {
     let verdict = check_replay(host, config, replay, store, verdict, now);
-    if let (Verdict::Verified(_), Some(proof)) = (&verdict, proof) {
+    match verdict {
+        Verdict::Verified(v) if config.replay_protection && config.replay_store.is_some() => {
+            let until = v.expires.saturating_add(config.policy.clock_skew_seconds);
+            Action::AskStore(Box::new(StoreQuery::new(
+                *v,
+                proof.map(str::to_string),
+                until,
+            )))
+        }
+        verdict => conclude(host, config, &verdict, proof),
+    }
+}
+
+/// Decides a request held for the fleet's replay store ([`Action::AskStore`]) with its answer.
+pub fn on_store_answer(
+    host: &mut dyn Host,
+    config: &Config,
+    query: &StoreQuery,
+    answer: &StoreAnswer,
+) -> Action {
+    let v = &query.verified;
+    let failed = |reason, detail: String| {
+        Verdict::Failed(Failure {
+            label: Some(v.label.clone()),
+            agent: Some(v.agent_url.clone()),
+            ..Failure::new(reason, detail)
+        })
+    };
+    let verdict = match answer {
+        StoreAnswer::Fresh => {
+            host.increment(Counter::StoreFresh);
+            Verdict::Verified(Box::new(v.clone()))
+        }
+        StoreAnswer::Replayed => {
+            host.increment(Counter::StoreReplayed);
+            failed(
+                Reason::Replayed,
+                "this signature was already used (the fleet's replay store has it)".into(),
+            )
+        }
+        StoreAnswer::Failed(why) => {
+            host.increment(Counter::StoreError);
+            let on_error = config.replay_store.as_ref().map(|s| s.on_error);
+            if on_error == Some(OnError::Accept) {
+                host.increment(Counter::StoreAcceptedOnError);
+                Verdict::Verified(Box::new(v.clone()))
+            } else {
+                failed(Reason::ReplayStoreUnavailable, why.clone())
+            }
+        }
+    };
+    conclude(host, config, &verdict, query.proof.as_deref())
+}
+
+/// Annotates and enforces a final verdict, with the proof status of the key that verified.
+fn conclude(
+    host: &mut dyn Host,
+    config: &Config,
+    verdict: &Verdict,
+    proof: Option<&str>,
+) -> Action {
+    if let (Verdict::Verified(_), Some(proof)) = (verdict, proof) {
         host.set_log_value(PROOF_LOG_KEY, proof);
     }
-    apply(host, config, &verdict)
+    apply(host, config, verdict)
 }
 
 /// Records a verified signature's identity; a second use within its life is `replayed`.
@@ -659,6 +726,103 @@ mod tests {
         }
         assert_eq!(statuses.iter().filter(|s| s.is_none()).count(), 16);
         assert!(statuses[16..].iter().all(|s| *s == Some(429)));
+    }
+
+    fn asked(h: &mut RecordingHost, c: &Config, store: &mut MemoryStore) -> Box<StoreQuery> {
+        let replay = table(store, c);
+        match on_request_headers(h, c, &mut KeyCache::new(c), &replay, store, true) {
+            Action::AskStore(q) => q,
+            other => panic!("the store was not asked: {other:?}"),
+        }
+    }
+
+    fn store_config(mode: &str, on_error: &str) -> Config {
+        let jwk = Jwk::from_ed25519(SigningKey::from_bytes(&[5; 32]).verifying_key().as_bytes())
+            .to_json();
+        Config::from_json(
+            format!(
+                r#"{{"mode":"{mode}","replay_store":{{"cluster":"wba_replay","on_error":"{on_error}"}},
+                "agents":[{{"name":"A","url":"https://a.example","keys":[{jwk}]}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .expect("config")
+    }
+
+    #[test]
+    fn the_fleet_store_decides_after_the_local_table() {
+        let c = store_config("enforce", "reject");
+        let mut store = MemoryStore::default();
+        let mut h = host(true, &[]);
+        let q = asked(&mut h, &c, &mut store);
+        // Held: nothing annotated or counted yet.
+        assert!(h.header_values("x-web-bot-auth-result").is_empty() && h.counters.is_empty());
+        assert_eq!(
+            on_store_answer(&mut h, &c, &q, &StoreAnswer::Fresh),
+            Action::Continue
+        );
+        assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
+        assert!(h.counters.contains(&Counter::StoreFresh));
+        // The same signature again at this Envoy: the local table answers, no round trip.
+        let mut again = host(true, &[]);
+        again.headers = h.headers.clone();
+        let replay = table(&mut store, &c);
+        let action = on_request_headers(
+            &mut again,
+            &c,
+            &mut KeyCache::new(&c),
+            &replay,
+            &mut store,
+            true,
+        );
+        assert_eq!(action, Action::Stop);
+        assert_eq!(again.sent.map(|s| s.status), Some(429));
+    }
+
+    #[test]
+    fn a_signature_the_store_has_seen_is_a_replay() {
+        let c = store_config("enforce", "reject");
+        let mut h = host(true, &[]);
+        let q = asked(&mut h, &c, &mut MemoryStore::default());
+        assert_eq!(
+            on_store_answer(&mut h, &c, &q, &StoreAnswer::Replayed),
+            Action::Stop
+        );
+        let sent = h.sent.clone().expect("sent");
+        assert_eq!(sent.status, 429);
+        assert!(sent.body.contains("\"reason\":\"replayed\""));
+        assert!(h.counters.contains(&Counter::StoreReplayed));
+    }
+
+    #[test]
+    fn a_store_failure_follows_on_error() {
+        let failure = StoreAnswer::Failed("the replay store answered 503".into());
+        for mode in ["enforce", "require"] {
+            let c = store_config(mode, "reject");
+            let mut h = host(true, &[]);
+            let q = asked(&mut h, &c, &mut MemoryStore::default());
+            assert_eq!(on_store_answer(&mut h, &c, &q, &failure), Action::Stop);
+            assert_eq!(h.sent.as_ref().map(|s| s.status), Some(503), "{mode}");
+            assert_eq!(h.header_values("x-web-bot-auth-result"), ["unverified"]);
+            assert_eq!(
+                h.header_values("x-web-bot-auth-reason"),
+                ["replay_store_unavailable"]
+            );
+            assert!(h.counters.contains(&Counter::StoreError));
+        }
+        // Observe never rejects: annotated, never verified.
+        let c = store_config("observe", "reject");
+        let mut h = host(true, &[]);
+        let q = asked(&mut h, &c, &mut MemoryStore::default());
+        assert_eq!(on_store_answer(&mut h, &c, &q, &failure), Action::Continue);
+        assert_eq!(h.header_values("x-web-bot-auth-result"), ["unverified"]);
+        // on_error accept: verified, and counted as such.
+        let c = store_config("require", "accept");
+        let mut h = host(true, &[]);
+        let q = asked(&mut h, &c, &mut MemoryStore::default());
+        assert_eq!(on_store_answer(&mut h, &c, &q, &failure), Action::Continue);
+        assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
+        assert!(h.counters.contains(&Counter::StoreAcceptedOnError));
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub enum Counter {
     KeySkipped,
     /// Web Bot Auth signatures of a request left unverified: more than `max_signatures`.
     SignaturesOverLimit,
+    /// Answers of the fleet's replay store, by kind.
+    StoreFresh,
+    StoreReplayed,
+    StoreError,
+    /// A verified request passed although the store failed (`on_error: accept`).
+    StoreAcceptedOnError,
 }
 
 /// The gauge of keys held (pinned and fetched), per VM's view.
@@ -59,6 +65,10 @@ impl Counter {
             Counter::HostError => format!("{PREFIX}.host_error"),
             Counter::KeySkipped => format!("{PREFIX}.directory.key_skipped"),
             Counter::SignaturesOverLimit => format!("{PREFIX}.signatures_over_limit"),
+            Counter::StoreFresh => format!("{PREFIX}.replay.store.fresh"),
+            Counter::StoreReplayed => format!("{PREFIX}.replay.store.replayed"),
+            Counter::StoreError => format!("{PREFIX}.replay.store.error"),
+            Counter::StoreAcceptedOnError => format!("{PREFIX}.replay.store.accepted_on_error"),
         }
     }
 
@@ -84,12 +94,16 @@ impl Counter {
 }
 
 /// The counters after the per-kind groups, in [`Counter::all`] order.
-const TAIL: [Counter; 5] = [
+const TAIL: [Counter; 9] = [
     Counter::Waited,
     Counter::ReplayFull,
     Counter::HostError,
     Counter::KeySkipped,
     Counter::SignaturesOverLimit,
+    Counter::StoreFresh,
+    Counter::StoreReplayed,
+    Counter::StoreError,
+    Counter::StoreAcceptedOnError,
 ];
 
 #[cfg(test)]

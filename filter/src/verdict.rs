@@ -54,11 +54,14 @@ pub enum Reason {
     DigestMismatch,
     /// The body a covered `Content-Digest` vouches for is larger than the configured bound.
     BodyTooLarge,
+    /// The fleet's replay store could not say whether the signature was used before
+    /// (`replay_store.on_error: reject`).
+    ReplayStoreUnavailable,
 }
 
 impl Reason {
     /// All reasons, for stats.
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::Malformed,
         Reason::MissingParameter,
         Reason::MissingComponent,
@@ -76,6 +79,7 @@ impl Reason {
         Reason::BadAgentUrl,
         Reason::DigestMismatch,
         Reason::BodyTooLarge,
+        Reason::ReplayStoreUnavailable,
     ];
 
     /// The token sent upstream.
@@ -98,15 +102,17 @@ impl Reason {
             Reason::BadAgentUrl => "bad_agent_url",
             Reason::DigestMismatch => "digest_mismatch",
             Reason::BodyTooLarge => "body_too_large",
+            Reason::ReplayStoreUnavailable => "replay_store_unavailable",
         }
     }
 
     /// Not enough information to decide is `unverified`; everything else is `invalid`.
     pub fn outcome(self) -> Outcome {
         match self {
-            Reason::UnknownAgent | Reason::UnknownKey | Reason::DirectoryUnavailable => {
-                Outcome::Unverified
-            }
+            Reason::UnknownAgent
+            | Reason::UnknownKey
+            | Reason::DirectoryUnavailable
+            | Reason::ReplayStoreUnavailable => Outcome::Unverified,
             _ => Outcome::Invalid,
         }
     }
@@ -206,7 +212,7 @@ mod tests {
 
     #[test]
     fn tokens_and_outcomes() {
-        assert_eq!(Reason::ALL.len(), 17);
+        assert_eq!(Reason::ALL.len(), 18);
         let unverified: Vec<_> = Reason::ALL
             .iter()
             .filter(|r| r.outcome() == Outcome::Unverified)
@@ -214,7 +220,12 @@ mod tests {
             .collect();
         assert_eq!(
             unverified,
-            ["unknown_agent", "unknown_key", "directory_unavailable"]
+            [
+                "unknown_agent",
+                "unknown_key",
+                "directory_unavailable",
+                "replay_store_unavailable"
+            ]
         );
         assert_eq!(Verdict::Unsigned.outcome().token(), "unsigned");
         let f = Verdict::Failed(Failure::new(Reason::Replayed, "again"));

@@ -27,9 +27,10 @@ use wba_filter::key_cache::KeyCache;
 use wba_filter::keyring::{AgentKeys, KeyRing};
 use wba_filter::policy::Policy;
 use wba_filter::replay::ReplayTable;
+use wba_filter::replay_store::StoreAnswer;
 use wba_filter::request::{HttpRequest, HttpResponse};
 use wba_filter::request_filter::{
-    on_request_body, on_request_headers, request_from_headers, Action, Body,
+    on_request_body, on_request_headers, on_store_answer, request_from_headers, Action, Body,
 };
 use wba_filter::shared::MemoryStore;
 use wba_filter::sign::{sign_request, SignOptions};
@@ -1036,11 +1037,18 @@ fn filter_config() -> impl Strategy<Value = Config> {
         select(vec!["observe", "enforce", "require"]),
         select(vec!["x-web-bot-auth-", "X-Bot-", "x"]),
         policy(),
+        select(vec![
+            "",
+            r#","replay_store":{"cluster":"r"}"#,
+            r#","replay_store":{"cluster":"r","on_error":"accept"}"#,
+        ]),
     )
-        .prop_map(move |(mode, prefix, policy)| {
+        .prop_map(move |(mode, prefix, policy, store)| {
             let mut c = Config::from_json(
-                format!(r#"{{"mode":"{mode}","header_prefix":"{prefix}","agents":{agents}}}"#)
-                    .as_bytes(),
+                format!(
+                    r#"{{"mode":"{mode}","header_prefix":"{prefix}","agents":{agents}{store}}}"#
+                )
+                .as_bytes(),
             )
             .unwrap();
             c.policy = policy;
@@ -1430,6 +1438,9 @@ proptest! {
                 prop_assert!(host.sent.is_none() && host.counters.is_empty());
                 let body = Body::Complete(b"{}");
                 action = on_request_body(&mut host, &config, &replay, &mut store, pending, body);
+            }
+            if let Action::AskStore(query) = &action {
+                action = on_store_answer(&mut host, &config, query, &StoreAnswer::Fresh);
             }
             prop_assert!(!host.counters.is_empty());
             if let Some(sent) = &host.sent {

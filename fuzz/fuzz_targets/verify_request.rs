@@ -31,21 +31,28 @@ use wba_filter::host::RecordingHost;
 use wba_filter::jwk::Key;
 use wba_filter::key_cache::KeyCache;
 use wba_filter::replay::ReplayTable;
-use wba_filter::request_filter::{on_request_body, on_request_headers, Action, Body};
+use wba_filter::replay_store::StoreAnswer;
+use wba_filter::request_filter::{
+    on_request_body, on_request_headers, on_store_answer, Action, Body,
+};
 use wba_filter::shared::MemoryStore;
 use wba_filter::verify::{verify_traced, Trace};
 
 const TEST_KEY: &str =
     r#"{"kty":"OKP","crv":"Ed25519","x":"JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs"}"#;
 
-/// The configuration, loaded once.
-fn config() -> Option<&'static Config> {
-    static CONFIG: OnceLock<Option<Config>> = OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            Config::from_json(
+/// The configuration (with the fleet's replay store, or without), loaded once.
+fn config(store: bool) -> Option<&'static Config> {
+    static CONFIGS: OnceLock<[Option<Config>; 2]> = OnceLock::new();
+    CONFIGS.get_or_init(|| [load(""), load(r#""replay_store":{"cluster":"r"},"#)])
+        [usize::from(store)]
+    .as_ref()
+}
+
+fn load(store: &str) -> Option<Config> {
+    Config::from_json(
                 format!(
-                    r#"{{"allow_test_keys":true,"agents":[
+                    r#"{{"allow_test_keys":true,{store}"agents":[
                     {{"name":"vectors","url":"https://signature-agent.test","keys":[{TEST_KEY}]}},
                     {{"name":"jwks","url":"https://jwks.example/keys.json","type":"jwks_uri","keys":[{TEST_KEY}]}},
                     {{"name":"remote","url":"https://remote.example","cluster":"remote"}}]}}"#
@@ -53,8 +60,6 @@ fn config() -> Option<&'static Config> {
                 .as_bytes(),
             )
             .ok()
-        })
-        .as_ref()
 }
 
 fn test_key() -> Option<Key> {
@@ -62,7 +67,7 @@ fn test_key() -> Option<Key> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some(base) = config() else {
+    let Some(base) = config(data.first().is_some_and(|b| b & 1 == 1)) else {
         return;
     };
     let text = wba_filter_fuzz::text(data);
@@ -81,9 +86,7 @@ fuzz_target!(|data: &[u8]| {
             ("nonce", _) => config.policy.require_nonce = true,
             ("max", Some(n)) => config.policy.max_signatures = usize::try_from(n).unwrap_or(0),
             ("fetched", Some(n)) => {
-                fetch = test_key().map(|key| {
-                    Ok(Fetched::unproven(vec![key], n))
-                })
+                fetch = test_key().map(|key| Ok(Fetched::unproven(vec![key], n)))
             }
             ("fetch-failed", n) => {
                 fetch = Some(Err(FetchFailure {
@@ -157,10 +160,26 @@ fuzz_target!(|data: &[u8]| {
     let _ = on_request_headers(&mut host, &config, &mut keys, &replay, &mut store, true);
     host.headers = first;
     let action = on_request_headers(&mut host, &config, &mut keys, &replay, &mut store, false);
-    if let Action::NeedBody(pending) = action {
+    if let Action::NeedBody(pending) = &action {
         // The request's own header text stands in for a body.
         let body = Body::Complete(data);
-        let _ = on_request_body(&mut host, &config, &replay, &mut store, &pending, body);
-        let _ = on_request_body(&mut host, &config, &replay, &mut store, &pending, Body::TooLarge(1));
+        let _ = on_request_body(&mut host, &config, &replay, &mut store, pending, body);
+        let _ = on_request_body(
+            &mut host,
+            &config,
+            &replay,
+            &mut store,
+            pending,
+            Body::TooLarge(1),
+        );
+    }
+    if let Action::AskStore(query) = action {
+        for answer in [
+            StoreAnswer::Fresh,
+            StoreAnswer::Replayed,
+            StoreAnswer::from_response(Some(503), data),
+        ] {
+            let _ = on_store_answer(&mut host, &config, &query, &answer);
+        }
     }
 });
