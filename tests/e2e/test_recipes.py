@@ -10,12 +10,13 @@ import base64
 import copy
 import hashlib
 import itertools
+import json
 import time
 
 import pytest
 import yaml
 
-from harness import ROOT, DirectoryServer, EchoUpstream, Envoy, Key, request, sign, wasm_path
+from harness import ROOT, RFC_TEST_KEY, DirectoryServer, EchoUpstream, Envoy, Key, request, sign, wasm_path
 
 RECIPES = ROOT / "envoy" / "recipes"
 
@@ -138,7 +139,14 @@ def assert_passed(r, result, agent_name=None):
 # ---------------------------------------------------------------------------- both recipes
 
 
-@pytest.mark.parametrize("name", ["allow-verified.yaml", "rate-per-agent.yaml"])
+# Each recipe and the Envoy filter it places after ours.
+POLICY_FILTER = {
+    "allow-verified.yaml": "envoy.filters.http.rbac",
+    "rate-per-agent.yaml": "envoy.filters.http.local_ratelimit",
+}
+
+
+@pytest.mark.parametrize("name", sorted(POLICY_FILTER))
 def test_recipe_shape(name):
     """Like minimal.yaml: underscores refused, fail closed, keys fetched over TLS with the name
     checked, and our filter then its hold companion before the policy filter and the router."""
@@ -147,17 +155,29 @@ def test_recipe_shape(name):
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
     names = filter_names(config)
-    policy = {"allow-verified.yaml": "envoy.filters.http.rbac", "rate-per-agent.yaml": "envoy.filters.http.local_ratelimit"}[name]
+    policy = POLICY_FILTER[name]
     assert names == ["web_bot_auth", "web_bot_auth_hold", policy, "envoy.filters.http.router"]
     for f in http_filters(listener)[:2]:
         assert f["typed_config"]["config"]["fail_open"] is False
         assert f["typed_config"]["config"]["vm_config"]["vm_id"] == "web_bot_auth"
+    plugin = json.loads(http_filters(listener)[0]["typed_config"]["config"]["configuration"]["value"])
+    assert plugin["mode"] == "enforce"
+    assert not plugin.get("allow_test_keys")
+    clusters = {c["name"] for c in config["static_resources"]["clusters"]}
+    for agent in plugin["agents"]:
+        assert "keys" not in agent, "recipes fetch keys; pin only keys an agent gave you"
+        assert agent["cluster"] in clusters
+    text = (RECIPES / name).read_text()
+    assert RFC_TEST_KEY.jwk["x"] not in text
+    assert "allow_test_keys" not in text
     for cluster in config["static_resources"]["clusters"]:
         if cluster["name"].endswith("_directory"):
             tls = cluster["transport_socket"]["typed_config"]
-            host = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]["address"]
+            endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+            host = endpoint["address"]["socket_address"]["address"]
             assert tls["sni"] == host
-            assert tls["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0]["matcher"] == {"exact": host}
+            validation = tls["common_tls_context"]["validation_context"]
+            assert validation["match_typed_subject_alt_names"][0]["matcher"] == {"exact": host}
 
 
 # ---------------------------------------------------------------------------- RBAC
@@ -209,7 +229,8 @@ def test_rbac_forged_identity_headers_do_not_get_through(rbac):
     assert_rbac_denied(c.unsigned("/agents/feed", extra=FORGED_PARTNER))
     assert_rbac_denied(c.unsigned("/partners/orders", extra=FORGED_PARTNER))
     # Several copies, any case: still nothing.
-    assert_rbac_denied(c.unsigned("/agents/feed", extra=FORGED_PARTNER + [("x-web-bot-auth-result", "verified")]))
+    twice = FORGED_PARTNER + [("x-web-bot-auth-result", "verified")]
+    assert_rbac_denied(c.unsigned("/agents/feed", extra=twice))
     # A verified crawler claiming to be the partner stays the crawler.
     assert_rbac_denied(c.signed(keys["crawler"], CRAWLER, "/partners/orders", extra=FORGED_PARTNER))
     # And an underscore form never reaches anything (headers_with_underscores_action).
@@ -220,7 +241,8 @@ def test_rbac_forged_identity_headers_do_not_get_through(rbac):
 def test_rbac_follows_the_filters_own_rejections(rbac):
     """An invalid signature is refused by the filter itself (problem+json) before RBAC."""
     _, c, keys = rbac
-    h = sign(keys["partner"], "GET", "elsewhere.example", "/agents/feed", agent=PARTNER, nonce=nonce()).headers
+    h = sign(keys["partner"], "GET", "elsewhere.example", "/agents/feed", agent=PARTNER,
+             nonce=nonce()).headers
     r = request(c.port, "GET", "/agents/feed", headers=h)
     assert r.status == 403
     assert r.header("content-type") == "application/problem+json"
@@ -256,7 +278,7 @@ def test_rbac_decisions_are_counted_and_logged(rbac):
     assert after["http.public.rbac.allowed"] == before.get("http.public.rbac.allowed", 0) + 1
     # The stdout access log lands in envoy.log, flushed asynchronously.
     denied = '"GET /partners/x" 403 rbac_access_denied_matched_policy[none] wba_result=unsigned'
-    allowed = '"GET /partners/x" 200 via_upstream wba_result=verified wba_reason=- wba_agent=https://partner.example'
+    allowed = f'"GET /partners/x" 200 via_upstream wba_result=verified wba_reason=- wba_agent={PARTNER}'
     for _ in range(100):
         if denied in envoy.log() and allowed in envoy.log():
             break
@@ -375,7 +397,8 @@ def test_rate_limit_counts_after_the_filters_own_rejections(rate):
     replayed signature is the filter's 429 (problem+json), not the rate limit's."""
     envoy, c, keys = rate
     before = envoy.stats(RATE_STATS)
-    h = sign(keys["crawler"], "GET", "elsewhere.example", "/items/x", agent=CRAWLER, nonce=nonce()).headers
+    h = sign(keys["crawler"], "GET", "elsewhere.example", "/items/x", agent=CRAWLER,
+             nonce=nonce()).headers
     r = request(c.port, "GET", "/items/x", headers=h)
     assert r.status == 403 and r.json()["reason"] == "bad_signature"
     assert envoy.stats(RATE_STATS) == before
