@@ -82,7 +82,7 @@ def test_minimal_yaml_loads_and_verifies_with_fetched_keys():
 def shipped_texts():
     """Every configuration we ship or document: Envoy configurations, the README, the demo and
     benchmark setups (tests excluded: they may allow test keys, on purpose)."""
-    paths = list((ROOT / "envoy").glob("*")) + [ROOT / "README.md"] + list((ROOT / "bench").glob("*.py"))
+    paths = list((ROOT / "envoy").rglob("*")) + [ROOT / "README.md"] + list((ROOT / "bench").glob("*.py"))
     return {p.relative_to(ROOT): p.read_text() for p in paths if p.is_file()}
 
 
