@@ -16,6 +16,8 @@ Scenarios, each with a fresh Envoy (and service) and run `--repeats` times, inte
                                    Content-Digest (held, hashed, checked, then forwarded)
   old/unsigned, old/signed         with --old-wasm: an earlier build of the filter, alone (the
                                    regression check of a change, measured in the same run)
+  store/signed                     the filter with the fleet's replay store: `wba replay-server`
+                                   (one instance, 2 threads) and a local redis-server, on loopback
   authz/unsigned, authz/signed     envoy.filters.http.ext_authz + the wba-authz HTTP service
 
 Signed runs use `mode: require`, so a request the verifier did not verify is a 403 and shows in
@@ -133,7 +135,50 @@ def ext_authz_filter():
     }
 
 
-def config_for(kind, key, mode, authz_port=None, wasm=None):
+class ReplayStack:
+    """redis-server and `wba replay-server` on loopback, for the store/ scenarios."""
+
+    def __init__(self, wba, workdir):
+        def free_port():
+            import socket
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                return s.getsockname()[1]
+
+        self.redis_port = free_port()
+        self.redis = subprocess.Popen(
+            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        harness.wait_for(self.redis_ready, timeout=20, what="redis-server")
+        self.server = subprocess.Popen(
+            [wba, "replay-server", "--listen", "127.0.0.1:0", "--threads", "2",
+             "--redis", f"redis://127.0.0.1:{self.redis_port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        line = self.server.stdout.readline()
+        m = re.search(r"listening on (?:http://)?127\.0\.0\.1:(\d+)", line)
+        if not m:
+            self.stop()
+            raise RuntimeError(f"wba replay-server did not start: {line}")
+        self.port = int(m.group(1))
+
+    def redis_ready(self):
+        import socket
+        try:
+            with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        for p in (self.server, self.redis):
+            if p and p.poll() is None:
+                p.terminate()
+                p.wait(10)
+
+
+def config_for(kind, key, mode, authz_port=None, wasm=None, store_port=None):
     if kind == "envoy":
         return bootstrap.bootstrap([direct_listener([])], [])
     if kind in ("wasm", "old"):
@@ -142,6 +187,12 @@ def config_for(kind, key, mode, authz_port=None, wasm=None):
     if kind == "hold":
         return bootstrap.bootstrap(
             [direct_listener(bootstrap.wasm_filters(wasm, plugin_config(key, mode)))], [])
+    if kind == "store":
+        cfg = dict(plugin_config(key, mode),
+                   replay_store={"cluster": "wba_replay", "timeout_ms": 250, "on_error": "reject"})
+        return bootstrap.bootstrap(
+            [direct_listener([bootstrap.wasm_filter(wasm, cfg)])],
+            [bootstrap.cluster("wba_replay", store_port, timeout="1s")])
     if kind == "authz":
         return bootstrap.bootstrap(
             [direct_listener([ext_authz_filter()])],
@@ -247,7 +298,9 @@ def run(kind, traffic, args, key, corpora, workdir):
     if kind == "authz":
         authz = Authz(args.authz, plugin_config(key, mode), args.authz_threads, workdir)
     wasm = args.old_wasm if kind == "old" else args.wasm
-    cfg = config_for(kind, key, mode, authz_port=authz and authz.port, wasm=wasm)
+    stack = ReplayStack(args.wba, workdir) if kind == "store" else None
+    cfg = config_for(kind, key, mode, authz_port=authz and authz.port, wasm=wasm,
+                     store_port=stack and stack.port)
     envoy = harness.Envoy(cfg, concurrency=1, log_level="warning", workdir=workdir)
     try:
         envoy.start()
@@ -275,7 +328,7 @@ def run(kind, traffic, args, key, corpora, workdir):
             raise RuntimeError(f"wrk failed: {stdout}")
         r = json.loads(out.read_text())
         n = r["requests"]
-        filtered = kind in ("wasm", "hold", "old")
+        filtered = kind in ("wasm", "hold", "old", "store")
         stats = envoy.stats("wasmcustom.web_bot_auth.outcome") if filtered else {}
         authz_stats = envoy.stats("http.bench.ext_authz") if kind == "authz" else {}
         result = {
@@ -313,6 +366,8 @@ def run(kind, traffic, args, key, corpora, workdir):
         envoy.stop()
         if authz:
             authz.stop()
+        if stack:
+            stack.stop()
 
 
 def median(runs, field):
@@ -333,8 +388,10 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--signed-corpus", type=int, default=300_000)
     ap.add_argument("--old-wasm", help="an earlier build: adds old/unsigned and old/signed")
+    ap.add_argument("--wba", default=str(ROOT / "target" / "release" / "wba"))
     ap.add_argument("--scenarios", default="envoy/unsigned,envoy/signed,wasm/unsigned,"
-                    "wasm/signed,hold/unsigned,hold/signed,hold/body,authz/unsigned,authz/signed")
+                    "wasm/signed,hold/unsigned,hold/signed,hold/body,store/signed,authz/unsigned,"
+                    "authz/signed")
     args = ap.parse_args()
     scenarios = [tuple(s.split("/")) for s in args.scenarios.split(",")]
     if args.old_wasm:

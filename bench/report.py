@@ -223,7 +223,8 @@ def main():
     plot(out / "results.svg", native, wasm_core, s, labels)
     labels.update({
         "hold/unsigned": "filter + hold\nunsigned", "hold/signed": "filter + hold\nsigned",
-        "hold/body": "filter + hold\nsigned body", "old/unsigned": "earlier build\nunsigned",
+        "hold/body": "filter + hold\nsigned body", "store/signed": "filter + replay store\nsigned",
+        "old/unsigned": "earlier build\nunsigned",
         "old/signed": "earlier build\nsigned",
     })
 
@@ -346,6 +347,19 @@ def main():
           f"{fmt(cpu('hold/signed') - cpu('wasm/signed'), 2)} |")
         w(f"| signed body over a signed GET, both with the hold (hold/body − hold/signed) | "
           f"{fmt(cpu('hold/body') - cpu('hold/signed'), 2)} |")
+        w("")
+    if "store/signed" in s:
+        w("## 4d. The fleet's replay store")
+        w("")
+        w("Signed traffic with `replay_store` set: after this Envoy's table, each verified "
+          "signature is recorded by `wba replay-server` (one instance, 2 threads) in a local "
+          "redis-server, through an Envoy cluster, while the request is held.")
+        w("")
+        w("| | Envoy CPU µs/req | p50 µs | p99 µs |")
+        w("|---|---|---|---|")
+        for k in ("wasm/signed", "store/signed"):
+            w(f"| {labels[k].replace(chr(10), ' ')} | {fmt(cpu(k))} | {fmt(s[k]['p50_us'], 0)} | "
+              f"{fmt(s[k]['p99_us'], 0)} |")
         w("")
     if "old/signed" in s:
         w("## 4c. Against an earlier build (`--old-wasm`), same run")

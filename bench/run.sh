@@ -29,6 +29,8 @@ if ! $PY -c 'import matplotlib' 2>/dev/null; then
 fi
 [ -f "$WASM" ] || make build
 cargo build --quiet -p wba-authz --release
+cargo build --quiet -p wba-keys --release   # wba replay-server, for the store/ scenario
+command -v redis-server >/dev/null || make redis-deps
 
 # ---- the machine
 load() { cut -d' ' -f1 /proc/loadavg; }
