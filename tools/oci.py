@@ -178,7 +178,10 @@ def main(argv=None):
         p.error(f"bad tag {args.tag!r}")
     with open(args.module, "rb") as f:
         module = f.read()
-    d = write_layout(module, args.out, args.tag)
+    try:
+        d = write_layout(module, args.out, args.tag)
+    except ValueError as e:
+        p.error(f"{args.module}: {e}")
     print(f"{args.out}: tag {args.tag}, manifest {d}")
     return 0
 
