@@ -25,7 +25,6 @@ Standard library only.
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import re

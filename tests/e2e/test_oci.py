@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tarfile
 
-import pytest
 
 from harness import ROOT, wasm_path
 
