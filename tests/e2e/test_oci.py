@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tarfile
 
-
 from harness import ROOT, wasm_path
 
 TOOL = ROOT / "tools" / "oci.py"
