@@ -23,8 +23,14 @@ FAULT_WASM := target/e2e/web_bot_auth_unreadable_headers.wasm
 # Where the e2e tests and the demo find the built parts.
 PARTS := WBA_WASM=$(CURDIR)/$(WASM) WBA_ENVOY=$(CURDIR)/$(ENVOY) WBA_BIN=$(CURDIR)/target/release/wba WBA_FAULT_WASM=$(CURDIR)/$(FAULT_WASM)
 PY_REQS := tests/e2e/requirements.txt $(wildcard tests/interop/python/requirements.txt)
+# `make oci`: the module as an OCI image layout for Istio and Envoy Gateway (tools/oci.py), tagged
+# with the workspace version unless OCI_TAG is given.
+OCI_DIR := dist/oci
+OCI_TAG ?= $(shell awk -F'"' '/^version = /{print $$2; exit}' Cargo.toml)
+# The manifest tests' schema validators (npm, pinned by their package-lock.json).
+K8S_SCHEMAS := tests/e2e/k8s-schemas
 
-.PHONY: all test build demo bench fuzz lint unit wasm-test e2e fault-build deps rust-deps py-deps node-deps clean
+.PHONY: all test build demo bench fuzz lint unit wasm-test e2e fault-build deps rust-deps py-deps node-deps clean oci k8s-deps
 
 all: build
 
@@ -54,6 +60,20 @@ node-deps:
 
 deps: rust-deps py-deps node-deps
 
+# For tests/e2e/test_oci.py and test_manifests.py: skopeo (Debian; root, or sudo) reads the OCI
+# layout as a registry client would, and the Kubernetes models' validators (npm) check the
+# manifests against the CRDs' schemas. `apt-get update` only when the plain install fails.
+k8s-deps:
+	@if ! command -v skopeo >/dev/null; then \
+	  echo "installing skopeo (apt)"; \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  apt="$$sudo env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 -y -q"; \
+	  $$apt install --no-install-recommends skopeo >/dev/null \
+	    || { $$apt update >/dev/null && $$apt install --no-install-recommends skopeo >/dev/null; }; \
+	fi
+	@if [ ! $(K8S_SCHEMAS)/node_modules/.package-lock.json -nt $(K8S_SCHEMAS)/package-lock.json ]; then \
+	  npm ci --prefix $(K8S_SCHEMAS) --no-audit --no-fund --loglevel=error; fi
+
 ## ---- build ----
 
 build: rust-deps
@@ -61,6 +81,11 @@ build: rust-deps
 	@mkdir -p dist
 	$(WASM_OPT) $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/wba_filter.wasm -o $(WASM)
 	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes ($$(( $$(stat -c %s $(WASM)) / 1024 )) KiB)"
+
+# Python 3, standard library only: the project's venv (created bare when missing).
+oci: build
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) tools/oci.py $(WASM) $(OCI_DIR) --tag $(OCI_TAG)
 
 ## ---- tests ----
 
@@ -81,7 +106,7 @@ fault-build: rust-deps
 	@mkdir -p $(dir $(FAULT_WASM))
 	cp target/$(WASM_TARGET)/debug/wba_filter.wasm $(FAULT_WASM)
 
-e2e: build fault-build deps
+e2e: build fault-build deps oci k8s-deps
 	cargo build -p wba-keys --release
 	$(PARTS) $(PY) -m pytest -q tests/e2e
 
