@@ -24,7 +24,7 @@ FAULT_WASM := target/e2e/web_bot_auth_unreadable_headers.wasm
 PARTS := WBA_WASM=$(CURDIR)/$(WASM) WBA_ENVOY=$(CURDIR)/$(ENVOY) WBA_BIN=$(CURDIR)/target/release/wba WBA_FAULT_WASM=$(CURDIR)/$(FAULT_WASM)
 PY_REQS := tests/e2e/requirements.txt $(wildcard tests/interop/python/requirements.txt)
 
-.PHONY: all test build demo bench fuzz lint unit wasm-test e2e fault-build deps rust-deps py-deps node-deps clean
+.PHONY: all test build demo bench fuzz lint unit wasm-test e2e fault-build deps rust-deps py-deps node-deps redis-deps clean
 
 all: build
 
@@ -52,6 +52,15 @@ node-deps:
 	@if [ -f $(NODE_INTEROP)/package-lock.json ] && [ ! -d $(NODE_INTEROP)/node_modules ]; then \
 	  npm ci --prefix $(NODE_INTEROP) --no-audit --no-fund --loglevel=error; fi
 
+# Debian's redis-server (and redis-cli) for `wba replay-server`'s tests (keys/tests/replay_server.rs):
+# installed only when missing; the package lists are refreshed only if the install fails first.
+redis-deps:
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { \
+	  echo "installing redis-server (Debian package)"; \
+	  APT="env DEBIAN_FRONTEND=noninteractive apt-get"; [ "$$(id -u)" = 0 ] || APT="sudo $$APT"; \
+	  $$APT install -y -qq redis-server >/dev/null 2>&1 || \
+	    { $$APT update -qq && $$APT install -y -qq redis-server; }; }
+
 deps: rust-deps py-deps node-deps
 
 ## ---- build ----
@@ -69,8 +78,8 @@ lint: rust-deps
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p wba-filter --target $(WASM_TARGET) --features envoy -- -D warnings
 
-unit: deps
-	WBA_REQUIRE_INTEROP=1 WBA_PYTHON=$(CURDIR)/$(PY) cargo test --workspace
+unit: deps redis-deps
+	WBA_REQUIRE_INTEROP=1 WBA_REQUIRE_REDIS=1 WBA_PYTHON=$(CURDIR)/$(PY) cargo test --workspace
 
 wasm-test: rust-deps
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(TOOLS)/bin/wasm-bindgen-test-runner \

@@ -11,7 +11,7 @@
 /// The largest request body accepted (the protocol has none; a small one is read and ignored).
 pub const MAX_BODY_BYTES: usize = 1024;
 /// The largest request head (request line and header fields), in bytes: hyper answers 431 past
-/// it (414 for a request line that alone is too long).
+/// it (a long path included).
 pub const MAX_HEADER_BYTES: usize = 8192;
 /// The most header fields a request may carry (hyper answers 431 past it).
 pub const MAX_HEADERS: usize = 32;

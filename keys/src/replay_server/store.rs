@@ -53,7 +53,7 @@ fn failed(e: &RedisError) -> StoreError {
 /// Where the records live.
 pub enum Backend {
     Standalone(ConnectionManager),
-    Cluster(ClusterHandle),
+    Cluster(Box<ClusterHandle>),
 }
 
 /// A Redis Cluster connection, made on first use and remade only if it was never made (the
@@ -124,11 +124,11 @@ pub fn open(urls: &[String], cluster: bool, timeout: Duration) -> anyhow::Result
             .max_retry_wait(timeout.as_millis().try_into().unwrap_or(u64::MAX))
             .build()
             .map_err(|e| anyhow::anyhow!("--redis (cluster): {e}"))?;
-        Backend::Cluster(ClusterHandle {
+        Backend::Cluster(Box::new(ClusterHandle {
             client,
             conn: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
-        })
+        }))
     } else {
         if infos.len() > 1 {
             anyhow::bail!(
@@ -207,6 +207,8 @@ impl Store {
         };
         let result = match tokio::time::timeout(self.timeout, run).await {
             Err(_) => Err(StoreError::Timeout(self.timeout)),
+            // The client's own response or connection timeout (the same length) said it first.
+            Ok(Err(e)) if e.is_timeout() => Err(StoreError::Timeout(self.timeout)),
             Ok(Err(e)) => Err(failed(&e)),
             Ok(Ok(Value::ServerError(e))) => Err(failed(&RedisError::from(e))),
             Ok(Ok(v)) => Ok(v),
