@@ -718,3 +718,52 @@ async fn redis_cluster_spreads_records_over_masters() {
     let other = Server::start(&urls[2..], &["--cluster", "--redis-timeout-ms", "5000"]);
     assert_eq!(post(&other.addr, &id("cluster", 7), until).await.0, 409);
 }
+
+#[test]
+fn usage_errors_need_no_redis() {
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_wba"))
+            .arg("replay-server")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--redis"), "{err}");
+    let (code, err) = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--redis",
+        "redis://127.0.0.1:2",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("add --cluster"), "{err}");
+    let (code, err) = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--redis",
+        "redis://127.0.0.1:1",
+        "--redis-timeout-ms",
+        "0",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--redis-timeout-ms"), "{err}");
+    let (code, err) = run(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--redis",
+        "redis://u:hunter2@h:1/x",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--redis") && !err.contains("hunter2"), "{err}");
+    let (code, err) = run(&["--listen", "nonsense", "--redis", "redis://127.0.0.1:1"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("cannot listen on nonsense"), "{err}");
+}
