@@ -767,3 +767,63 @@ fn usage_errors_need_no_redis() {
     assert_eq!(code, Some(1));
     assert!(err.contains("cannot listen on nonsense"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_never_kills_the_server() {
+    if !have_redis("garbage_never_kills_the_server") {
+        return;
+    }
+    let redis = Redis::start();
+    let mut server = Server::start(&[redis.url()], &[]);
+    let a = server.addr.clone();
+    // A small deterministic generator (xorshift64*).
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let pieces: [&[u8]; 16] = [
+        b"POST ",
+        b"GET ",
+        b"/v1/replay/",
+        b"/healthz",
+        b"0123456789abcdef",
+        b" HTTP/1.1\r\n",
+        b"x-wba-until: ",
+        b"1800000000",
+        b"99999999999999999999999999",
+        b"\r\n",
+        b"Content-Length: ",
+        b"Transfer-Encoding: chunked\r\n",
+        b"\xff\x00\xfe",
+        b"?",
+        b"%00",
+        b"\r\n\r\n",
+    ];
+    for _ in 0..300 {
+        let mut raw = Vec::new();
+        for _ in 0..(next() % 24) {
+            let r = next();
+            if r % 5 == 0 {
+                raw.push((r >> 8) as u8);
+            } else {
+                raw.extend_from_slice(pieces[(r >> 8) as usize % pieces.len()]);
+            }
+        }
+        raw.extend_from_slice(b"\r\n\r\n");
+        // Any answer, or none (a closed connection), but the server must stay up.
+        let _ = tokio::time::timeout(Duration::from_secs(15), async {
+            let mut s = tokio::net::TcpStream::connect(&a).await?;
+            s.write_all(&raw).await?;
+            s.shutdown().await?;
+            let mut buf = Vec::new();
+            s.read_to_end(&mut buf).await?;
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await;
+    }
+    assert_eq!(health(&a).await.0, 200);
+    assert!(server.child.as_mut().unwrap().try_wait().unwrap().is_none());
+}
