@@ -30,7 +30,7 @@ OCI_TAG ?= $(shell awk -F'"' '/^version = /{print $$2; exit}' Cargo.toml)
 # The manifest tests' schema validators (npm, pinned by their package-lock.json).
 K8S_SCHEMAS := tests/e2e/k8s-schemas
 
-.PHONY: all test build demo bench fuzz lint unit wasm-test e2e fault-build deps rust-deps py-deps node-deps clean oci k8s-deps
+.PHONY: all test build demo bench fuzz lint unit wasm-test e2e fault-build deps rust-deps py-deps node-deps redis-deps clean oci k8s-deps
 
 all: build
 
@@ -57,6 +57,15 @@ py-deps: $(VENV)/.deps-stamp
 node-deps:
 	@if [ -f $(NODE_INTEROP)/package-lock.json ] && [ ! -d $(NODE_INTEROP)/node_modules ]; then \
 	  npm ci --prefix $(NODE_INTEROP) --no-audit --no-fund --loglevel=error; fi
+
+# Debian's redis-server (and redis-cli) for `wba replay-server`'s tests (keys/tests/replay_server.rs):
+# installed only when missing; the package lists are refreshed only if the install fails first.
+redis-deps:
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null || { \
+	  echo "installing redis-server (Debian package)"; \
+	  APT="env DEBIAN_FRONTEND=noninteractive apt-get"; [ "$$(id -u)" = 0 ] || APT="sudo $$APT"; \
+	  $$APT install -y -qq redis-server >/dev/null 2>&1 || \
+	    { $$APT update -qq && $$APT install -y -qq redis-server; }; }
 
 deps: rust-deps py-deps node-deps
 
@@ -94,8 +103,8 @@ lint: rust-deps
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p wba-filter --target $(WASM_TARGET) --features envoy -- -D warnings
 
-unit: deps
-	WBA_REQUIRE_INTEROP=1 WBA_PYTHON=$(CURDIR)/$(PY) cargo test --workspace
+unit: deps redis-deps
+	WBA_REQUIRE_INTEROP=1 WBA_REQUIRE_REDIS=1 WBA_PYTHON=$(CURDIR)/$(PY) cargo test --workspace
 
 wasm-test: rust-deps
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(TOOLS)/bin/wasm-bindgen-test-runner \
@@ -106,7 +115,7 @@ fault-build: rust-deps
 	@mkdir -p $(dir $(FAULT_WASM))
 	cp target/$(WASM_TARGET)/debug/wba_filter.wasm $(FAULT_WASM)
 
-e2e: build fault-build deps oci k8s-deps
+e2e: build fault-build deps redis-deps oci k8s-deps
 	cargo build -p wba-keys --release
 	$(PARTS) $(PY) -m pytest -q tests/e2e
 

@@ -14,7 +14,7 @@ use wba_filter::policy::Policy;
 use wba_filter::verdict::Verdict;
 use wba_keys::keyfile::{self, LoadedKey};
 use wba_keys::sign::{self, SignArgs};
-use wba_keys::{directory, explain, rawrequest, request, serve};
+use wba_keys::{directory, explain, rawrequest, replay_server, request, serve};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +26,7 @@ use wba_keys::{directory, explain, rawrequest, request, serve};
         2. wba serve --key agent.jwk          (or: wba directory agent.pub.jwk > directory.json)\n\
         3. wba sign --key agent.jwk --agent https://agent.example --url https://site.example/\n\
         4. wba explain --request req.txt --key agent.pub.jwk\n\n\
+        For verifiers: wba replay-server --listen 127.0.0.1:8300 --redis redis://127.0.0.1:6379\n\n\
         Exit status: 0 on success; 1 on an error (explain: when the request does not verify);\n\
         2 on a usage error (explain: also when the request file cannot be read)."
 )]
@@ -153,6 +154,38 @@ enum Command {
         /// A component every signature must cover (repeatable), e.g. @path.
         #[arg(long = "require-component", value_name = "COMPONENT")]
         require_components: Vec<String>,
+    },
+    /// Replay protection across a fleet of Envoys: a stateless HTTP service on Redis that the
+    /// filter's `replay_store` asks to record each verified signature.
+    #[command(
+        long_about = "Replay protection across a fleet of Envoys: a stateless HTTP \
+        service on Redis that the filter's replay_store asks to record each verified signature.\n\n\
+        POST /v1/replay/<id> (32 lowercase hex) with x-wba-until: <unix seconds>, no body:\n\
+        \x20 201 fresh | 409 replayed | 400 malformed | 413 body over 1 KiB | 503 Redis unavailable\n\
+        GET /healthz: 200 ok when Redis answers PING within the timeout, else 503.\n\n\
+        Each record is SET wba:replay:<id> 1 NX EXAT <until> (Redis 6.2 or later; configure\n\
+        maxmemory-policy noeviction). Prints `listening on ADDR` first; stops on SIGTERM."
+    )]
+    ReplayServer {
+        /// Address to listen on, HOST:PORT (port 0 picks a free one).
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// Redis URL, e.g. redis://127.0.0.1:6379/0 or redis://:PASSWORD@host:6379. With
+        /// --cluster, repeat it for each seed node of the cluster.
+        #[arg(long, value_name = "URL", required = true)]
+        redis: Vec<String>,
+        /// The --redis URLs are seed nodes of a Redis Cluster (records spread over its slots).
+        #[arg(long)]
+        cluster: bool,
+        /// The longest wait for Redis (connecting or answering) before answering 503.
+        #[arg(long, value_name = "N", default_value_t = 200)]
+        redis_timeout_ms: u64,
+        /// Refuse (400) an x-wba-until further ahead than this (default 30 days).
+        #[arg(long, value_name = "N", default_value_t = replay_server::protocol::DEFAULT_MAX_TTL_SECONDS)]
+        max_ttl_seconds: u64,
+        /// Tokio worker threads (default: one per core).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        threads: usize,
     },
 }
 
@@ -382,6 +415,21 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 _ => ExitCode::from(1),
             });
         }
+        Command::ReplayServer {
+            listen,
+            redis,
+            cluster,
+            redis_timeout_ms,
+            max_ttl_seconds,
+            threads,
+        } => replay_server::run(replay_server::Config {
+            listen,
+            redis,
+            cluster,
+            redis_timeout: Duration::from_millis(redis_timeout_ms),
+            max_ttl_seconds,
+            threads,
+        })?,
     }
     Ok(ExitCode::SUCCESS)
 }
