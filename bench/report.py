@@ -169,6 +169,7 @@ def main():
     ap.add_argument("--criterion", default=str(ROOT / "target" / "criterion"))
     ap.add_argument("--e2e", default=str(ROOT / "bench" / "results" / "e2e.json"))
     ap.add_argument("--machine", required=True)
+    ap.add_argument("--replay-server", help="bench/replay_server.sh's output")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args()
     out = Path(args.out)
@@ -360,6 +361,21 @@ def main():
         for k in ("wasm/signed", "store/signed"):
             w(f"| {labels[k].replace(chr(10), ' ')} | {fmt(cpu(k))} | {fmt(s[k]['p50_us'], 0)} | "
               f"{fmt(s[k]['p99_us'], 0)} |")
+        w("")
+    sizing = Path(args.replay_server).read_text() if args.replay_server else ""
+    if "====" in sizing:
+        w("## 4e. Sizing `wba replay-server` (bench/replay_server.sh)")
+        w("")
+        w("```")
+        lines.extend(sizing[sizing.index("===="):].strip("\n").splitlines())
+        w("```")
+        w("")
+    elif sizing:
+        w("## 4e. Sizing `wba replay-server`: failed")
+        w("")
+        w("```")
+        lines.extend(sizing.strip("\n").splitlines()[-20:])
+        w("```")
         w("")
     if "old/signed" in s:
         w("## 4c. Against an earlier build (`--old-wasm`), same run")

@@ -3,7 +3,7 @@
 #   1. verification natively: our core, the crates.io web-bot-auth crate, bare ed25519-dalek
 #      (criterion, filter/benches/verify.rs);
 #   2-5. the filter in Envoy (V8), end to end with wrk, against the ext_authz deployment
-#      (bench/e2e.py), memory and size;
+#      (bench/e2e.py), memory and size; the sizing of `wba replay-server` (bench/replay_server.sh);
 # and writes bench/results/: results.md (table, machine, targets), results.svg, results.json.
 # Never part of `make test`; asserts nothing about timings. About 8 minutes on 2 cores.
 # WBA_BENCH_E2E_ARGS adds arguments to bench/e2e.py (e.g. "--repeats 1 --duration 3" to try it;
@@ -54,6 +54,10 @@ LOAD_E2E=$(load)
 $PY bench/e2e.py --wasm "$WASM" --authz "$ROOT/target/release/wba-authz" --out "$TMP/e2e.json" \
   ${WBA_BENCH_E2E_ARGS:-} || echo "note: some end-to-end runs reported problems (see results.json)"
 
+# ---- 4e. sizing of wba replay-server (Redis memory per live record, req/s of one server)
+wait_quiet
+bench/replay_server.sh 10 > "$TMP/replay_server.txt" 2>&1 || echo "note: bench/replay_server.sh failed (see results.md)"
+
 $PY - "$TMP/machine.json" "$LOAD_CRITERION" "$LOAD_E2E" <<'PYEOF'
 import json, subprocess, sys, datetime, re
 def sh(*cmd):
@@ -79,5 +83,5 @@ PYEOF
 
 mkdir -p "$OUT"
 $PY bench/report.py --criterion "$ROOT/target/criterion" --e2e "$TMP/e2e.json" \
-  --machine "$TMP/machine.json" --out "$OUT"
+  --machine "$TMP/machine.json" --replay-server "$TMP/replay_server.txt" --out "$OUT"
 echo "wrote $OUT/results.md, results.svg, results.json"
