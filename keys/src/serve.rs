@@ -15,7 +15,8 @@ use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use sfv::{BareItem, Parameters};
 use sha2::{Digest, Sha256};
-use wba_filter::agent_url::{AgentType, DIRECTORY_PATH};
+use wba_filter::agent_url::DIRECTORY_PATH;
+use wba_filter::directory::KidRule;
 use wba_filter::directory::{
     build_key_set, content_digest, parse_key_set, DIRECTORY_MEDIA_TYPE, DIRECTORY_TAG,
 };
@@ -69,7 +70,7 @@ impl ServeConfig {
             Ok(b) => b,
             Err(e) => return vec![format!("{e:#}")],
         };
-        match parse_key_set(&body, AgentType::Directory, crate::directory::MAX_KEYS) {
+        match parse_key_set(&body, KidRule::Thumbprint, crate::directory::MAX_KEYS) {
             Err(e) => w.push(format!(
                 "the directory would be refused by a verifier: {e} (served anyway)"
             )),
@@ -401,9 +402,7 @@ mod tests {
             status: 200,
             headers: r.headers.clone(),
         };
-        let listed = parse_key_set(&r.body, AgentType::Directory, 8)
-            .unwrap()
-            .keys;
+        let listed = parse_key_set(&r.body, KidRule::Thumbprint, 8).unwrap().keys;
         let request =
             HttpRequest::from_parts("GET", "https", "agent.example", DIRECTORY_PATH, vec![]);
         let results = verify_directory_response(&request, &resp, &r.body, &listed, 1010, 60);
