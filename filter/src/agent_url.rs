@@ -103,8 +103,8 @@ impl AgentUrl {
             return Err(UrlError::UserInfo);
         }
         let authority = normalize_host_port(authority)?;
-        let path_end = tail.find(['?', '#']).unwrap_or(tail.len());
-        let path = remove_dot_segments(&normalize_percent(&tail[..path_end]));
+        let path = tail.split(['?', '#']).next().unwrap_or_default();
+        let path = remove_dot_segments(&normalize_percent(path));
         // The origin is decided by the path alone: the query is not part of the identity.
         let origin = path.is_empty() || path == "/";
         let path = if origin { DIRECTORY_PATH } else { &path };
@@ -114,10 +114,10 @@ impl AgentUrl {
         };
         let mut fetch = format!("https://{authority}");
         escape_into(&mut fetch, path.as_bytes());
-        let tail = &tail[..tail.find('#').unwrap_or(tail.len())];
-        if let Some(q) = tail.find('?') {
+        let without_fragment = tail.split('#').next().unwrap_or_default();
+        if let Some((_, query)) = without_fragment.split_once('?') {
             fetch.push('?');
-            escape_into(&mut fetch, tail[q + 1..].as_bytes());
+            escape_into(&mut fetch, query.as_bytes());
         }
         Ok(AgentUrl { id, fetch, origin })
     }

@@ -1075,7 +1075,7 @@ mod tests {
         ring.add("J", AgentId::parse(url).unwrap(), ring_key_for_tests());
         for field in [
             format!("sig1=\"{url}\""),
-            format!("sig1=\"https://Keys.Example:443/./jwks.json?v=2\""),
+            "sig1=\"https://Keys.Example:443/./jwks.json?v=2\"".to_string(),
             format!("sig1=\"{url}\";type=jwks_uri"),
         ] {
             let v = verify_request(
