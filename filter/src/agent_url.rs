@@ -108,12 +108,14 @@ impl AgentUrl {
         // The origin is decided by the path alone: the query is not part of the identity.
         let origin = path.is_empty() || path == "/";
         let path = if origin { DIRECTORY_PATH } else { &path };
+        // Escaped in the identity too, so that it reads back as itself (a lone `%` is `%25`).
+        let mut url = format!("https://{authority}");
+        escape_into(&mut url, path.as_bytes());
         let id = AgentId {
-            url: format!("https://{authority}{path}"),
+            url,
             well_known: path == DIRECTORY_PATH,
         };
-        let mut fetch = format!("https://{authority}");
-        escape_into(&mut fetch, path.as_bytes());
+        let mut fetch = id.url.clone();
         let without_fragment = tail.split('#').next().unwrap_or_default();
         if let Some((_, query)) = without_fragment.split_once('?') {
             fetch.push('?');
@@ -334,9 +336,18 @@ mod tests {
             id("https://a.example/%e2%82%ac").as_deref(),
             Ok("https://a.example/%E2%82%AC")
         );
+        // What a request target cannot carry is escaped, so the identity reads back as itself.
         assert_eq!(
             id("https://a.example/100%").as_deref(),
-            Ok("https://a.example/100%")
+            Ok("https://a.example/100%25")
+        );
+        assert_eq!(
+            id("https://a.example/a b/\u{e9}").as_deref(),
+            Ok("https://a.example/a%20b/%C3%A9")
+        );
+        assert_eq!(
+            id("https://a.example/a%20b/%c3%a9").as_deref(),
+            Ok("https://a.example/a%20b/%C3%A9")
         );
         // The well-known path elsewhere than at the root, or with a trailing slash, is not it.
         for other in [

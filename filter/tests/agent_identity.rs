@@ -38,7 +38,12 @@ fn path() -> impl Strategy<Value = String> {
                 "%2f",
                 "%e2%82%ac",
                 "a%2Db",
-                "%41"
+                "%41",
+                "100%",
+                "%zz",
+                "a b",
+                "\u{e9}",
+                "%25"
             ])
             .prop_map(str::to_string),
         ],
