@@ -349,6 +349,12 @@ mod tests {
             id("https://a.example/a%20b/%c3%a9").as_deref(),
             Ok("https://a.example/a%20b/%C3%A9")
         );
+        // Found by fuzz/signature_agent: a segment ". " is not a dot segment, and its space
+        // must read back the same from the identity and from the fetch URL.
+        let a = AgentUrl::parse("https://agent.e0/a/. /").unwrap();
+        assert_eq!(a.id().as_str(), "https://agent.e0/a/.%20/");
+        assert_eq!(AgentUrl::parse(a.fetch_url()).unwrap().id(), a.id());
+        assert_eq!(AgentId::parse(a.id().as_str()).as_ref(), Ok(a.id()));
         // The well-known path elsewhere than at the root, or with a trailing slash, is not it.
         for other in [
             "https://a.example/x/.well-known/http-message-signatures-directory",
