@@ -35,7 +35,7 @@ mod theirs;
 
 use common::now;
 use theirs::Theirs;
-use wba_filter::agent_url::AgentType;
+use wba_filter::agent_url::AgentId;
 use wba_filter::jwk::Jwk;
 use wba_filter::keyring::KeyRing;
 use wba_filter::policy::Policy;
@@ -143,8 +143,7 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
     let mut ring = KeyRing::default();
     ring.add(
         "Bench Agent",
-        AgentType::Directory,
-        AGENT,
+        AgentId::parse(AGENT).unwrap(),
         vec![Jwk::from_ed25519(key.verifying_key().as_bytes())
             .to_key()
             .unwrap()],

@@ -1,40 +1,10 @@
-//! Agent identifiers: the `Signature-Agent` URL types and their normalization
-//! (RFC 3986 sections 6.2.2 and 6.2.3), so that a request's URL and the configured one compare
-//! equal exactly when they name the same resource.
+//! Agent identity: an agent is the JWK Set its keys come from (Web Bot Auth -01). A
+//! `Signature-Agent` value or a configured `url` is either an https origin, shorthand for
+//! `<origin>/.well-known/http-message-signatures-directory`, or the https URL of a JWK Set.
+//! Identifiers compare after RFC 3986 normalization (sections 6.2.2 and 6.2.3), query and
+//! fragment dropped; the fetch keeps the query.
 
 use std::fmt;
-
-/// How an agent publishes its keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentType {
-    /// `https://origin` + `/.well-known/http-message-signatures-directory`.
-    Directory,
-    /// The URL is a JWK Set.
-    JwksUri,
-    /// An OAuth Client ID Metadata Document.
-    Cimd,
-}
-
-impl AgentType {
-    /// The type named in a `Signature-Agent` `type` parameter or in configuration.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "directory" => Some(Self::Directory),
-            "jwks_uri" => Some(Self::JwksUri),
-            "cimd" => Some(Self::Cimd),
-            _ => None,
-        }
-    }
-
-    /// The name used on the wire and in configuration.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Directory => "directory",
-            Self::JwksUri => "jwks_uri",
-            Self::Cimd => "cimd",
-        }
-    }
-}
 
 /// The path of a key directory under an agent's origin.
 pub const DIRECTORY_PATH: &str = "/.well-known/http-message-signatures-directory";
@@ -47,7 +17,6 @@ pub enum UrlError {
     UserInfo,
     BadPort,
     BadHost,
-    NotAnOrigin,
 }
 
 impl fmt::Display for UrlError {
@@ -58,70 +27,126 @@ impl fmt::Display for UrlError {
             Self::UserInfo => "the URL must not carry user information",
             Self::BadPort => "the URL has an invalid port",
             Self::BadHost => "the URL has an invalid host",
-            Self::NotAnOrigin => "a directory agent must be an origin (https://host[:port])",
         })
     }
 }
 
 impl std::error::Error for UrlError {}
 
-/// Normalizes an agent URL. For [`AgentType::Directory`] the result is the origin
-/// (`https://host[:port]`); otherwise scheme and host are lowercased, the default port is
-/// dropped, percent-encodings are normalized, dot segments removed, query and fragment dropped.
-pub fn normalize_agent_url(kind: AgentType, url: &str) -> Result<String, UrlError> {
-    let rest = strip_prefix_ignore_case(url.trim(), "https://").ok_or(UrlError::NotHttps)?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    if authority.contains('@') {
-        return Err(UrlError::UserInfo);
+/// An agent's identity: the normalized URL of its JWK Set, without query or fragment. Made
+/// only by [`AgentUrl::parse`] (or [`AgentId::parse`]), so it is always normalized.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AgentId {
+    /// `https://host[:port]/path`.
+    url: String,
+    /// The path is the well-known directory's: keys are bound to the origin.
+    well_known: bool,
+}
+
+impl AgentId {
+    /// The identity of an origin or JWK Set URL.
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
+        AgentUrl::parse(url).map(|u| u.id)
     }
-    let authority = normalize_host_port(authority)?;
-    let path_end = tail.find(['?', '#']).unwrap_or(tail.len());
-    let path = &tail[..path_end];
-    match kind {
-        AgentType::Directory => {
-            if !(path.is_empty() || path == "/") || path_end != tail.len() {
-                return Err(UrlError::NotAnOrigin);
-            }
-            Ok(format!("https://{authority}"))
-        }
-        AgentType::JwksUri | AgentType::Cimd => {
-            let path = remove_dot_segments(&normalize_percent(path));
-            let path = if path.is_empty() {
-                "/".to_string()
-            } else {
-                path
-            };
-            Ok(format!("https://{authority}{path}"))
+
+    /// The JWK Set URL (normalized, no query).
+    pub fn as_str(&self) -> &str {
+        &self.url
+    }
+
+    /// Whether the keys are at the origin's well-known directory (where a `kid` must be the
+    /// key's thumbprint), rather than at another JWK Set URL (where `kid` is a label).
+    pub fn is_well_known(&self) -> bool {
+        self.well_known
+    }
+
+    /// How the agent is shown (result header, filter state, logs): its origin when its keys
+    /// are at the well-known directory, so that an agent configured and signing as
+    /// `https://agent.example` still shows as that; otherwise the JWK Set URL.
+    pub fn shown(&self) -> &str {
+        if self.well_known {
+            self.url
+                .get(..self.url.len().saturating_sub(DIRECTORY_PATH.len()))
+                .unwrap_or(&self.url)
+        } else {
+            &self.url
         }
     }
 }
 
-/// The URL the agent's key material is fetched from: [`normalize_agent_url`] plus, for a
-/// key-set URL (`jwks_uri`, `cimd`), the configured query (the server may need it: `?v=2`).
-/// The fragment is dropped (it is never sent), and bytes that may not appear in a request
-/// target are percent-encoded, so the fetch's `:path` is always valid.
-pub fn fetch_url(kind: AgentType, url: &str) -> Result<String, UrlError> {
-    let normalized = normalize_agent_url(kind, url)?;
-    if kind == AgentType::Directory {
-        return Ok(normalized);
+impl fmt::Display for AgentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.shown())
     }
-    // The authority is valid (the normalization checked it); path and query may need escaping.
-    let authority_end = normalized
-        .bytes()
-        .skip(8)
-        .position(|b| b == b'/')
-        .map_or(normalized.len(), |i| i + 8);
-    let (origin, path) = normalized.split_at(authority_end);
-    let mut out = origin.to_string();
-    escape_into(&mut out, path.as_bytes());
-    let raw = url.trim().as_bytes();
-    let raw = &raw[..raw.iter().position(|b| *b == b'#').unwrap_or(raw.len())];
-    if let Some(q) = raw.iter().position(|b| *b == b'?') {
-        out.push('?');
-        escape_into(&mut out, &raw[q + 1..]);
+}
+
+/// An agent URL as written: its identity, the URL its keys are fetched from, and whether it
+/// was written as an origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentUrl {
+    id: AgentId,
+    /// The JWK Set URL with the query as given, escaped so that it is a valid request target.
+    fetch: String,
+    origin: bool,
+}
+
+impl AgentUrl {
+    /// Reads an https origin (path empty or `/`: its well-known directory) or JWK Set URL.
+    /// Scheme and host are lowercased, the default port dropped, percent-encodings normalized,
+    /// dot segments removed; the identity drops query and fragment, the fetch keeps the query.
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
+        let raw = url.trim();
+        let rest = strip_prefix_ignore_case(raw, "https://").ok_or(UrlError::NotHttps)?;
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(end);
+        if authority.contains('@') {
+            return Err(UrlError::UserInfo);
+        }
+        let authority = normalize_host_port(authority)?;
+        let path = tail.split(['?', '#']).next().unwrap_or_default();
+        let path = remove_dot_segments(&normalize_percent(path));
+        // The origin is decided by the path alone: the query is not part of the identity.
+        let origin = path.is_empty() || path == "/";
+        let path = if origin { DIRECTORY_PATH } else { &path };
+        // Escaped in the identity too, so that it reads back as itself (a lone `%` is `%25`).
+        let mut url = format!("https://{authority}");
+        escape_into(&mut url, path.as_bytes());
+        let id = AgentId {
+            url,
+            well_known: path == DIRECTORY_PATH,
+        };
+        let mut fetch = id.url.clone();
+        let without_fragment = tail.split('#').next().unwrap_or_default();
+        if let Some((_, query)) = without_fragment.split_once('?') {
+            fetch.push('?');
+            escape_into(&mut fetch, query.as_bytes());
+        }
+        Ok(AgentUrl { id, fetch, origin })
     }
-    Ok(out)
+
+    pub fn id(&self) -> &AgentId {
+        &self.id
+    }
+
+    /// The URL the keys are fetched from (the query kept, the fragment dropped).
+    pub fn fetch_url(&self) -> &str {
+        &self.fetch
+    }
+
+    /// Written as an origin (`https://host[:port]`, optionally with `/`), not as a JWK Set URL.
+    pub fn is_origin(&self) -> bool {
+        self.origin
+    }
+
+    /// The `:authority` and `:path` (with the query) of the fetch.
+    pub fn fetch_target(&self) -> (String, String) {
+        let rest = self.fetch.get("https://".len()..).unwrap_or_default();
+        let (authority, path) = match rest.find('/') {
+            Some(i) => rest.split_at(i),
+            None => (rest, "/"),
+        };
+        (authority.to_string(), path.to_string())
+    }
 }
 
 /// Appends `s`, percent-encoding what RFC 3986 allows in no path or query: controls, space,
@@ -141,21 +166,6 @@ fn escape_into(out: &mut String, b: &[u8]) {
             out.push(char::from(HEX[usize::from(c & 15)]));
         }
     }
-}
-
-/// The `:authority` and `:path` of a fetch of `url` (a [`fetch_url`]).
-pub fn fetch_target(kind: AgentType, url: &str) -> (String, String) {
-    let rest = url.strip_prefix("https://").unwrap_or(url);
-    let (authority, path) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
-    let path = match kind {
-        AgentType::Directory => DIRECTORY_PATH.to_string(),
-        _ if !path.starts_with('/') => format!("/{path}"),
-        _ => path.to_string(),
-    };
-    (authority.to_string(), path)
 }
 
 fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -279,79 +289,113 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    #[test]
-    fn directory_origins() {
-        let n = |u| normalize_agent_url(AgentType::Directory, u);
-        assert_eq!(
-            n("https://Agent.Example").as_deref(),
-            Ok("https://agent.example")
-        );
-        assert_eq!(
-            n("HTTPS://agent.example:443/").as_deref(),
-            Ok("https://agent.example")
-        );
-        assert_eq!(
-            n("https://agent.example:8443").as_deref(),
-            Ok("https://agent.example:8443")
-        );
-        assert_eq!(n("https://[::1]:8443").as_deref(), Ok("https://[::1]:8443"));
-        assert_eq!(n("http://agent.example"), Err(UrlError::NotHttps));
-        assert_eq!(n("https://agent.example/keys"), Err(UrlError::NotAnOrigin));
-        assert_eq!(n("https://agent.example?x"), Err(UrlError::NotAnOrigin));
-        assert_eq!(n("https://u@agent.example"), Err(UrlError::UserInfo));
-        assert_eq!(n("https://agent.example:99999"), Err(UrlError::BadPort));
-        assert_eq!(n("https://"), Err(UrlError::NoHost));
-        assert_eq!(n("https://a b"), Err(UrlError::BadHost));
+    const WK: &str = "https://agent.example/.well-known/http-message-signatures-directory";
+
+    fn id(u: &str) -> Result<String, UrlError> {
+        AgentId::parse(u).map(|i| i.as_str().to_string())
     }
 
     #[test]
-    fn jwks_urls() {
-        let n = |u| normalize_agent_url(AgentType::JwksUri, u);
+    fn an_origin_is_its_well_known_directory() {
+        for origin in [
+            "https://agent.example",
+            "https://Agent.Example",
+            "HTTPS://agent.example:443/",
+            "https://agent.example/?v=1",
+            "https://agent.example#f",
+            "https://agent.example/./",
+            WK,
+            "https://AGENT.example:443/.well-known/./http-message-signatures%2Ddirectory?x#y",
+        ] {
+            let a = AgentId::parse(origin).unwrap();
+            assert_eq!(a.as_str(), WK, "{origin}");
+            assert!(a.is_well_known(), "{origin}");
+            assert_eq!(a.shown(), "https://agent.example", "{origin}");
+            assert_eq!(a.to_string(), "https://agent.example");
+        }
+        assert!(AgentUrl::parse("https://agent.example/")
+            .unwrap()
+            .is_origin());
+        assert!(!AgentUrl::parse(WK).unwrap().is_origin());
+        let port = AgentId::parse("https://agent.example:8443").unwrap();
+        assert_eq!(port.shown(), "https://agent.example:8443");
+        assert_ne!(port, AgentId::parse("https://agent.example").unwrap());
         assert_eq!(
-            n("https://A.example:443/a/./b/../%7euser/%2f?q#f").as_deref(),
-            Ok("https://a.example/a/~user/%2F")
+            AgentId::parse("https://[::1]:8443").unwrap().shown(),
+            "https://[::1]:8443"
         );
-        assert_eq!(n("https://a.example").as_deref(), Ok("https://a.example/"));
+    }
+
+    #[test]
+    fn a_jwk_set_url_is_itself() {
+        let a = AgentId::parse("https://A.example:443/a/./b/../%7euser/%2f?q#f").unwrap();
+        assert_eq!(a.as_str(), "https://a.example/a/~user/%2F");
+        assert!(!a.is_well_known());
+        assert_eq!(a.shown(), a.as_str());
         assert_eq!(
-            n("https://a.example/%e2%82%ac").as_deref(),
+            id("https://a.example/%e2%82%ac").as_deref(),
             Ok("https://a.example/%E2%82%AC")
         );
+        // What a request target cannot carry is escaped, so the identity reads back as itself.
         assert_eq!(
-            n("https://a.example/100%").as_deref(),
-            Ok("https://a.example/100%")
+            id("https://a.example/100%").as_deref(),
+            Ok("https://a.example/100%25")
         );
+        assert_eq!(
+            id("https://a.example/a b/\u{e9}").as_deref(),
+            Ok("https://a.example/a%20b/%C3%A9")
+        );
+        assert_eq!(
+            id("https://a.example/a%20b/%c3%a9").as_deref(),
+            Ok("https://a.example/a%20b/%C3%A9")
+        );
+        // Found by fuzz/signature_agent: a segment ". " is not a dot segment, and its space
+        // must read back the same from the identity and from the fetch URL.
+        let a = AgentUrl::parse("https://agent.e0/a/. /").unwrap();
+        assert_eq!(a.id().as_str(), "https://agent.e0/a/.%20/");
+        assert_eq!(AgentUrl::parse(a.fetch_url()).unwrap().id(), a.id());
+        assert_eq!(AgentId::parse(a.id().as_str()).as_ref(), Ok(a.id()));
+        // The well-known path elsewhere than at the root, or with a trailing slash, is not it.
+        for other in [
+            "https://a.example/x/.well-known/http-message-signatures-directory",
+            "https://a.example/.well-known/http-message-signatures-directory/",
+        ] {
+            assert!(!AgentId::parse(other).unwrap().is_well_known(), "{other}");
+        }
+    }
+
+    #[test]
+    fn invalid_urls() {
+        assert_eq!(id("http://agent.example"), Err(UrlError::NotHttps));
+        assert_eq!(id("agent.example"), Err(UrlError::NotHttps));
+        assert_eq!(id("https://u@agent.example"), Err(UrlError::UserInfo));
+        assert_eq!(id("https://agent.example:99999"), Err(UrlError::BadPort));
+        assert_eq!(id("https://agent.example:x"), Err(UrlError::BadPort));
+        assert_eq!(id("https://"), Err(UrlError::NoHost));
+        assert_eq!(id("https://a b"), Err(UrlError::BadHost));
     }
 
     #[test]
     fn fetch_urls_keep_the_query_the_identity_drops() {
-        let f = |u| fetch_url(AgentType::JwksUri, u);
+        let f = |u| AgentUrl::parse(u).map(|a| a.fetch_url().to_string());
         assert_eq!(
             f("https://A.example:443/keys.json?v=2#frag").as_deref(),
             Ok("https://a.example/keys.json?v=2")
         );
         assert_eq!(
-            normalize_agent_url(
-                AgentType::JwksUri,
-                "https://A.example:443/keys.json?v=2#frag"
-            )
-            .as_deref(),
+            id("https://A.example:443/keys.json?v=2#frag").as_deref(),
             Ok("https://a.example/keys.json")
         );
         assert_eq!(
-            fetch_target(
-                AgentType::JwksUri,
-                &f("https://a.example/keys.json?v=2").unwrap()
-            ),
+            AgentUrl::parse("https://a.example/keys.json?v=2")
+                .unwrap()
+                .fetch_target(),
             ("a.example".into(), "/keys.json?v=2".into())
         );
-        assert_eq!(
-            f("https://a.example/k.json").as_deref(),
-            Ok("https://a.example/k.json")
-        );
-        assert_eq!(f("https://a.example").as_deref(), Ok("https://a.example/"));
+        assert_eq!(f("https://a.example").as_deref(), Ok(WK_A));
         assert_eq!(
             f("https://a.example?a=1&b=/x?y").as_deref(),
-            Ok("https://a.example/?a=1&b=/x?y")
+            Ok(format!("{WK_A}?a=1&b=/x?y").as_str())
         );
         // An empty query is kept as given; percent-encodings are kept, bytes a request target
         // cannot carry are encoded.
@@ -363,26 +407,24 @@ mod tests {
             f("https://a.example/a b/k?q=a b&r=%7e&s=100%&t=[1]\u{e9}").as_deref(),
             Ok("https://a.example/a%20b/k?q=a%20b&r=%7e&s=100%25&t=%5B1%5D%C3%A9")
         );
-        // A directory agent is an origin: its fetch URL is the identity.
-        assert_eq!(
-            fetch_url(AgentType::Directory, "https://Agent.example:443").as_deref(),
-            Ok("https://agent.example")
-        );
-        assert_eq!(
-            fetch_url(AgentType::Directory, "https://agent.example/?v=1"),
-            Err(UrlError::NotAnOrigin)
-        );
     }
+
+    const WK_A: &str = "https://a.example/.well-known/http-message-signatures-directory";
 
     #[test]
     fn fetch_targets() {
+        let t = |u| AgentUrl::parse(u).unwrap().fetch_target();
         assert_eq!(
-            fetch_target(AgentType::Directory, "https://a.example:8443"),
+            t("https://a.example:8443"),
             ("a.example:8443".into(), DIRECTORY_PATH.into())
         );
         assert_eq!(
-            fetch_target(AgentType::JwksUri, "https://a.example/k.json"),
+            t("https://a.example/k.json"),
             ("a.example".into(), "/k.json".into())
+        );
+        assert_eq!(
+            t("https://a.example/?v=3"),
+            ("a.example".into(), format!("{DIRECTORY_PATH}?v=3"))
         );
     }
 }

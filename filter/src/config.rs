@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::agent_url::{normalize_agent_url, AgentType};
+use crate::agent_url::AgentUrl;
 use crate::component::Component;
 use crate::jwk::{Jwk, Key};
 use crate::policy::Policy;
@@ -81,16 +81,13 @@ pub const DEFAULT_REPLAY_CAPACITY: u64 = 65_536;
 struct RawAgent {
     name: String,
     url: String,
-    #[serde(rename = "type", default = "default_type")]
-    kind: String,
+    /// Gone (an agent is its JWK Set URL): read only to refuse it with what to write instead.
+    #[serde(rename = "type", default)]
+    kind: Option<Value>,
     #[serde(default)]
     cluster: Option<String>,
     #[serde(default)]
     keys: Vec<Value>,
-}
-
-fn default_type() -> String {
-    "directory".into()
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,13 +136,17 @@ impl Default for RawConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentConfig {
     pub name: String,
-    pub kind: AgentType,
-    /// Normalized URL: the agent's identity (no query, no fragment).
-    pub url: String,
-    /// Where its key material is fetched from: `url` with the configured query kept.
-    pub fetch_url: String,
+    /// Its identity (the JWK Set URL, normalized) and where its keys are fetched from.
+    pub agent: AgentUrl,
     pub cluster: Option<String>,
     pub keys: Vec<Key>,
+}
+
+impl AgentConfig {
+    /// The agent as shown in results and logs ([`crate::agent_url::AgentId::shown`]).
+    pub fn url(&self) -> &str {
+        self.agent.id().shown()
+    }
 }
 
 /// The validated configuration.
@@ -271,16 +272,14 @@ impl Config {
         let mut agents: Vec<AgentConfig> = Vec::with_capacity(raw.agents.len());
         for (i, a) in raw.agents.iter().enumerate() {
             let at = format!("agents[{i}]");
-            let kind = AgentType::from_name(&a.kind).ok_or_else(|| {
-                err(format!(
-                    "{at}.type {:?} is not one of directory, jwks_uri, cimd",
-                    a.kind
-                ))
-            })?;
-            let url = normalize_agent_url(kind, &a.url)
-                .map_err(|e| err(format!("{at}.url {:?}: {e}", a.url)))?;
-            let fetch_url = crate::agent_url::fetch_url(kind, &a.url)
-                .map_err(|e| err(format!("{at}.url {:?}: {e}", a.url)))?;
+            if a.kind.is_some() {
+                return Err(err(format!(
+                    "{at}.type is no longer supported: write the JWK Set URL in \"url\" (an https origin means its {})",
+                    crate::agent_url::DIRECTORY_PATH
+                )));
+            }
+            let agent =
+                AgentUrl::parse(&a.url).map_err(|e| err(format!("{at}.url {:?}: {e}", a.url)))?;
             if a.name.trim().is_empty() {
                 return Err(err(format!("{at}.name must not be empty")));
             }
@@ -290,8 +289,12 @@ impl Config {
             if a.cluster.is_none() && a.keys.is_empty() {
                 return Err(err(format!("{at} needs a cluster or pinned keys")));
             }
-            if agents.iter().any(|b| b.url == url) {
-                return Err(err(format!("{at}.url {url} is listed twice")));
+            if let Some(j) = agents.iter().position(|b| b.agent.id() == agent.id()) {
+                return Err(err(format!(
+                    "{at}.url {:?} names the same agent ({}) as agents[{j}]: it is listed twice",
+                    a.url,
+                    agent.id().as_str()
+                )));
             }
             let mut keys = Vec::with_capacity(a.keys.len());
             for (j, k) in a.keys.iter().enumerate() {
@@ -302,9 +305,7 @@ impl Config {
             }
             agents.push(AgentConfig {
                 name: a.name.clone(),
-                kind,
-                url,
-                fetch_url,
+                agent,
                 cluster: a.cluster.clone(),
                 keys,
             });
@@ -364,27 +365,36 @@ mod tests {
         let c = load(&format!(
             r#"{{"mode":"require","header_prefix":"X-Bot-","required_components":["@method","@path"],
             "agents":[{{"name":"a","url":"https://Agent.Example/","cluster":"c","keys":[{KEY}]}},
-                      {{"name":"j","url":"https://j.example/k.json","type":"jwks_uri","cluster":"j"}}],
+                      {{"name":"j","url":"https://j.example/k.json","cluster":"j"}}],
             "directory":{{"timeout_ms":500}}}}"#
         ))
         .expect("config");
         assert_eq!(c.mode, Mode::Require);
         assert_eq!(c.header_prefix, "x-bot-");
         assert_eq!(c.policy.required_components.len(), 2);
-        assert_eq!(c.agents[0].url, "https://agent.example");
+        assert_eq!(c.agents[0].url(), "https://agent.example");
         assert_eq!(c.agents[0].keys.len(), 1);
-        assert_eq!(c.agents[1].kind, AgentType::JwksUri);
+        assert!(c.agents[0].agent.id().is_well_known());
+        assert_eq!(c.agents[1].url(), "https://j.example/k.json");
+        assert!(!c.agents[1].agent.id().is_well_known());
         assert_eq!(c.directory.timeout_ms, 500);
         assert_eq!(c.directory.max_keys, 32);
         // Pinned keys are usable at once; an agent with only a cluster waits for its fetch.
         let keys = crate::key_cache::KeyCache::new(&c);
-        let lookup = |kind, url| crate::keyring::KeySource::lookup(&keys, kind, url, "other");
+        let lookup = |url| {
+            let id = crate::agent_url::AgentId::parse(url).unwrap();
+            matches!(
+                crate::keyring::KeySource::lookup(&keys, &id, "other"),
+                crate::keyring::Lookup::UnknownKey
+            )
+        };
+        assert!(lookup("https://agent.example"));
         assert!(matches!(
-            lookup(AgentType::Directory, "https://agent.example"),
-            crate::keyring::Lookup::UnknownKey
-        ));
-        assert!(matches!(
-            lookup(AgentType::JwksUri, "https://j.example/k.json"),
+            crate::keyring::KeySource::lookup(
+                &keys,
+                &crate::agent_url::AgentId::parse("https://j.example/k.json").unwrap(),
+                "other"
+            ),
             crate::keyring::Lookup::Unavailable
         ));
     }
@@ -417,7 +427,19 @@ mod tests {
             ),
             (
                 r#"{"agents":[{"name":"a","url":"https://a.example","cluster":"c","type":"x"}]}"#,
-                "agents[0].type",
+                "agents[0].type is no longer supported: write the JWK Set URL in \"url\"",
+            ),
+            (
+                r#"{"agents":[{"name":"a","url":"https://a.example/k.json","cluster":"c","type":"jwks_uri"}]}"#,
+                "agents[0].type is no longer supported",
+            ),
+            (
+                r#"{"agents":[{"name":"a","url":"https://a.example","cluster":"c","type":"directory"}]}"#,
+                "agents[0].type is no longer supported",
+            ),
+            (
+                r#"{"agents":[{"name":"a","url":"https://a.example","cluster":"c"},{"name":"b","url":"https://a.example/.well-known/http-message-signatures-directory?v=2","cluster":"c"}]}"#,
+                "agents[1].url",
             ),
             (
                 r#"{"agents":[{"name":"a","url":"https://a.example","keys":[{"kty":"OKP"}]}]}"#,

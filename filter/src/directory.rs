@@ -6,7 +6,6 @@ use std::fmt;
 use serde_json::Value;
 use sha2::{Digest, Sha256, Sha512};
 
-use crate::agent_url::AgentType;
 use crate::base::{signature_base, Message};
 use crate::component::{ComponentName, Derived};
 use crate::jwk::{Jwk, JwkError, Key};
@@ -83,21 +82,44 @@ impl fmt::Display for SkippedKey {
 pub struct KeySet {
     pub keys: Vec<Key>,
     pub skipped: Vec<SkippedKey>,
+    /// The body was a bare JWK where a JWK Set belongs, read as a one-key set.
+    pub bare_jwk: bool,
 }
 
-/// Parses a JWK Set. For [`AgentType::Directory`], a `kid` must be the key's thumbprint.
-/// Keys are indexed by thumbprint whatever their `kid`. An entry that is not a usable public
-/// JWK is skipped; an empty `keys` array is an empty set (the agent lists no keys).
-pub fn parse_key_set(
-    body: &[u8],
-    kind: AgentType,
-    max_keys: usize,
-) -> Result<KeySet, DirectoryError> {
+/// What a key's `kid` must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KidRule {
+    /// At the well-known directory: the key's RFC 7638 thumbprint (the draft's MUST).
+    Thumbprint,
+    /// At any other JWK Set URL: a label, not checked.
+    Label,
+}
+
+impl KidRule {
+    /// The rule at an agent's JWK Set URL.
+    pub fn at(id: &crate::agent_url::AgentId) -> Self {
+        if id.is_well_known() {
+            KidRule::Thumbprint
+        } else {
+            KidRule::Label
+        }
+    }
+}
+
+/// Parses a JWK Set (or a bare JWK, which some agents serve: a one-key set). Keys are indexed
+/// by thumbprint whatever their `kid`, which must follow `kid`. An entry that is not a usable
+/// public JWK is skipped; an empty `keys` array is an empty set (the agent lists no keys).
+pub fn parse_key_set(body: &[u8], kid: KidRule, max_keys: usize) -> Result<KeySet, DirectoryError> {
     let v: Value = serde_json::from_slice(body).map_err(|_| DirectoryError::NotJson)?;
-    let arr = v
-        .get("keys")
-        .and_then(Value::as_array)
-        .ok_or(DirectoryError::NoKeys)?;
+    let bare_jwk = v.get("keys").is_none() && v.get("kty").is_some();
+    let arr = if bare_jwk {
+        std::slice::from_ref(&v)
+    } else {
+        v.get("keys")
+            .and_then(Value::as_array)
+            .ok_or(DirectoryError::NoKeys)?
+            .as_slice()
+    };
     if arr.len() > max_keys {
         return Err(DirectoryError::TooManyKeys {
             count: arr.len(),
@@ -107,6 +129,7 @@ pub fn parse_key_set(
     let mut set = KeySet {
         keys: Vec::with_capacity(arr.len()),
         skipped: Vec::new(),
+        bare_jwk,
     };
     for (index, k) in arr.iter().enumerate() {
         let jwk = match Jwk::from_value(k) {
@@ -117,7 +140,7 @@ pub fn parse_key_set(
             }
         };
         // Checked for every entry whose thumbprint can be computed, usable or not.
-        if kind == AgentType::Directory {
+        if kid == KidRule::Thumbprint {
             if let (Some(kid), Ok(thumbprint)) = (jwk.kid.as_deref(), jwk.thumbprint()) {
                 if kid != thumbprint {
                     return Err(DirectoryError::KidMismatch { index });
@@ -496,37 +519,37 @@ mod tests {
     #[test]
     fn key_sets() {
         let ok = format!(r#"{{"keys":[{}]}}"#, good());
-        let set = parse_key_set(ok.as_bytes(), AgentType::Directory, 4).expect("keys");
+        let set = parse_key_set(ok.as_bytes(), KidRule::Thumbprint, 4).expect("keys");
         assert_eq!(set.keys[0].thumbprint, TP);
         assert!(set.skipped.is_empty());
         let labelled =
             format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"ops-2026"}}]}}"#);
         assert_eq!(
-            parse_key_set(labelled.as_bytes(), AgentType::Directory, 4),
+            parse_key_set(labelled.as_bytes(), KidRule::Thumbprint, 4),
             Err(DirectoryError::KidMismatch { index: 0 })
         );
-        let set = parse_key_set(labelled.as_bytes(), AgentType::JwksUri, 4).expect("jwks");
+        let set = parse_key_set(labelled.as_bytes(), KidRule::Label, 4).expect("jwks");
         assert_eq!(set.keys[0].thumbprint, TP);
         assert_eq!(
-            parse_key_set(b"{", AgentType::Directory, 4),
+            parse_key_set(b"{", KidRule::Thumbprint, 4),
             Err(DirectoryError::NotJson)
         );
         assert_eq!(
-            parse_key_set(b"{\"keys\":{}}", AgentType::Directory, 4),
+            parse_key_set(b"{\"keys\":{}}", KidRule::Thumbprint, 4),
             Err(DirectoryError::NoKeys)
         );
         assert_eq!(
-            parse_key_set(ok.as_bytes(), AgentType::Directory, 0),
+            parse_key_set(ok.as_bytes(), KidRule::Thumbprint, 0),
             Err(DirectoryError::TooManyKeys { count: 1, max: 0 })
         );
         // max_keys bounds the entries, usable or not.
         let two = format!(r#"{{"keys":[{{"kty":"XYZ"}},{}]}}"#, good());
         assert_eq!(
-            parse_key_set(two.as_bytes(), AgentType::Directory, 1),
+            parse_key_set(two.as_bytes(), KidRule::Thumbprint, 1),
             Err(DirectoryError::TooManyKeys { count: 2, max: 1 })
         );
         // An empty set is a set: the agent lists no keys.
-        let empty = parse_key_set(br#"{"keys":[]}"#, AgentType::Directory, 4).expect("empty");
+        let empty = parse_key_set(br#"{"keys":[]}"#, KidRule::Thumbprint, 4).expect("empty");
         assert!(empty.keys.is_empty() && empty.skipped.is_empty());
     }
 
@@ -573,7 +596,7 @@ mod tests {
                 (format!(r#"{{"keys":[{bad},{}]}}"#, good()), 0),
                 (format!(r#"{{"keys":[{},{bad}]}}"#, good()), 1),
             ] {
-                let set = parse_key_set(body.as_bytes(), AgentType::Directory, 4)
+                let set = parse_key_set(body.as_bytes(), KidRule::Thumbprint, 4)
                     .unwrap_or_else(|e| panic!("{body}: {e}"));
                 assert_eq!(set.keys.len(), 1, "{body}");
                 assert_eq!(set.keys[0].thumbprint, TP);
@@ -589,7 +612,7 @@ mod tests {
         }
         // A small-order point is not a key either.
         let body = format!(r#"{{"keys":[{small_order},{}]}}"#, good());
-        let set = parse_key_set(body.as_bytes(), AgentType::Directory, 4).expect("set");
+        let set = parse_key_set(body.as_bytes(), KidRule::Thumbprint, 4).expect("set");
         assert!(matches!(
             set.skipped.as_slice(),
             [SkippedKey {
@@ -603,7 +626,7 @@ mod tests {
             r#"{{"keys":[{{"kty":"EC","crv":"P-256","x":"a","y":"b"}},{}]}}"#,
             good()
         );
-        let set = parse_key_set(body.as_bytes(), AgentType::JwksUri, 4).expect("set");
+        let set = parse_key_set(body.as_bytes(), KidRule::Label, 4).expect("set");
         assert_eq!(set.keys.len(), 2);
         assert!(set.skipped.is_empty());
     }
@@ -612,7 +635,7 @@ mod tests {
     fn what_still_refuses_the_whole_set() {
         // No usable key at all.
         assert_eq!(
-            parse_key_set(br#"{"keys":[{"kty":"XYZ"},7]}"#, AgentType::Directory, 4),
+            parse_key_set(br#"{"keys":[{"kty":"XYZ"},7]}"#, KidRule::Thumbprint, 4),
             Err(DirectoryError::NoUsableKey {
                 listed: 2,
                 first: SkippedKey {
@@ -626,14 +649,14 @@ mod tests {
         let short = r#"{"kty":"OKP","crv":"Ed25519","x":"AAAA","kid":"nope"}"#;
         let body = format!(r#"{{"keys":[{},{short}]}}"#, good());
         assert_eq!(
-            parse_key_set(body.as_bytes(), AgentType::Directory, 4),
+            parse_key_set(body.as_bytes(), KidRule::Thumbprint, 4),
             Err(DirectoryError::KidMismatch { index: 1 })
         );
-        let set = parse_key_set(body.as_bytes(), AgentType::JwksUri, 4).expect("a label there");
+        let set = parse_key_set(body.as_bytes(), KidRule::Label, 4).expect("a label there");
         assert_eq!(set.skipped.len(), 1);
         let body = format!(r#"{{"keys":[{},{{"kty":"XYZ","kid":"nope"}}]}}"#, good());
         assert_eq!(
-            parse_key_set(body.as_bytes(), AgentType::Directory, 4)
+            parse_key_set(body.as_bytes(), KidRule::Thumbprint, 4)
                 .expect("skipped")
                 .skipped
                 .len(),
@@ -642,11 +665,73 @@ mod tests {
     }
 
     #[test]
+    fn directories_as_they_are_served() {
+        // `alg` absent or any of the Ed25519 spellings; `use`, `nbf`, `exp` and unknown members.
+        for extra in [
+            "",
+            r#","alg":"EdDSA""#,
+            r#","alg":"Ed25519""#,
+            r#","alg":"ed25519""#,
+            r#","use":"sig","nbf":1,"exp":4102444800,"key_ops":["verify"],"x5u":"https://x","note":{"a":[1]}"#,
+        ] {
+            let key = format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"{TP}"{extra}}}"#);
+            let body = format!(r#"{{"keys":[{key}],"purpose":"rag","v":2}}"#);
+            let set = parse_key_set(body.as_bytes(), KidRule::Thumbprint, 4)
+                .unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert_eq!(set.keys.len(), 1, "{body}");
+            assert!(!set.bare_jwk);
+            // Served bare, where a set belongs: a one-key set, flagged.
+            let set = parse_key_set(key.as_bytes(), KidRule::Thumbprint, 4)
+                .unwrap_or_else(|e| panic!("{key}: {e}"));
+            assert_eq!(set.keys[0].thumbprint, TP, "{key}");
+            assert!(set.bare_jwk);
+        }
+        // A bare JWK follows the same rules as a listed one.
+        let labelled = format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"k-1"}}"#);
+        assert_eq!(
+            parse_key_set(labelled.as_bytes(), KidRule::Thumbprint, 4),
+            Err(DirectoryError::KidMismatch { index: 0 })
+        );
+        assert!(parse_key_set(labelled.as_bytes(), KidRule::Label, 4).is_ok());
+        assert!(matches!(
+            parse_key_set(br#"{"kty":"XYZ"}"#, KidRule::Label, 4),
+            Err(DirectoryError::NoUsableKey { listed: 1, .. })
+        ));
+        assert_eq!(
+            parse_key_set(br#"{"kty":"OKP"}"#, KidRule::Label, 0),
+            Err(DirectoryError::TooManyKeys { count: 1, max: 0 })
+        );
+        // Neither a set nor a key.
+        assert_eq!(
+            parse_key_set(br#"{"x":"y"}"#, KidRule::Label, 4),
+            Err(DirectoryError::NoKeys)
+        );
+        assert_eq!(
+            parse_key_set(b"[]", KidRule::Label, 4),
+            Err(DirectoryError::NoKeys)
+        );
+        // Key types mixed: the set is kept whatever the others are, the Ed25519 key in it.
+        let ec = r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0","alg":"ES256","kid":"ec"}"#;
+        let rsa = r#"{"kty":"RSA","e":"AQAB","n":"sXchDaQebHnPiGvyDOAT4saGEUetSyo9MKLOoWFsueri23bOdgWp4Dy1WlUzewbgBHod5pcM9H95GQRV3JDXboIRROSBigeC5yjU1hGzHHyXss8UDprecbAYxknTcQkhslANGRUZmdTOQ5qTRsLAt6BTYuyvVRdhS8exSZEy_c4gs_7svlJJQ4H9_NxsiIoLwAEk7-Q3UXERGYw_75IDrGA84-lA_-Ct4eTlXHBIY2EaV7t7LjJaynVJCpkv4LKjTTAumiGUIuQhrNhZLuF_RJLqHpM2kgWFLU7-VTdL1VbC2tejvcI2BlMkEpk1BzBZI0KQB0GaDWFLN-aEAw3vRw","alg":"PS512","kid":"rsa"}"#;
+        let body = format!(
+            r#"{{"keys":[{ec},{rsa},{{"kty":"oct-ish","kid":"x"}},{}]}}"#,
+            good()
+        );
+        let set = parse_key_set(body.as_bytes(), KidRule::Label, 8).expect("mixed");
+        assert!(set.keys.iter().any(|k| k.thumbprint == TP));
+        // Their kids are labels: at the well-known location, that breaks the directory.
+        assert!(matches!(
+            parse_key_set(body.as_bytes(), KidRule::Thumbprint, 8),
+            Err(DirectoryError::KidMismatch { index: 0 })
+        ));
+    }
+
+    #[test]
     fn build_sets_kid() {
         let jwk =
             Jwk::from_json(&format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{X}"}}"#)).expect("jwk");
         let body = build_key_set(&[jwk]).expect("build");
-        let set = parse_key_set(body.as_bytes(), AgentType::Directory, 4).expect("parse");
+        let set = parse_key_set(body.as_bytes(), KidRule::Thumbprint, 4).expect("parse");
         assert_eq!(set.keys[0].jwk.kid.as_deref(), Some(TP));
     }
 

@@ -275,6 +275,7 @@ fn record(vm: &mut Vm, url: &str, result: &Result<crate::fetch::Fetched, FetchFa
             }
             // Not a failure: counted, not logged (`wba explain --directory` says why).
             add(Counter::KeySkipped, f.skipped.len());
+            add(Counter::BareJwk, usize::from(f.bare_jwk));
         }
         Err(e) => {
             count(&vm.metrics, Counter::FetchFailed(e.kind));

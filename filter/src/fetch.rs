@@ -3,14 +3,16 @@
 
 use std::fmt;
 
-use crate::agent_url::{fetch_target, AgentType};
 use crate::config::{AgentConfig, DirectorySettings};
 use crate::directory::{
-    parse_key_set, verify_directory_response, DirectoryError, ProofCheck, SkippedKey,
+    parse_key_set, verify_directory_response, DirectoryError, KidRule, ProofCheck, SkippedKey,
     DIRECTORY_MEDIA_TYPE,
 };
 use crate::jwk::Key;
 use crate::request::{combined, HttpRequest, HttpResponse};
+
+/// What a JWK Set URL other than the well-known directory may be served as.
+const JWK_SET_MEDIA_TYPES: &str = "application/jwk-set+json, application/json";
 
 /// Never negative-cache (or back off) longer than this, whatever the server says.
 pub const MAX_BACKOFF_SECONDS: i64 = 300;
@@ -28,10 +30,11 @@ pub struct FetchRequest {
 pub fn fetch_request(agent: &AgentConfig, settings: &DirectorySettings) -> Option<FetchRequest> {
     let cluster = agent.cluster.clone()?;
     // The fetch URL keeps a configured query (`url` is the identity, without it).
-    let (authority, path) = fetch_target(agent.kind, &agent.fetch_url);
-    let accept = match agent.kind {
-        AgentType::Directory => DIRECTORY_MEDIA_TYPE,
-        AgentType::JwksUri | AgentType::Cimd => "application/jwk-set+json, application/json",
+    let (authority, path) = agent.agent.fetch_target();
+    let accept = if agent.agent.id().is_well_known() {
+        DIRECTORY_MEDIA_TYPE
+    } else {
+        JWK_SET_MEDIA_TYPES
     };
     let h = |n: &str, v: &str| (n.to_string(), v.to_string());
     Some(FetchRequest {
@@ -179,6 +182,8 @@ pub struct Fetched {
     pub fresh_for: i64,
     /// Listed keys left out (the rest of the set is used).
     pub skipped: Vec<Skipped>,
+    /// The body was a bare JWK, read as a one-key set.
+    pub bare_jwk: bool,
 }
 
 impl Fetched {
@@ -194,6 +199,7 @@ impl Fetched {
                 .collect(),
             fresh_for,
             skipped: Vec::new(),
+            bare_jwk: false,
         }
     }
 }
@@ -246,12 +252,10 @@ pub fn evaluate(
         .unwrap_or_default()
         .trim()
         .to_ascii_lowercase();
-    let media_ok = match agent.kind {
-        AgentType::Directory => media == DIRECTORY_MEDIA_TYPE,
-        AgentType::JwksUri | AgentType::Cimd => matches!(
-            media.as_str(),
-            "application/json" | "application/jwk-set+json"
-        ),
+    let media_ok = if agent.agent.id().is_well_known() {
+        media == DIRECTORY_MEDIA_TYPE
+    } else {
+        JWK_SET_MEDIA_TYPES.split(", ").any(|m| m == media)
     };
     if !media_ok {
         return Err(fail(
@@ -267,16 +271,17 @@ pub fn evaluate(
         ));
     }
     let max_keys = usize::try_from(settings.max_keys).unwrap_or(usize::MAX);
-    let set = parse_key_set(&response.body, agent.kind, max_keys).map_err(|e| {
-        let kind = match e {
-            DirectoryError::TooManyKeys { .. } => FailureKind::TooManyKeys,
-            DirectoryError::KidMismatch { .. } => FailureKind::KidMismatch,
-            DirectoryError::NoUsableKey { .. } => FailureKind::NoUsableKeys,
-            DirectoryError::NotJson | DirectoryError::NoKeys => FailureKind::Malformed,
-        };
-        fail(kind, e.to_string())
-    })?;
-    let (authority, path) = fetch_target(agent.kind, &agent.fetch_url);
+    let set =
+        parse_key_set(&response.body, KidRule::at(agent.agent.id()), max_keys).map_err(|e| {
+            let kind = match e {
+                DirectoryError::TooManyKeys { .. } => FailureKind::TooManyKeys,
+                DirectoryError::KidMismatch { .. } => FailureKind::KidMismatch,
+                DirectoryError::NoUsableKey { .. } => FailureKind::NoUsableKeys,
+                DirectoryError::NotJson | DirectoryError::NoKeys => FailureKind::Malformed,
+            };
+            fail(kind, e.to_string())
+        })?;
+    let (authority, path) = agent.agent.fetch_target();
     let request = HttpRequest::from_parts("GET", "https", &authority, &path, Vec::new());
     let signed = HttpResponse {
         status,
@@ -291,6 +296,7 @@ pub fn evaluate(
         clock_skew_seconds,
     );
     let listed = set.keys.len();
+    let bare_jwk = set.bare_jwk;
     let mut skipped: Vec<Skipped> = set.skipped.into_iter().map(Skipped::Unusable).collect();
     let mut keys = Vec::with_capacity(listed);
     for key in set.keys {
@@ -317,6 +323,7 @@ pub fn evaluate(
         keys,
         fresh_for: freshness(&response.headers, now, settings),
         skipped,
+        bare_jwk,
     })
 }
 
@@ -755,21 +762,88 @@ mod tests {
         assert!(f.keys.is_empty());
     }
 
+    fn jwks_agent(url: &str) -> AgentConfig {
+        Config::from_json(
+            format!(r#"{{"agents":[{{"name":"j","url":"{url}","cluster":"dir"}}]}}"#).as_bytes(),
+        )
+        .unwrap()
+        .agents[0]
+            .clone()
+    }
+
+    fn header<'a>(r: &'a FetchRequest, name: &str) -> Option<&'a str> {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     #[test]
     fn a_key_set_url_keeps_its_query_when_fetched() {
-        let cfg = Config::from_json(
-            br#"{"agents":[{"name":"j","url":"https://J.example/keys.json?v=2#x","type":"jwks_uri","cluster":"dir"}]}"#,
+        let agent = jwks_agent("https://J.example/keys.json?v=2#x");
+        assert_eq!(agent.url(), "https://j.example/keys.json");
+        let r = fetch_request(&agent, &settings()).unwrap();
+        assert_eq!(header(&r, ":path"), Some("/keys.json?v=2"));
+        assert_eq!(header(&r, ":authority"), Some("j.example"));
+        assert_eq!(
+            header(&r, "accept"),
+            Some("application/jwk-set+json, application/json")
+        );
+        // The well-known directory, spelled out or as an origin, is the directory.
+        for url in [
+            "https://j.example",
+            "https://j.example/.well-known/http-message-signatures-directory",
+        ] {
+            let r = fetch_request(&jwks_agent(url), &settings()).unwrap();
+            assert_eq!(header(&r, ":path"), Some(crate::agent_url::DIRECTORY_PATH));
+            assert_eq!(header(&r, "accept"), Some(DIRECTORY_MEDIA_TYPE));
+        }
+    }
+
+    #[test]
+    fn a_jwk_set_url_is_served_as_a_jwk_set() {
+        let jwks = jwks_agent("https://j.example/keys/jwks.json");
+        // kid is a label there; the thumbprint is computed.
+        let body = format!(
+            r#"{{"keys":[{}]}}"#,
+            jwk(1).to_json().replacen('{', r#"{"kid":"2026-key","#, 1)
+        );
+        for media in [
+            "application/jwk-set+json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+        ] {
+            let mut r = ok_response(&body);
+            r.headers[0].1 = media.into();
+            let f = evaluate(&jwks, &r, &settings(), 60, NOW).unwrap();
+            assert_eq!(f.keys[0].key.thumbprint, jwk(1).thumbprint().unwrap());
+            assert!(!f.bare_jwk);
+        }
+        // The directory's media type belongs to the well-known location only, and the other
+        // way round.
+        let e = evaluate(&jwks, &ok_response(&body), &settings(), 60, NOW).unwrap_err();
+        assert_eq!(e.kind, FailureKind::MediaType);
+        let mut r = ok_response(&build_key_set(&[jwk(1)]).unwrap());
+        r.headers[0].1 = "application/json".into();
+        let e = evaluate(&agent(), &r, &settings(), 60, NOW).unwrap_err();
+        assert_eq!(e.kind, FailureKind::MediaType);
+        // At the well-known location a label kid breaks the directory.
+        let e = evaluate(&agent(), &ok_response(&body), &settings(), 60, NOW).unwrap_err();
+        assert_eq!(e.kind, FailureKind::KidMismatch);
+    }
+
+    #[test]
+    fn a_bare_jwk_is_a_one_key_set() {
+        let f = evaluate(
+            &agent(),
+            &ok_response(&jwk(1).to_json()),
+            &settings(),
+            60,
+            NOW,
         )
         .unwrap();
-        let agent = &cfg.agents[0];
-        assert_eq!(agent.url, "https://j.example/keys.json");
-        let r = fetch_request(agent, &settings()).unwrap();
-        assert!(r
-            .headers
-            .contains(&(":path".into(), "/keys.json?v=2".into())));
-        assert!(r
-            .headers
-            .contains(&(":authority".into(), "j.example".into())));
+        assert_eq!(f.keys.len(), 1);
+        assert!(f.bare_jwk);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::agent_url::AgentType;
+use crate::agent_url::AgentId;
 use crate::config::{AgentConfig, Config, DirectorySettings};
 use crate::fetch::{backoff, FetchFailure, Fetched, FetchedKey, Proof};
 use crate::jwk::Key;
@@ -55,7 +55,7 @@ pub struct DirectoryEntry {
 
 /// The shared-data key of an agent's entry. Plugins (listeners) share an entry only when they
 /// would accept exactly the same key sets from the same fetch: the key is a digest of
-/// everything that shapes acceptance (the fetch: cluster, type, URL with its query; the
+/// everything that shapes acceptance (the fetch: cluster, identity, URL with its query; the
 /// bounds: every `directory` setting; and the clock skew that proofs are judged with).
 /// Otherwise a plugin with `max_keys: 2` would adopt the 30 keys another plugin accepted.
 pub fn entry_key(agent: &AgentConfig, settings: &DirectorySettings, clock_skew: i64) -> String {
@@ -72,11 +72,10 @@ pub fn entry_key(agent: &AgentConfig, settings: &DirectorySettings, clock_skew: 
     // Length-prefixed strings and fixed-width numbers: unambiguous whatever the strings hold.
     let mut h = Sha256::new();
     for part in [
-        "wba.dir.v2",
+        "wba.dir.v3",
         agent.cluster.as_deref().unwrap_or_default(),
-        agent.kind.name(),
-        &agent.url,
-        &agent.fetch_url,
+        agent.agent.id().as_str(),
+        agent.agent.fetch_url(),
     ] {
         h.update((part.len() as u64).to_le_bytes());
         h.update(part.as_bytes());
@@ -95,7 +94,7 @@ pub fn entry_key(agent: &AgentConfig, settings: &DirectorySettings, clock_skew: 
     }
     let digest = URL_SAFE_NO_PAD.encode(h.finalize());
     // The URL only helps a human reading shared data; the digest is what keeps entries apart.
-    format!("{ENTRY_PREFIX}{}|{digest}", agent.url)
+    format!("{ENTRY_PREFIX}{}|{digest}", agent.url())
 }
 
 fn load(store: &dyn SharedStore, key: &str) -> (DirectoryEntry, Option<u32>) {
@@ -279,11 +278,11 @@ impl KeyCache {
     }
 
     pub fn agent(&self, url: &str) -> Option<&CachedAgent> {
-        self.agents.iter().find(|a| a.config.url == url)
+        self.agents.iter().find(|a| a.config.url() == url)
     }
 
     fn agent_mut(&mut self, url: &str) -> Option<&mut CachedAgent> {
-        self.agents.iter_mut().find(|a| a.config.url == url)
+        self.agents.iter_mut().find(|a| a.config.url() == url)
     }
 
     /// Agents whose keys are fetched.
@@ -316,7 +315,7 @@ impl KeyCache {
     pub fn sync_all(&mut self, store: &dyn SharedStore) -> Vec<String> {
         let urls: Vec<String> = self
             .fetched_agents()
-            .map(|a| a.config.url.clone())
+            .map(|a| a.config.url().to_string())
             .collect();
         urls.into_iter().filter(|u| self.sync(store, u)).collect()
     }
@@ -357,10 +356,10 @@ impl KeyCache {
                 // Jitter is at most a tenth of the freshness window, so short windows are
                 // not refreshed constantly.
                 let window = e.fresh_until.saturating_sub(e.fetched_at).max(0);
-                let j = jitter(&a.config.url).min(window / 10);
+                let j = jitter(a.config.url()).min(window / 10);
                 now >= e.retry_at && (!e.loaded || now >= e.fresh_until.saturating_sub(j))
             })
-            .map(|a| a.config.url.clone())
+            .map(|a| a.config.url().to_string())
             .collect()
     }
 
@@ -501,12 +500,8 @@ fn adopt(agent: &mut CachedAgent, mut entry: DirectoryEntry) -> bool {
 }
 
 impl KeySource for KeyCache {
-    fn lookup(&self, kind: AgentType, url: &str, keyid: &str) -> Lookup<'_> {
-        let Some(agent) = self
-            .agents
-            .iter()
-            .find(|a| a.config.url == url && a.config.kind == kind)
-        else {
+    fn lookup(&self, id: &AgentId, keyid: &str) -> Lookup<'_> {
+        let Some(agent) = self.agents.iter().find(|a| a.config.agent.id() == id) else {
             return Lookup::UnknownAgent;
         };
         let name = agent.config.name.as_str();
@@ -600,9 +595,13 @@ mod tests {
         }
     }
 
+    fn id(url: &str) -> AgentId {
+        AgentId::parse(url).unwrap()
+    }
+
     fn found(c: &KeyCache, seed: u8) -> bool {
         matches!(
-            c.lookup(AgentType::Directory, URL, &key(seed).thumbprint),
+            c.lookup(&id(URL), &key(seed).thumbprint),
             Lookup::Found { .. }
         )
     }
@@ -641,10 +640,7 @@ mod tests {
     fn cold_cache_is_unavailable_and_wants_a_fetch() {
         let c = KeyCache::new(&config());
         let s = DirectorySettings::default();
-        assert!(matches!(
-            c.lookup(AgentType::Directory, URL, "k"),
-            Lookup::Unavailable
-        ));
+        assert!(matches!(c.lookup(&id(URL), "k"), Lookup::Unavailable));
         assert_eq!(
             c.wants_fetch(&failure(Reason::DirectoryUnavailable), &s, NOW),
             Some(URL.to_string())
@@ -711,7 +707,7 @@ mod tests {
         let mut c = KeyCache::new(&config());
         c.record(&mut store, URL, &ok(vec![key(1)]), &s, NOW);
         assert!(matches!(
-            c.lookup(AgentType::Directory, URL, &key(2).thumbprint),
+            c.lookup(&id(URL), &key(2).thumbprint),
             Lookup::UnknownKey
         ));
         // An unknown key id triggers a refetch at most once per min_refresh_seconds.
@@ -740,11 +736,7 @@ mod tests {
         let mut store = prepared_store();
         let mut c = KeyCache::new(&config());
         c.record(&mut store, URL, &ok(vec![key(1), key(2)]), &s, NOW);
-        let ed25519 = |c: &KeyCache, seed: u8| match c.lookup(
-            AgentType::Directory,
-            URL,
-            &key(seed).thumbprint,
-        ) {
+        let ed25519 = |c: &KeyCache, seed: u8| match c.lookup(&id(URL), &key(seed).thumbprint) {
             Lookup::Found { key, .. } => match &key.public {
                 PublicKey::Ed25519(k) => Some(k.clone()),
                 PublicKey::Unsupported { .. } => None,
@@ -810,16 +802,12 @@ mod tests {
         .unwrap();
         let c = KeyCache::new(&cfg);
         assert!(matches!(
-            c.lookup(
-                AgentType::Directory,
-                "https://pinned.example",
-                &key(3).thumbprint
-            ),
+            c.lookup(&id("https://pinned.example"), &key(3).thumbprint),
             Lookup::Found { .. }
         ));
         // The same key id under another agent is not found: lookup is by the pair.
         assert!(matches!(
-            c.lookup(AgentType::Directory, URL, &key(3).thumbprint),
+            c.lookup(&id(URL), &key(3).thumbprint),
             Lookup::Unavailable
         ));
         let pinned_failure = Failure {
@@ -855,6 +843,7 @@ mod tests {
             ],
             fresh_for: 600,
             skipped: Vec::new(),
+            bare_jwk: false,
         };
         c.record(&mut store, URL, &Ok(fetched), &s, NOW);
         // Another worker reads the statuses from shared data.
@@ -919,6 +908,11 @@ mod tests {
         for same in [
             with(dir, r#","directory":{"max_keys":32}"#),
             with(r#""url":"https://Agent.Example:443/""#, ""),
+            // The origin and its well-known directory are the same agent and the same fetch.
+            with(
+                r#""url":"https://agent.example/.well-known/http-message-signatures-directory""#,
+                "",
+            ),
             with(dir, r#","mode":"observe","max_validity_seconds":5"#),
             store_key(
                 r#"{"agents":[{"name":"renamed","cluster":"dir","url":"https://agent.example"}]}"#,
@@ -940,21 +934,16 @@ mod tests {
                 r#"{"agents":[{"name":"A","cluster":"other","url":"https://agent.example"}]}"#,
             ),
             with(r#""url":"https://agent.example:8443""#, ""),
-            with(
-                r#""url":"https://agent.example/keys","type":"jwks_uri""#,
-                "",
-            ),
-            with(
-                r#""url":"https://agent.example/keys?v=2","type":"jwks_uri""#,
-                "",
-            ),
-            with(r#""url":"https://agent.example/keys","type":"cimd""#, ""),
+            with(r#""url":"https://agent.example/keys""#, ""),
+            with(r#""url":"https://agent.example/keys?v=2""#, ""),
+            with(r#""url":"https://agent.example/?v=2""#, ""),
         ] {
             assert!(!seen.contains(&different), "{different}");
             seen.push(different);
         }
         // The query is part of the fetch, not of the identity.
         assert!(seen[seen.len() - 2].starts_with("wba.dir.https://agent.example/keys|"));
+        assert!(seen[seen.len() - 1].starts_with("wba.dir.https://agent.example|"));
     }
 
     #[test]
@@ -974,7 +963,7 @@ mod tests {
         a.record(&mut store, URL, &ok(vec![key(1), key(2)]), &s, NOW);
         assert!(!b.sync(&store, URL));
         assert!(matches!(
-            b.lookup(AgentType::Directory, URL, &key(1).thumbprint),
+            b.lookup(&id(URL), &key(1).thumbprint),
             Lookup::Unavailable
         ));
         // And each claims its own fetch.

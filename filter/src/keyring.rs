@@ -1,6 +1,6 @@
-//! Where verification finds keys: looked up by the pair (agent URL, keyid), never keyid alone.
+//! Where verification finds keys: looked up by the pair (agent, keyid), never keyid alone.
 
-use crate::agent_url::AgentType;
+use crate::agent_url::AgentId;
 use crate::jwk::Key;
 
 /// The answer to a key lookup.
@@ -10,7 +10,7 @@ pub enum Lookup<'a> {
         key: &'a Key,
         agent_name: &'a str,
     },
-    /// The agent is not a trusted one (or is known under another type).
+    /// The agent is not a trusted one.
     UnknownAgent,
     /// The agent is known and its keys are loaded, but none has this thumbprint.
     UnknownKey,
@@ -20,17 +20,14 @@ pub enum Lookup<'a> {
 
 /// Anything that can resolve (agent, keyid) to a key: pinned keys, a fetched directory cache.
 pub trait KeySource {
-    /// `url` is normalized (see [`crate::agent_url::normalize_agent_url`]).
-    fn lookup(&self, kind: AgentType, url: &str, keyid: &str) -> Lookup<'_>;
+    fn lookup(&self, agent: &AgentId, keyid: &str) -> Lookup<'_>;
 }
 
 /// One trusted agent and its keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentKeys {
     pub name: String,
-    pub kind: AgentType,
-    /// Normalized URL.
-    pub url: String,
+    pub id: AgentId,
     pub keys: Vec<Key>,
     /// False while the agent's keys have never been loaded.
     pub loaded: bool,
@@ -44,11 +41,10 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// Adds an agent with a loaded key set.
-    pub fn add(&mut self, name: &str, kind: AgentType, url: &str, keys: Vec<Key>) {
+    pub fn add(&mut self, name: &str, id: AgentId, keys: Vec<Key>) {
         self.agents.push(AgentKeys {
             name: name.to_string(),
-            kind,
-            url: url.to_string(),
+            id,
             keys,
             loaded: true,
         });
@@ -56,8 +52,8 @@ impl KeyRing {
 }
 
 impl KeySource for KeyRing {
-    fn lookup(&self, kind: AgentType, url: &str, keyid: &str) -> Lookup<'_> {
-        let Some(agent) = self.agents.iter().find(|a| a.url == url && a.kind == kind) else {
+    fn lookup(&self, agent: &AgentId, keyid: &str) -> Lookup<'_> {
+        let Some(agent) = self.agents.iter().find(|a| &a.id == agent) else {
             return Lookup::UnknownAgent;
         };
         match agent.keys.iter().find(|k| k.thumbprint == keyid) {

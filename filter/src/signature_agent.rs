@@ -1,24 +1,83 @@
 //! The `Signature-Agent` field (Web Bot Auth): where a signature's key material is published.
 //!
 //! Two wire forms: a Dictionary (`sig1="https://agent.example"`) and the legacy bare String
-//! (`"https://agent.example"`), told apart by the first character.
+//! (`"https://agent.example"`), told apart by the first character. A value is an origin or a
+//! JWK Set URL ([`crate::agent_url`]). Draft -01 says a member that carries parameters MUST be
+//! ignored; the previous draft's two unambiguous forms, `type=directory` on an origin and
+//! `type=jwks_uri` on a URL that is not one, name the same JWK Set and are read as such.
 
 use std::fmt;
 
-use sfv::{BareItem, Dictionary, Item, ListEntry};
+use sfv::{BareItem, Dictionary, Item, ListEntry, Parameters};
 
-use crate::agent_url::AgentType;
+use crate::agent_url::AgentUrl;
 use crate::component::Component;
 
-/// One usable `Signature-Agent` member.
+/// One `Signature-Agent` member whose value is a String.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentMember {
     /// The dictionary member key; `None` for the legacy form.
     pub key: Option<String>,
     /// The URL as sent.
     pub url: String,
-    /// The declared type; `None` when the type is one this verifier does not know.
-    pub kind: Option<AgentType>,
+    /// What its parameters make of it.
+    pub params: MemberParams,
+}
+
+/// A member's parameters, as this verifier reads them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberParams {
+    /// None (draft -01 and the forms before it).
+    None,
+    /// The previous draft's `type` (`directory` or `jwks_uri`), on a value it fits: the same
+    /// JWK Set as without it.
+    PreviousDraft(&'static str),
+    /// Any other parameters (serialized, e.g. `;type=cimd`): the member is ignored.
+    Ignored(String),
+}
+
+/// How a member was written, as `wba explain` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    LegacyString,
+    DictionaryOrigin,
+    DictionaryJwkSetUrl,
+    PreviousDraftTyped,
+    IgnoredWithParameters,
+}
+
+impl Dialect {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LegacyString => "legacy string",
+            Self::DictionaryOrigin => "dictionary origin",
+            Self::DictionaryJwkSetUrl => "dictionary JWK Set URL (draft -01)",
+            Self::PreviousDraftTyped => "previous-draft typed member",
+            Self::IgnoredWithParameters => "ignored member with parameters",
+        }
+    }
+}
+
+impl AgentMember {
+    /// Whether verification may use it (draft -01: a member with parameters is ignored).
+    pub fn is_ignored(&self) -> bool {
+        matches!(self.params, MemberParams::Ignored(_))
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match (&self.params, &self.key) {
+            (MemberParams::Ignored(_), _) => Dialect::IgnoredWithParameters,
+            (MemberParams::PreviousDraft(_), _) => Dialect::PreviousDraftTyped,
+            (MemberParams::None, None) => Dialect::LegacyString,
+            (MemberParams::None, Some(_)) => {
+                if AgentUrl::parse(&self.url).is_ok_and(|u| !u.is_origin()) {
+                    Dialect::DictionaryJwkSetUrl
+                } else {
+                    Dialect::DictionaryOrigin
+                }
+            }
+        }
+    }
 }
 
 /// A parsed `Signature-Agent` field.
@@ -89,13 +148,36 @@ fn member(key: Option<String>, item: &Item) -> Option<AgentMember> {
         BareItem::String(s) => s.as_str().to_string(),
         _ => return None,
     };
-    let kind = match item.params.get("type") {
-        None => Some(AgentType::Directory),
-        Some(BareItem::Token(t)) => AgentType::from_name(t.as_str()),
-        Some(BareItem::String(s)) => AgentType::from_name(s.as_str()),
-        Some(_) => None,
+    let params = read_params(&url, &item.params);
+    Some(AgentMember { key, url, params })
+}
+
+fn read_params(url: &str, params: &Parameters) -> MemberParams {
+    if params.is_empty() {
+        return MemberParams::None;
+    }
+    let kind = match params.iter().next() {
+        Some((k, BareItem::Token(t))) if params.len() == 1 && k.as_str() == "type" => t.as_str(),
+        Some((k, BareItem::String(s))) if params.len() == 1 && k.as_str() == "type" => s.as_str(),
+        _ => return ignored(params),
     };
-    Some(AgentMember { key, url, kind })
+    // A URL that is not usable at all is left to verification to report (`http://` is
+    // evidence of a bad signer, whatever the type says).
+    let origin = AgentUrl::parse(url).map(|u| u.is_origin()).ok();
+    match (kind, origin) {
+        ("directory", Some(true) | None) => MemberParams::PreviousDraft("directory"),
+        // On an origin, `jwks_uri` meant a JWK Set at the origin's root, which the identity
+        // model reads as the well-known directory: ambiguous, so ignored.
+        ("jwks_uri", Some(false) | None) => MemberParams::PreviousDraft("jwks_uri"),
+        _ => ignored(params),
+    }
+}
+
+fn ignored(params: &Parameters) -> MemberParams {
+    // Serialized after a placeholder value, which is then cut off.
+    let item = Item::with_params(BareItem::Boolean(true), params.clone());
+    let text = sfv::FieldType::serialize(&item);
+    MemberParams::Ignored(text.get(2..).unwrap_or_default().to_string())
 }
 
 impl SignatureAgent {
@@ -131,9 +213,9 @@ mod tests {
             panic!("dictionary expected")
         };
         assert_eq!(m.len(), 3);
-        assert_eq!(m[0].kind, Some(AgentType::Directory));
-        assert_eq!(m[1].kind, Some(AgentType::JwksUri));
-        assert_eq!(m[2].kind, None);
+        assert_eq!(m[0].params, MemberParams::None);
+        assert_eq!(m[1].params, MemberParams::PreviousDraft("jwks_uri"));
+        assert_eq!(m[2].params, MemberParams::Ignored(";type=weird".into()));
         let c = Component::parse("signature-agent;key=\"sig1\"").expect("component");
         assert_eq!(
             a.member_for(&c, "other").map(|m| m.url.as_str()),
@@ -146,6 +228,101 @@ mod tests {
             Some("https://b.test/jwks")
         );
         assert_eq!(a.member_for(&plain, "absent"), None);
+    }
+
+    fn params_of(field: &str) -> MemberParams {
+        match parse_signature_agent(field).expect(field) {
+            SignatureAgent::Dictionary(m) => m[0].params.clone(),
+            SignatureAgent::Legacy(m) => m.params,
+        }
+    }
+
+    #[test]
+    fn only_the_previous_drafts_unambiguous_types_are_tolerated() {
+        use MemberParams::*;
+        for (field, expected) in [
+            (r#"a="https://a.test""#, None),
+            (r#"a="https://a.test/keys.json""#, None),
+            (
+                r#"a="https://a.test";type=directory"#,
+                PreviousDraft("directory"),
+            ),
+            (
+                r#"a="https://a.test/";type="directory""#,
+                PreviousDraft("directory"),
+            ),
+            (
+                r#"a="https://a.test/k.json";type=jwks_uri"#,
+                PreviousDraft("jwks_uri"),
+            ),
+            (
+                r#"a="https://a.test/k.json";type="jwks_uri""#,
+                PreviousDraft("jwks_uri"),
+            ),
+            // Not usable URLs: verification says why.
+            (
+                r#"a="http://a.test";type=directory"#,
+                PreviousDraft("directory"),
+            ),
+            (
+                r#""https://a.test";type=directory"#,
+                PreviousDraft("directory"),
+            ),
+            // Contradictions, removed types, unknown or extra parameters: ignored.
+            (
+                r#"a="https://a.test/k.json";type=directory"#,
+                Ignored(";type=directory".into()),
+            ),
+            (
+                r#"a="https://a.test";type=jwks_uri"#,
+                Ignored(";type=jwks_uri".into()),
+            ),
+            (
+                r#"a="https://a.test";type=cimd"#,
+                Ignored(";type=cimd".into()),
+            ),
+            (
+                r#"a="https://a.test";type=directory;v=1"#,
+                Ignored(";type=directory;v=1".into()),
+            ),
+            (r#"a="https://a.test";x"#, Ignored(";x".into())),
+            (r#"a="https://a.test";type=1"#, Ignored(";type=1".into())),
+            (
+                r#""https://a.test/k";note="hi""#,
+                Ignored(";note=\"hi\"".into()),
+            ),
+        ] {
+            assert_eq!(params_of(field), expected, "{field}");
+        }
+    }
+
+    #[test]
+    fn dialects() {
+        let d = |f: &str| match parse_signature_agent(f).expect(f) {
+            SignatureAgent::Dictionary(m) => m[0].dialect(),
+            SignatureAgent::Legacy(m) => m.dialect(),
+        };
+        assert_eq!(d(r#""https://chatgpt.com""#), Dialect::LegacyString);
+        assert_eq!(
+            d(r#"g="https://agent.bot.goog""#),
+            Dialect::DictionaryOrigin
+        );
+        assert_eq!(
+            d(r#"sig1="https://signature-agent.test/jwks.json""#),
+            Dialect::DictionaryJwkSetUrl
+        );
+        assert_eq!(
+            d(r#"s="https://a.test/.well-known/http-message-signatures-directory""#),
+            Dialect::DictionaryJwkSetUrl
+        );
+        assert_eq!(
+            d(r#"s="https://a.test/k";type=jwks_uri"#),
+            Dialect::PreviousDraftTyped
+        );
+        assert_eq!(
+            d(r#"s="https://a.test";type=cimd"#),
+            Dialect::IgnoredWithParameters
+        );
     }
 
     #[test]

@@ -25,6 +25,8 @@ pub enum Counter {
     HostError,
     /// A key in a fetched directory that was skipped (unusable), the rest of the set kept.
     KeySkipped,
+    /// A fetched key set that was a bare JWK, read as a one-key set.
+    BareJwk,
     /// Web Bot Auth signatures of a request left unverified: more than `max_signatures`.
     SignaturesOverLimit,
     /// Answers of the fleet's replay store, by kind.
@@ -64,6 +66,7 @@ impl Counter {
             Counter::ReplayFull => format!("{PREFIX}.replay.full"),
             Counter::HostError => format!("{PREFIX}.host_error"),
             Counter::KeySkipped => format!("{PREFIX}.directory.key_skipped"),
+            Counter::BareJwk => format!("{PREFIX}.directory.bare_jwk"),
             Counter::SignaturesOverLimit => format!("{PREFIX}.signatures_over_limit"),
             Counter::StoreFresh => format!("{PREFIX}.replay.store.fresh"),
             Counter::StoreReplayed => format!("{PREFIX}.replay.store.replayed"),
@@ -94,7 +97,7 @@ impl Counter {
 }
 
 /// The counters after the per-kind groups, in [`Counter::all`] order.
-const TAIL: [Counter; 9] = [
+const TAIL: [Counter; 10] = [
     Counter::Waited,
     Counter::ReplayFull,
     Counter::HostError,
@@ -104,6 +107,7 @@ const TAIL: [Counter; 9] = [
     Counter::StoreReplayed,
     Counter::StoreError,
     Counter::StoreAcceptedOnError,
+    Counter::BareJwk,
 ];
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! signature base and the cryptographic check, for at most `max_signatures` of the labels that
 //! passed: the work a request can cause is bounded whatever its number of labels.
 
-use crate::agent_url::{normalize_agent_url, UrlError};
+use crate::agent_url::{AgentId, UrlError};
 use crate::base::{signature_base, BaseError, Message};
 use crate::component::{ComponentName, Derived};
 use crate::jwk::{Key, VerifyError};
@@ -15,7 +15,7 @@ use crate::keyring::{KeySource, Lookup};
 use crate::policy::Policy;
 use crate::request::HttpRequest;
 use crate::signature::{parse_signature_field, SignatureField};
-use crate::signature_agent::{parse_signature_agent, AgentMember, SignatureAgent};
+use crate::signature_agent::{parse_signature_agent, AgentMember, MemberParams, SignatureAgent};
 use crate::signature_input::{
     parse_input_field, InputError, InputField, SignatureInput, WEB_BOT_AUTH_TAG,
 };
@@ -207,7 +207,7 @@ struct Candidate<'a> {
     signature: &'a [u8],
     key: &'a Key,
     agent_name: &'a str,
-    /// The agent's normalized URL.
+    /// The agent as shown ([`AgentId::shown`]).
     url: String,
     created: i64,
     expires: i64,
@@ -300,23 +300,27 @@ impl<'a> Screen<'a> {
                 "there is no Signature-Agent header: no URL to find the key at",
             )
         })?;
-        let kind = member.kind.ok_or_else(|| {
-            Failure::new(
+        if let MemberParams::Ignored(params) = &member.params {
+            let name = member.key.as_deref().unwrap_or("(legacy string)");
+            return Err(Failure::new(
                 Reason::UnknownAgent,
-                format!("Signature-Agent {:?} has an unknown type", member.url),
-            )
-        })?;
-        let url = normalize_agent_url(kind, &member.url).map_err(|e| {
+                format!(
+                    "Signature-Agent member {name} was ignored: it carries parameters ({params}), which draft -01 forbids"
+                ),
+            ));
+        }
+        let id = AgentId::parse(&member.url).map_err(|e| {
             Failure::new(
                 agent_url_reason(&e),
                 format!("Signature-Agent {:?}: {e}", member.url),
             )
         })?;
+        let url = id.shown().to_string();
         let with_agent = |reason, detail: String| Failure {
             agent: Some(url.clone()),
             ..Failure::new(reason, detail)
         };
-        let (key, agent_name) = match self.keys.lookup(kind, &url, keyid) {
+        let (key, agent_name) = match self.keys.lookup(&id, keyid) {
             Lookup::Found { key, agent_name } => (key, agent_name),
             Lookup::UnknownAgent => {
                 return Err(with_agent(
@@ -601,7 +605,6 @@ impl Tracer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::agent_url::AgentType;
     use crate::jwk::Jwk;
     use crate::keyring::KeyRing;
     use crate::sign::{sign_request, SignOptions};
@@ -616,8 +619,7 @@ mod tests {
         let mut ring = KeyRing::default();
         ring.add(
             "A",
-            AgentType::Directory,
-            "https://agent.example",
+            AgentId::parse("https://agent.example").unwrap(),
             vec![Jwk::from_ed25519(sk.verifying_key().as_bytes())
                 .to_key()
                 .unwrap()],
@@ -639,7 +641,7 @@ mod tests {
         let key = Jwk::from_ed25519(SigningKey::from_bytes(&[1; 32]).verifying_key().as_bytes())
             .to_key()
             .unwrap();
-        ring.add("A", AgentType::Directory, AGENT, vec![key]);
+        ring.add("A", AgentId::parse(AGENT).unwrap(), vec![key]);
         ring
     }
 
@@ -976,7 +978,7 @@ mod tests {
             let v = verify_request(&req, &Policy::default(), &ring(), NOW);
             assert_eq!(tokens(&v), ("invalid", Some("bad_agent_url")), "{url}");
         }
-        // https, but not an origin where one is needed: not evidence (unchanged).
+        // https, but another agent's JWK Set URL: not evidence.
         let o = SignOptions {
             agent_url: Some(format!("{AGENT}/path")),
             ..opts("sig1")
@@ -1022,5 +1024,109 @@ mod tests {
         other.add_header("signature-agent", &format!("other=\"{AGENT}\""));
         let v = verify_request(&other, &Policy::default(), &ring(), NOW);
         assert_eq!(tokens(&v), ("invalid", Some("missing_component")));
+    }
+
+    /// A request signed by the ring's agent key, its `Signature-Agent` replaced by `field`
+    /// and covered as member `member`.
+    fn with_agent_field(field: &str, member: &str) -> HttpRequest {
+        let mut req = request();
+        req.add_header("signature-agent", field);
+        let o = SignOptions {
+            agent_url: None,
+            components: vec![
+                "@authority".into(),
+                format!("signature-agent;key=\"{member}\""),
+            ],
+            ..opts("sig1")
+        };
+        let h = sign_request(&req, &SigningKey::from_bytes(&[1; 32]), &o).unwrap();
+        req.add_header("signature-input", &h.signature_input);
+        req.add_header("signature", &h.signature);
+        req
+    }
+
+    #[test]
+    fn every_dialect_naming_the_agent_verifies_and_shows_its_origin() {
+        let wk = format!("{AGENT}/.well-known/http-message-signatures-directory");
+        for (field, member) in [
+            (format!("g=\"{AGENT}\""), "g"),
+            (format!("sig1=\"{wk}\""), "sig1"),
+            (format!("sig1=\"{wk}?v=1#x\""), "sig1"),
+            (format!("a=\"{AGENT}\";type=directory"), "a"),
+            (format!("a=\"{AGENT}/\";type=\"directory\""), "a"),
+        ] {
+            let v = verify_request(
+                &with_agent_field(&field, member),
+                &Policy::default(),
+                &ring(),
+                NOW,
+            );
+            let Verdict::Verified(v) = v else {
+                panic!("{field}: {v:?}")
+            };
+            assert_eq!(v.agent_url, AGENT, "{field}");
+        }
+    }
+
+    #[test]
+    fn a_jwk_set_url_agent_is_its_own_and_shows_its_url() {
+        let url = "https://keys.example/jwks.json";
+        let mut ring = KeyRing::default();
+        ring.add("J", AgentId::parse(url).unwrap(), ring_key_for_tests());
+        for field in [
+            format!("sig1=\"{url}\""),
+            "sig1=\"https://Keys.Example:443/./jwks.json?v=2\"".to_string(),
+            format!("sig1=\"{url}\";type=jwks_uri"),
+        ] {
+            let v = verify_request(
+                &with_agent_field(&field, "sig1"),
+                &Policy::default(),
+                &ring,
+                NOW,
+            );
+            let Verdict::Verified(v) = v else {
+                panic!("{field}: {v:?}")
+            };
+            assert_eq!(v.agent_url, url);
+        }
+        // Its origin is another agent.
+        let v = verify_request(
+            &with_agent_field("sig1=\"https://keys.example\"", "sig1"),
+            &Policy::default(),
+            &ring,
+            NOW,
+        );
+        assert_eq!(tokens(&v), ("unverified", Some("unknown_agent")));
+    }
+
+    fn ring_key_for_tests() -> Vec<Key> {
+        ring().agents[0].keys.clone()
+    }
+
+    #[test]
+    fn a_member_with_parameters_is_ignored_not_evidence() {
+        for (field, shown) in [
+            (format!("sig1=\"{AGENT}\";type=cimd"), ";type=cimd"),
+            (format!("sig1=\"{AGENT}\";type=jwks_uri"), ";type=jwks_uri"),
+            (format!("sig1=\"{AGENT}\";v=2"), ";v=2"),
+            (
+                format!("sig1=\"{AGENT}/k.json\";type=directory"),
+                ";type=directory",
+            ),
+        ] {
+            let v = verify_request(
+                &with_agent_field(&field, "sig1"),
+                &Policy::default(),
+                &ring(),
+                NOW,
+            );
+            assert_eq!(tokens(&v), ("unverified", Some("unknown_agent")), "{field}");
+            let Verdict::Failed(f) = v else { panic!() };
+            assert!(
+                f.detail.contains("was ignored") && f.detail.contains(shown),
+                "{}",
+                f.detail
+            );
+        }
     }
 }

@@ -35,7 +35,7 @@ use common::{
     verdict_token, AGENT,
 };
 use theirs::Theirs;
-use wba_filter::agent_url::AgentType;
+use wba_filter::agent_url::AgentId;
 use wba_filter::keyring::KeyRing;
 use wba_filter::policy::Policy;
 use wba_filter::request::HttpRequest;
@@ -318,8 +318,7 @@ fn one_byte_tampers_fail_in_both_directions() {
         let mut ring = our_ring();
         ring.add(
             "Other",
-            AgentType::Directory,
-            "https://agenu.example",
+            AgentId::parse("https://agenu.example").unwrap(),
             ring.agents[0].keys.clone(),
         );
         let v = wba_filter::verify::verify_request(&t, &Policy::default(), &ring, now());

@@ -15,11 +15,11 @@ use proptest::sample::select;
 use serde_json::Value;
 
 use common::{public, signing_key};
-use wba_filter::agent_url::{fetch_target, fetch_url, normalize_agent_url, AgentType};
+use wba_filter::agent_url::{AgentId, AgentUrl};
 use wba_filter::base::{component_lines, signature_base, Message};
 use wba_filter::component::Component;
 use wba_filter::config::Config;
-use wba_filter::directory::{parse_key_set, verify_directory_response};
+use wba_filter::directory::{parse_key_set, verify_directory_response, KidRule};
 use wba_filter::fetch::{evaluate, FailureKind, FetchFailure, FetchResponse, Fetched};
 use wba_filter::host::RecordingHost;
 use wba_filter::jwk::{Jwk, Key};
@@ -76,26 +76,22 @@ fn ring() -> KeyRing {
     let mut r = KeyRing::default();
     r.add(
         "Agent",
-        AgentType::Directory,
-        "https://agent.example",
+        AgentId::parse("https://agent.example").unwrap(),
         vec![public(1)],
     );
     r.add(
         "Vectors",
-        AgentType::Directory,
-        "https://signature-agent.test",
+        AgentId::parse("https://signature-agent.test").unwrap(),
         vec![test_key()],
     );
     r.add(
         "Jwks",
-        AgentType::JwksUri,
-        "https://a.example/keys.json",
+        AgentId::parse("https://a.example/keys.json").unwrap(),
         vec![public(2)],
     );
     r.add(
         "Rsa",
-        AgentType::Directory,
-        "https://rsa.example",
+        AgentId::parse("https://rsa.example").unwrap(),
         vec![Key::from_jwk_json(RSA_JWK).unwrap()],
     );
     let windowed = Key::from_jwk_json(&format!(
@@ -109,14 +105,12 @@ fn ring() -> KeyRing {
     .unwrap();
     r.add(
         "Windowed",
-        AgentType::Directory,
-        "https://w.example",
+        AgentId::parse("https://w.example").unwrap(),
         vec![windowed],
     );
     r.agents.push(AgentKeys {
         name: "Unloaded".into(),
-        kind: AgentType::Directory,
-        url: "https://u.example".into(),
+        id: AgentId::parse("https://u.example").unwrap(),
         keys: vec![],
         loaded: false,
     });
@@ -525,7 +519,7 @@ fn agent_template() -> impl Strategy<Value = String> {
     let kind = prop_oneof![
         6 => Just(""),
         2 => Just(";type=jwks_uri"),
-        1 => select(vec![";type=cimd", ";type=x", ";type=1", ";type=directory"]),
+        1 => select(vec![";type=cimd", ";type=x", ";type=1", ";type=directory", ";v=1", ";type=directory;x"]),
     ];
     let url = prop_oneof![3 => Just(AGENT_URL), 1 => url];
     (url, kind, proptest::bool::weighted(0.2)).prop_map(|(u, k, legacy)| {
@@ -561,6 +555,11 @@ fn identities() -> Vec<Identity> {
         ("https://u.example", "", tp(1)),
         ("https://agent.example", "", tp(2)),
         ("https://a.example/keys.json", "", tp(2)),
+        (
+            "https://agent.example/.well-known/http-message-signatures-directory",
+            "",
+            tp(1),
+        ),
     ]
 }
 
@@ -991,7 +990,7 @@ fn config_value() -> impl Strategy<Value = Value> {
         "directory":{{"timeout_ms":500,"max_bytes":1000,"max_keys":4,"min_refresh_seconds":1,
         "max_cache_seconds":10,"negative_cache_seconds":5}},
         "agents":[{{"name":"a","url":"https://Agent.Example/","cluster":"c","keys":[{}]}},
-                  {{"name":"j","url":"https://j.example/k.json","type":"jwks_uri","cluster":"j"}}]}}"#,
+                  {{"name":"j","url":"https://j.example/k.json","cluster":"j"}}]}}"#,
         public(1).jwk.to_json()
     ))
     .unwrap();
@@ -1029,7 +1028,7 @@ fn filter_config() -> impl Strategy<Value = Config> {
     let agents = format!(
         r#"[{{"name":"Agent","url":"https://agent.example","keys":[{}]}},
             {{"name":"Vectors","url":"https://signature-agent.test","keys":[{{"kty":"OKP","crv":"Ed25519","x":"{TEST_X}"}}]}},
-            {{"name":"Jwks","url":"https://a.example/keys.json","type":"jwks_uri","keys":[{RSA_JWK}]}},
+            {{"name":"Jwks","url":"https://a.example/keys.json","keys":[{RSA_JWK}]}},
             {{"name":"Remote","url":"https://u.example","cluster":"u"}}]"#,
         public(1).jwk.to_json()
     );
@@ -1185,19 +1184,15 @@ proptest! {
     }
 
     #[test]
-    fn agent_url_never_panics(
-        s in prop_oneof![text(), agent_value()],
-        kind in select(vec![AgentType::Directory, AgentType::JwksUri, AgentType::Cimd]),
-    ) {
-        let _ = normalize_agent_url(kind, &s);
-        let _ = normalize_agent_url(kind, &format!("https://{s}"));
+    fn agent_url_never_panics(s in prop_oneof![text(), agent_value()]) {
+        let _ = AgentUrl::parse(&s);
         // The fetch URL keeps the query, and its target is always one a request can carry.
-        let _ = fetch_url(kind, &s);
-        if let Ok(u) = fetch_url(kind, &format!("https://{s}")) {
-            let (authority, path) = fetch_target(kind, &u);
+        if let Ok(u) = AgentUrl::parse(&format!("https://{s}")) {
+            let (authority, path) = u.fetch_target();
             prop_assert!(path.starts_with('/'), "{path:?}");
             prop_assert!(path.bytes().all(|b| b.is_ascii_graphic()), "{path:?}");
             prop_assert!(!authority.is_empty());
+            let _ = u.id().shown();
         }
     }
 }
@@ -1247,10 +1242,10 @@ proptest! {
     #[test]
     fn key_set_never_panics(
         s in prop_oneof![json_text(), lossy()],
-        kind in select(vec![AgentType::Directory, AgentType::JwksUri, AgentType::Cimd]),
+        kid in select(vec![KidRule::Thumbprint, KidRule::Label]),
         max in prop_oneof![0..8usize, Just(usize::MAX)],
     ) {
-        let _ = parse_key_set(s.as_bytes(), kind, max);
+        let _ = parse_key_set(s.as_bytes(), kid, max);
     }
 
     #[test]
@@ -1335,7 +1330,7 @@ proptest! {
         let url = if kind == "directory" { "https://agent.example" } else { "https://agent.example/k?v=1" };
         let cfg = Config::from_json(
             format!(
-                r#"{{"directory":{{"require_proof":{require_proof},"max_keys":{max_keys}}},"agents":[{{"name":"a","type":"{kind}","url":"{url}","cluster":"c"}}]}}"#
+                r#"{{"directory":{{"require_proof":{require_proof},"max_keys":{max_keys}}},"agents":[{{"name":"a","url":"{url}","cluster":"c"}}]}}"#
             )
             .as_bytes(),
         )

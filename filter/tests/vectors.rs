@@ -5,9 +5,11 @@
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
 use serde_json::Value;
-use wba_filter::agent_url::AgentType;
+use wba_filter::agent_url::AgentId;
 use wba_filter::base::{signature_base, Message};
-use wba_filter::directory::{parse_key_set, verify_directory_response, ProofCheck, ProofError};
+use wba_filter::directory::{
+    parse_key_set, verify_directory_response, KidRule, ProofCheck, ProofError,
+};
 use wba_filter::jwk::Key;
 use wba_filter::keyring::KeyRing;
 use wba_filter::policy::Policy;
@@ -92,8 +94,7 @@ fn vector_ring(keys: Vec<Key>) -> KeyRing {
     let mut ring = KeyRing::default();
     ring.add(
         "vector agent",
-        AgentType::Directory,
-        "https://signature-agent.test",
+        AgentId::parse("https://signature-agent.test").unwrap(),
         keys,
     );
     ring
@@ -152,8 +153,7 @@ fn web_bot_auth_cases_have_their_expected_verdict() {
             // signature-agent.test alone the answer is unknown_agent (see the next test).
             ring.add(
                 "other agent",
-                AgentType::Directory,
-                "https://evil.test",
+                AgentId::parse("https://evil.test").unwrap(),
                 vec![test_key()],
             );
         }
@@ -276,7 +276,7 @@ fn directory_response_possession_proof() {
     )
     .unwrap();
     assert_eq!(base, expected_base);
-    let keys = parse_key_set(&body, AgentType::Directory, 32).unwrap().keys;
+    let keys = parse_key_set(&body, KidRule::Thumbprint, 32).unwrap().keys;
     assert_eq!(
         verify_directory_response(&req, &resp, &body, &keys, now, 60),
         vec![proof(Ok(()))]
@@ -286,7 +286,7 @@ fn directory_response_possession_proof() {
 #[test]
 fn directory_response_proof_failures() {
     let (req, resp, body, now, _) = directory_parts();
-    let keys = parse_key_set(&body, AgentType::Directory, 32).unwrap().keys;
+    let keys = parse_key_set(&body, KidRule::Thumbprint, 32).unwrap().keys;
     // One byte of the body changed: the content-digest no longer matches.
     let mut tampered = body.clone();
     tampered[2] = b'K';

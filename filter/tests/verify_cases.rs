@@ -8,7 +8,7 @@ mod common;
 use ed25519_dalek::SigningKey;
 
 use common::{public, set, sign_into, signing_key, AGENT};
-use wba_filter::agent_url::AgentType;
+use wba_filter::agent_url::AgentId;
 use wba_filter::component::Component;
 use wba_filter::jwk::{Jwk, Key};
 use wba_filter::keyring::{AgentKeys, KeyRing};
@@ -260,7 +260,7 @@ fn unsupported_algorithm() {
     let mut o = opts();
     o.keyid = Some(rsa.thumbprint.clone());
     o.alg = None;
-    r.add("rsa", AgentType::Directory, AGENT, vec![rsa]);
+    r.add("rsa", AgentId::parse(AGENT).unwrap(), vec![rsa]);
     let v = verify_request(&signed_with(&o, 1), &Policy::default(), &r, NOW);
     assert_eq!(reason(&v), ("invalid", "unsupported_algorithm"));
 }
@@ -280,8 +280,7 @@ fn unknown_agent_key_and_unavailable_directory() {
     let mut r = KeyRing::default();
     r.agents.push(AgentKeys {
         name: "x".into(),
-        kind: AgentType::Directory,
-        url: AGENT.into(),
+        id: AgentId::parse(AGENT).unwrap(),
         keys: vec![],
         loaded: false,
     });
@@ -305,8 +304,7 @@ fn keys_are_looked_up_by_agent_and_keyid_together() {
     let mut r = ring();
     r.add(
         "B",
-        AgentType::Directory,
-        "https://b.example",
+        AgentId::parse("https://b.example").unwrap(),
         vec![public(2)],
     );
     let v = verify_request(&signed_with(&opts(), 2), &Policy::default(), &r, NOW);
@@ -354,7 +352,7 @@ fn test_keys_need_permission() {
         .unwrap(),
     );
     let mut r = KeyRing::default();
-    r.add("t", AgentType::Directory, AGENT, vec![test]);
+    r.add("t", AgentId::parse(AGENT).unwrap(), vec![test]);
     let mut req = request();
     for (n, v) in sign_request(&req.clone(), &sk, &opts()).unwrap().pairs() {
         req.add_header(&n, &v);

@@ -1,9 +1,9 @@
-//! `Signature-Agent` parsing (dictionary and legacy forms), member selection, and the agent URL
-//! normalization that follows it in verification.
+//! `Signature-Agent` parsing (dictionary and legacy forms, member parameters), member
+//! selection, and the agent identity that follows it in verification.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wba_filter::agent_url::normalize_agent_url;
+use wba_filter::agent_url::{AgentId, AgentUrl};
 use wba_filter::component::Component;
 use wba_filter::signature_agent::{parse_signature_agent, SignatureAgent};
 
@@ -17,8 +17,13 @@ fuzz_target!(|data: &[u8]| {
         SignatureAgent::Legacy(m) => vec![m.clone()],
     };
     for m in &members {
-        if let Some(kind) = m.kind {
-            let _ = normalize_agent_url(kind, &m.url);
+        let _ = m.dialect();
+        if let Ok(u) = AgentUrl::parse(&m.url) {
+            // Normalization is idempotent, whatever the bytes.
+            assert_eq!(AgentId::parse(u.id().as_str()).as_ref(), Ok(u.id()));
+            assert_eq!(AgentId::parse(u.id().shown()).as_ref(), Ok(u.id()));
+            assert_eq!(AgentUrl::parse(u.fetch_url()).map(|f| f.id().clone()).as_ref(), Ok(u.id()));
+            let _ = u.fetch_target();
         }
         if let Some(key) = &m.key {
             if let Ok(c) = Component::parse(&format!("signature-agent;key=\"{key}\"")) {

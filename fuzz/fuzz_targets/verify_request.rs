@@ -54,7 +54,7 @@ fn load(store: &str) -> Option<Config> {
                 format!(
                     r#"{{"allow_test_keys":true,{store}"agents":[
                     {{"name":"vectors","url":"https://signature-agent.test","keys":[{TEST_KEY}]}},
-                    {{"name":"jwks","url":"https://jwks.example/keys.json","type":"jwks_uri","keys":[{TEST_KEY}]}},
+                    {{"name":"jwks","url":"https://jwks.example/keys.json","keys":[{TEST_KEY}]}},
                     {{"name":"remote","url":"https://remote.example","cluster":"remote"}}]}}"#
                 )
                 .as_bytes(),

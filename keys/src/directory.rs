@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
-use wba_filter::agent_url::AgentType;
+use wba_filter::directory::KidRule;
 use wba_filter::directory::{build_key_set, parse_key_set, KeySet};
 use wba_filter::jwk::Jwk;
 
@@ -36,7 +36,7 @@ pub fn directory_json(keys: &[LoadedKey]) -> anyhow::Result<String> {
 /// keys a verifier would use, and the entries it would skip.
 pub fn load_directory_file(path: &Path) -> anyhow::Result<(Vec<u8>, KeySet)> {
     let body = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let keys = parse_key_set(&body, AgentType::Directory, MAX_KEYS).with_context(|| {
+    let keys = parse_key_set(&body, KidRule::Thumbprint, MAX_KEYS).with_context(|| {
         format!(
             "{} is not a usable key directory (expected {{\"keys\":[...]}} with kid = thumbprint)",
             path.display()
@@ -57,7 +57,7 @@ mod tests {
         let pem = parse_key(Path::new("b"), &crate::keyfile::private_pem(&sk).unwrap()).unwrap();
         let body = directory_json(&[private, pem]).unwrap();
         assert!(!body.contains("\"d\""), "{body}");
-        let keys = parse_key_set(body.as_bytes(), AgentType::Directory, 8)
+        let keys = parse_key_set(body.as_bytes(), KidRule::Thumbprint, 8)
             .unwrap()
             .keys;
         assert_eq!(keys.len(), 1);

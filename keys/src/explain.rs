@@ -3,13 +3,15 @@
 
 use std::fmt::Write as _;
 
-use wba_filter::agent_url::{normalize_agent_url, AgentType};
+use wba_filter::agent_url::AgentId;
 use wba_filter::base::{signature_base, Message};
 use wba_filter::jwk::Key;
 use wba_filter::keyring::KeyRing;
 use wba_filter::policy::Policy;
 use wba_filter::request::HttpRequest;
-use wba_filter::signature_agent::{parse_signature_agent, SignatureAgent};
+use wba_filter::signature_agent::{
+    parse_signature_agent, AgentMember, MemberParams, SignatureAgent,
+};
 use wba_filter::signature_input::{parse_input_field, WEB_BOT_AUTH_TAG};
 use wba_filter::verdict::Verdict;
 use wba_filter::verify::{verify_traced, Trace};
@@ -22,46 +24,38 @@ pub struct Explanation {
     pub report: String,
 }
 
-/// The agents the keys are trusted for: `agent_url` when given (under every type it is valid
-/// for), otherwise each agent the request's `Signature-Agent` names, so that the question
-/// answered is whether these keys sign this request.
+/// The request's `Signature-Agent` members, or none when it has no usable field.
+fn members(req: &HttpRequest) -> Vec<AgentMember> {
+    match req
+        .header("signature-agent")
+        .map(|v| parse_signature_agent(&v))
+    {
+        Some(Ok(SignatureAgent::Dictionary(m))) => m,
+        Some(Ok(SignatureAgent::Legacy(m))) => vec![m],
+        _ => Vec::new(),
+    }
+}
+
+/// The agents the keys are trusted for: `agent_url` when given (an origin or a JWK Set URL),
+/// otherwise each agent the request's `Signature-Agent` names (members verification would not
+/// ignore), so that the question answered is whether these keys sign this request.
 pub fn key_ring(
     req: &HttpRequest,
     keys: &[Key],
     agent_url: Option<&str>,
 ) -> anyhow::Result<KeyRing> {
     let mut ring = KeyRing::default();
-    let kinds = [AgentType::Directory, AgentType::JwksUri, AgentType::Cimd];
     match agent_url {
         Some(url) => {
-            for kind in kinds {
-                if let Ok(n) = normalize_agent_url(kind, url) {
-                    ring.add("explain", kind, &n, keys.to_vec());
-                }
-            }
-            if ring.agents.is_empty() {
-                let e = normalize_agent_url(AgentType::JwksUri, url)
-                    .err()
-                    .map(|e| e.to_string())
-                    .unwrap_or_default();
-                anyhow::bail!("--agent-url {url:?}: {e}");
-            }
+            let id =
+                AgentId::parse(url).map_err(|e| anyhow::anyhow!("--agent-url {url:?}: {e}"))?;
+            ring.add("explain", id, keys.to_vec());
         }
         None => {
-            let members = match req
-                .header("signature-agent")
-                .map(|v| parse_signature_agent(&v))
-            {
-                Some(Ok(SignatureAgent::Dictionary(m))) => m,
-                Some(Ok(SignatureAgent::Legacy(m))) => vec![m],
-                _ => Vec::new(),
-            };
-            for m in members {
-                if let Some(kind) = m.kind {
-                    if let Ok(n) = normalize_agent_url(kind, &m.url) {
-                        if !ring.agents.iter().any(|a| a.url == n && a.kind == kind) {
-                            ring.add("explain", kind, &n, keys.to_vec());
-                        }
+            for m in members(req).iter().filter(|m| !m.is_ignored()) {
+                if let Ok(id) = AgentId::parse(&m.url) {
+                    if !ring.agents.iter().any(|a| a.id == id) {
+                        ring.add("explain", id, keys.to_vec());
                     }
                 }
             }
@@ -93,6 +87,26 @@ pub fn explain(
             tps.join(", ")
         }
     );
+    // Which dialect each member was read as: the forms differ in what they mean.
+    for m in members(req) {
+        let name = m
+            .key
+            .as_deref()
+            .map_or_else(|| "(legacy string)".to_string(), |k| format!("member {k}"));
+        let meaning = match (&m.params, AgentId::parse(&m.url)) {
+            (MemberParams::Ignored(p), _) => {
+                format!("ignored: it carries parameters ({p}), which draft -01 forbids")
+            }
+            (_, Ok(id)) => format!("keys at {}", id.as_str()),
+            (_, Err(e)) => format!("unusable URL: {e}"),
+        };
+        let _ = writeln!(
+            r,
+            "signature-agent {name} = {:?}: {}; {meaning}",
+            m.url,
+            m.dialect().name()
+        );
+    }
     if ring.agents.is_empty() {
         let _ = writeln!(
             r,
@@ -102,7 +116,7 @@ pub fn explain(
         let names: Vec<String> = ring
             .agents
             .iter()
-            .map(|a| format!("{} ({})", a.url, a.kind.name()))
+            .map(|a| a.id.shown().to_string())
             .collect();
         let from = if agent_url.is_some() {
             "--agent-url"

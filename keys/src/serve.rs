@@ -15,7 +15,8 @@ use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use sfv::{BareItem, Parameters};
 use sha2::{Digest, Sha256};
-use wba_filter::agent_url::{AgentType, DIRECTORY_PATH};
+use wba_filter::agent_url::DIRECTORY_PATH;
+use wba_filter::directory::KidRule;
 use wba_filter::directory::{
     build_key_set, content_digest, parse_key_set, DIRECTORY_MEDIA_TYPE, DIRECTORY_TAG,
 };
@@ -40,9 +41,17 @@ pub struct ServeConfig {
     pub scheme: String,
     /// The authority used when a request carries no `Host` (HTTP/1.0).
     pub default_authority: String,
+    /// The path served: the well-known directory ([`DIRECTORY_PATH`]), or another JWK Set URL's
+    /// (served as `application/jwk-set+json`, where a verifier reads `kid` as a label).
+    pub path: String,
 }
 
 impl ServeConfig {
+    /// Serving the well-known directory, rather than a JWK Set at another path.
+    pub fn is_directory(&self) -> bool {
+        self.path == DIRECTORY_PATH
+    }
+
     /// The directory body now.
     pub fn body(&self) -> anyhow::Result<Vec<u8>> {
         match &self.directory_file {
@@ -69,7 +78,12 @@ impl ServeConfig {
             Ok(b) => b,
             Err(e) => return vec![format!("{e:#}")],
         };
-        match parse_key_set(&body, AgentType::Directory, crate::directory::MAX_KEYS) {
+        let kid = if self.is_directory() {
+            KidRule::Thumbprint
+        } else {
+            KidRule::Label
+        };
+        match parse_key_set(&body, kid, crate::directory::MAX_KEYS) {
             Err(e) => w.push(format!(
                 "the directory would be refused by a verifier: {e} (served anyway)"
             )),
@@ -152,11 +166,8 @@ fn label(i: usize, n: usize) -> String {
 /// Answers one request at time `now`.
 pub fn respond(cfg: &ServeConfig, req: &Incoming, now: i64) -> Reply {
     let path = req.target.split('?').next().unwrap_or_default();
-    if path != DIRECTORY_PATH {
-        return text(
-            404,
-            &format!("not found: the key directory is at {DIRECTORY_PATH}"),
-        );
+    if path != cfg.path {
+        return text(404, &format!("not found: the keys are at {}", cfg.path));
     }
     if req.method != "GET" && req.method != "HEAD" {
         let mut r = text(405, "method not allowed: use GET");
@@ -180,7 +191,15 @@ pub fn respond(cfg: &ServeConfig, req: &Incoming, now: i64) -> Reply {
         };
     }
     let mut headers = vec![
-        ("Content-Type".to_string(), DIRECTORY_MEDIA_TYPE.to_string()),
+        (
+            "Content-Type".to_string(),
+            if cfg.is_directory() {
+                DIRECTORY_MEDIA_TYPE
+            } else {
+                "application/jwk-set+json"
+            }
+            .to_string(),
+        ),
         ("Cache-Control".to_string(), cache),
         ("ETag".to_string(), tag),
         ("Content-Digest".to_string(), content_digest(&body)),
@@ -374,7 +393,45 @@ mod tests {
             proof_validity: 600,
             scheme: "https".into(),
             default_authority: "127.0.0.1:1".into(),
+            path: DIRECTORY_PATH.into(),
         }
+    }
+
+    #[test]
+    fn a_jwk_set_at_another_path() {
+        let mut c = cfg(vec![SigningKey::from_bytes(&[3; 32])]);
+        c.path = "/keys/jwks.json".into();
+        let r = respond(
+            &c,
+            &Incoming {
+                method: "GET".into(),
+                target: "/keys/jwks.json?v=2".into(),
+                headers: vec![("host".into(), "agent.example".into())],
+            },
+            1_000,
+        );
+        assert_eq!(r.status, 200);
+        assert!(r
+            .headers
+            .contains(&("Content-Type".into(), "application/jwk-set+json".into())));
+        assert_eq!(
+            parse_key_set(&r.body, KidRule::Label, 8)
+                .unwrap()
+                .keys
+                .len(),
+            1
+        );
+        let r = respond(
+            &c,
+            &Incoming {
+                method: "GET".into(),
+                target: DIRECTORY_PATH.into(),
+                headers: vec![],
+            },
+            1_000,
+        );
+        assert_eq!(r.status, 404);
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
     }
 
     fn get(headers: &[(&str, &str)]) -> Incoming {
@@ -401,9 +458,7 @@ mod tests {
             status: 200,
             headers: r.headers.clone(),
         };
-        let listed = parse_key_set(&r.body, AgentType::Directory, 8)
-            .unwrap()
-            .keys;
+        let listed = parse_key_set(&r.body, KidRule::Thumbprint, 8).unwrap().keys;
         let request =
             HttpRequest::from_parts("GET", "https", "agent.example", DIRECTORY_PATH, vec![]);
         let results = verify_directory_response(&request, &resp, &r.body, &listed, 1010, 60);

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use url::Url;
-use wba_filter::agent_url::{normalize_agent_url, AgentType};
+use wba_filter::agent_url::AgentUrl;
 use wba_filter::request::HttpRequest;
 use wba_filter::sign::{sign_request, SignOptions, SignedHeaders};
 
@@ -18,7 +18,9 @@ pub struct SignArgs {
     /// Private Ed25519 key: JWK with "d", or PKCS#8 PEM (from `wba generate`).
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
-    /// The agent's origin, which serves its key directory; sent in Signature-Agent.
+    /// Where the agent's keys are: its https origin (which serves
+    /// /.well-known/http-message-signatures-directory) or the https URL of its JWK Set. Sent
+    /// in Signature-Agent as given.
     #[arg(long, value_name = "URL")]
     pub agent: String,
     /// Request method.
@@ -54,7 +56,8 @@ pub struct SignArgs {
     #[arg(long, default_value = "sig1")]
     pub label: String,
     /// Send Signature-Agent as the legacy bare string ("https://...") covered as plain
-    /// "signature-agent", instead of the dictionary form sig1="https://...".
+    /// "signature-agent", instead of the dictionary form <label>="https://...", keyed by the
+    /// signature label.
     #[arg(long)]
     pub legacy_agent: bool,
 }
@@ -139,9 +142,9 @@ pub fn random_nonce() -> anyhow::Result<String> {
 
 /// Builds the request and signs it.
 pub fn prepare(args: &SignArgs, key: &SigningKey, now: i64) -> anyhow::Result<Prepared> {
-    normalize_agent_url(AgentType::JwksUri, &args.agent).map_err(|e| {
+    AgentUrl::parse(&args.agent).map_err(|e| {
         anyhow::anyhow!(
-            "--agent {:?}: {e} (give the https origin that serves your key directory, e.g. https://agent.example)",
+            "--agent {:?}: {e} (give the https origin that serves your key directory, e.g. https://agent.example, or the https URL of your JWK Set)",
             args.agent
         )
     })?;
@@ -281,6 +284,7 @@ pub fn shell_quote(s: &str) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
+    use wba_filter::agent_url::AgentId;
     use wba_filter::jwk::Jwk;
     use wba_filter::keyring::KeyRing;
     use wba_filter::policy::Policy;
@@ -316,7 +320,11 @@ mod tests {
         let k = Jwk::from_ed25519(key.verifying_key().as_bytes())
             .to_key()
             .unwrap();
-        ring.add("a", AgentType::Directory, "https://agent.example", vec![k]);
+        ring.add(
+            "a",
+            AgentId::parse("https://agent.example").unwrap(),
+            vec![k],
+        );
         verify_request(&req, &Policy::default(), &ring, now)
     }
 
@@ -369,6 +377,37 @@ mod tests {
         assert!(p.signed.signature_input.contains("nonce=\"abc\""));
         assert_eq!(p.request.authority, "other.example");
         assert!(matches!(verify(&p, &key, 120), Verdict::Verified(_)));
+    }
+
+    #[test]
+    fn a_jwk_set_url_is_sent_as_given() {
+        let key = SigningKey::from_bytes(&[5; 32]);
+        let url = "https://Keys.Example/bot/jwks.json?v=2";
+        let mut a = args(&["--label", "g"]);
+        a.agent = url.into();
+        let p = prepare(&a, &key, 1_000_000).unwrap();
+        assert_eq!(
+            p.signed.signature_agent.as_deref(),
+            Some(format!("g=\"{url}\"").as_str())
+        );
+        assert!(p
+            .signed
+            .signature_input
+            .contains("\"signature-agent\";key=\"g\""));
+        let mut req = p.request.clone();
+        for (n, v) in p.signed.pairs() {
+            req.add_header(&n, &v);
+        }
+        let mut ring = KeyRing::default();
+        let k = Jwk::from_ed25519(key.verifying_key().as_bytes())
+            .to_key()
+            .unwrap();
+        ring.add("j", AgentId::parse(url).unwrap(), vec![k]);
+        let v = verify_request(&req, &Policy::default(), &ring, 1_000_000);
+        let Verdict::Verified(v) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(v.agent_url, "https://keys.example/bot/jwks.json");
     }
 
     #[test]

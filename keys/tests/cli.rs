@@ -11,7 +11,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use wba_filter::agent_url::{AgentType, DIRECTORY_PATH};
+use wba_filter::agent_url::DIRECTORY_PATH;
+use wba_filter::directory::KidRule;
 use wba_filter::directory::{
     parse_key_set, verify_directory_response, ProofError, DIRECTORY_MEDIA_TYPE,
 };
@@ -211,7 +212,7 @@ fn directory_lists_public_keys_with_thumbprint_kids() {
     }
     // And as the core parses a fetched directory.
     assert_eq!(
-        parse_key_set(out.trim().as_bytes(), AgentType::Directory, 32)
+        parse_key_set(out.trim().as_bytes(), KidRule::Thumbprint, 32)
             .unwrap()
             .keys
             .len(),
@@ -270,7 +271,7 @@ fn proofs(
         status: 200,
         headers: hs.to_vec(),
     };
-    let listed = parse_key_set(body, AgentType::Directory, 32).unwrap().keys;
+    let listed = parse_key_set(body, KidRule::Thumbprint, 32).unwrap().keys;
     verify_directory_response(&request, &response, body, &listed, now(), 60)
         .into_iter()
         .map(|c| c.result.map(|()| c.keyid.unwrap_or_default()))
@@ -1092,5 +1093,70 @@ fn explain_refuses_unreadable_input() {
         explain(dir.path(), "req.txt", &["--agent-url", "ftp://x"]),
         2,
         "--agent-url",
+    );
+}
+
+#[test]
+fn sign_and_explain_every_dialect() {
+    let dir = with_key();
+    let jwks = "https://agent.example/keys/jwks.json?v=2";
+    let cases: &[(&str, &[&str], &str, &str)] = &[
+        (
+            AGENT,
+            &[],
+            "signature-agent member sig1 = \"https://agent.example\": dictionary origin; keys at https://agent.example/.well-known/http-message-signatures-directory",
+            "https://agent.example",
+        ),
+        (
+            AGENT,
+            &["--legacy-agent"],
+            "signature-agent (legacy string) = \"https://agent.example\": legacy string;",
+            "https://agent.example",
+        ),
+        (
+            jwks,
+            &["--label", "g"],
+            "signature-agent member g = \"https://agent.example/keys/jwks.json?v=2\": dictionary JWK Set URL (draft -01); keys at https://agent.example/keys/jwks.json",
+            "https://agent.example/keys/jwks.json",
+        ),
+    ];
+    for (agent, extra, line, shown) in cases {
+        let out = ok(run_with(
+            dir.path(),
+            &["sign", "--key", "agent.jwk", "--agent", agent, "--url", URL],
+            extra,
+        ));
+        // Sent as given.
+        assert!(out.contains(&format!("\"{agent}\"")), "{out}");
+        let file = format!(
+            "GET /items/42?color=blue HTTP/1.1\r\nHost: shop.example\r\nAccept: */*\r\n{}\r\n",
+            out.replace('\n', "\r\n")
+        );
+        std::fs::write(dir.path().join("req.txt"), file).unwrap();
+        let report = ok(explain(dir.path(), "req.txt", &[]));
+        assert!(report.contains(line), "{report}");
+        assert!(
+            report.contains(&format!("verdict: verified (agent {shown}, ")),
+            "{report}"
+        );
+    }
+    // A member with parameters is named as ignored, and nothing verifies.
+    let out = sign(dir.path(), &[]);
+    let typed = out.replace(
+        "Signature-Agent: sig1=\"https://agent.example\"",
+        "Signature-Agent: sig1=\"https://agent.example\";type=cimd",
+    );
+    assert_ne!(typed, out);
+    let file = format!(
+        "GET /items/42?color=blue HTTP/1.1\r\nHost: shop.example\r\nAccept: */*\r\n{}\r\n",
+        typed.replace('\n', "\r\n")
+    );
+    std::fs::write(dir.path().join("req.txt"), file).unwrap();
+    let o = explain(dir.path(), "req.txt", &[]);
+    let report = stdout(&o);
+    assert!(report.contains("signature-agent member sig1 = \"https://agent.example\": ignored member with parameters; ignored: it carries parameters (;type=cimd)"), "{report}");
+    assert!(
+        report.contains("verdict: unverified (unknown_agent)"),
+        "{report}"
     );
 }

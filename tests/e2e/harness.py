@@ -103,13 +103,17 @@ def sign(
     scheme="http",
     agent_type=None,
     plain_agent=False,
+    member_key=None,
+    agent_params="",
 ):
     """Signs a request the Web Bot Auth way and returns a `Signed`.
 
     `components` are component identifiers: derived (`@authority`, `@method`, `@path`,
     `@target-uri`, `@query`) or field names; `signature-agent` becomes
     `"signature-agent";key="<label>"` with the dictionary form of `Signature-Agent`, or plain
-    `"signature-agent"` (the whole field) with `plain_agent=True`.
+    `"signature-agent"` (the whole field) with `plain_agent=True`. `member_key` keys the member
+    (default: the label); `agent_params` are appended to it as serialized (`;type=cimd`), and
+    `agent_type` adds the previous draft's `;type="<type>"`.
     """
     now = int(time.time())
     created = now if created is None else created
@@ -120,14 +124,16 @@ def sign(
     member = sf_string(agent) if agent is not None else ""
     if agent_type is not None:
         member += f';type="{agent_type}"'
+    member += agent_params
+    member_key = member_key or label
     if agent is not None:
-        fields["signature-agent"] = member if legacy_agent else f"{label}={member}"
+        fields["signature-agent"] = member if legacy_agent else f"{member_key}={member}"
         out["Signature-Agent"] = fields["signature-agent"]
     target_path, _, query = path.partition("?")
     lines, idents = [], []
     for c in components:
         if c == "signature-agent" and not legacy_agent and not plain_agent:
-            ident = f'"signature-agent";key="{label}"'
+            ident = f'"signature-agent";key="{member_key}"'
             value = member
         elif c == "@authority":
             ident, value = '"@authority"', authority.lower()
@@ -527,14 +533,17 @@ class DirectoryServer(LoopbackServer):
 
     `behaviour[host]` is one of: ok, status:<code>, redirect, slow:<seconds>, oversized,
     wrong_type, malformed, too_many, kid_mismatch, odd_header (ok, plus a header whose value
-    has bytes 0x80-0xFF, as HTTP/1.1 allows). `keys[host]` lists the `Key`s served, and
+    has bytes 0x80-0xFF, as HTTP/1.1 allows), bare_jwk (the first key's JWK alone, where a JWK
+    Set belongs). `keys[host]` lists the `Key`s served, and
     `extra[host]` raw JWK entries listed after them (say, unusable ones). Every fetch is counted
     in `fetches[host]` and its request target (path and query) kept in `paths[host]`.
     With `sign=True`, responses carry a possession proof per key
     (tag="http-message-signatures-directory"); `proofs[host][thumbprint]` changes one key's:
     `valid` (the default), `none` (no proof), `bad` (signed for another authority),
     `future` (created an hour from now), `expired`.
-    The JWK Set at `jwks_path` (type: jwks_uri) is served whatever the query.
+    The JWK Set at `jwks_path` (a JWK Set URL other than the well-known directory; `kid`s are
+    labels there) is served whatever the query, as `jwks_media[host]` (`application/json` by
+    default), or as a bare JWK when `behaviour[host]` is bare_jwk.
     """
 
     def __init__(self, sign=True, max_age=300, jwks_path="/jwks.json"):
@@ -543,6 +552,7 @@ class DirectoryServer(LoopbackServer):
         self.extra = {}
         self.proofs = {}
         self.behaviour = {}
+        self.jwks_media = {}
         self.fetches = {}
         self.paths = {}
         self.sign = sign
@@ -560,10 +570,12 @@ class DirectoryServer(LoopbackServer):
                     keys = list(outer.keys.get(host, []))
                     extra = [dict(e) for e in outer.extra.get(host, [])]
                     proofs = dict(outer.proofs.get(host, {}))
+                    jwks_media = outer.jwks_media.get(host, "application/json")
                 path = self.path.split("?", 1)[0]
-                if path == outer.jwks_path:  # a plain JWK Set (type: jwks_uri)
+                if path == outer.jwks_path:  # a JWK Set URL: kids are labels there
                     jwks = [dict(k.jwk, kid=f"label-{i}") for i, k in enumerate(keys)] + extra
-                    return self._send(200, json.dumps({"keys": jwks}).encode(), "application/json",
+                    doc = jwks[0] if mode == "bare_jwk" else {"keys": jwks}
+                    return self._send(200, json.dumps(doc).encode(), jwks_media,
                                       [("Cache-Control", f"max-age={outer.max_age}")])
                 if path != DIRECTORY_PATH:
                     return self._send(404, b"not found", "text/plain")
@@ -580,6 +592,9 @@ class DirectoryServer(LoopbackServer):
                 if mode == "kid_mismatch":
                     jwks = [dict(k.jwk, kid="not-the-thumbprint") for k in keys]
                 body = json.dumps({"keys": jwks}).encode()
+                if mode == "bare_jwk":
+                    body = json.dumps(jwks[0]).encode()
+                    keys = keys[:1]
                 if mode == "malformed":
                     body = b'{"keys": [ {"kty": "OKP", '
                 if mode == "oversized":
@@ -588,7 +603,7 @@ class DirectoryServer(LoopbackServer):
                 extra_headers = [("Cache-Control", f"max-age={outer.max_age}")]
                 if mode == "odd_header":
                     extra_headers.append(("X-Note", "caf\xe9 \xff"))  # sent as those bytes (latin-1)
-                if outer.sign and mode in ("ok", "odd_header"):
+                if outer.sign and mode in ("ok", "odd_header", "bare_jwk"):
                     extra_headers += directory_proof(keys, host, body, proofs)
                 self._send(200, body, media, extra_headers)
 

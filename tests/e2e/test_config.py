@@ -14,6 +14,18 @@ BAD = [
         "agents[0].keys[0]",
     ),
     ({"header_prefix": "sig"}, "header_prefix \"sig\" would remove the signature header"),
+    (
+        {"agents": [{"name": "a", "url": "https://a.example/keys.json", "type": "jwks_uri", "cluster": "c"}]},
+        "agents[0].type is no longer supported: write the JWK Set URL in \"url\" (an https origin means its "
+        "/.well-known/http-message-signatures-directory)",
+    ),
+    (
+        {"agents": [
+            {"name": "a", "url": "https://a.example", "cluster": "c"},
+            {"name": "b", "url": "https://a.example/.well-known/http-message-signatures-directory", "cluster": "c"},
+        ]},
+        "agents[1].url",
+    ),
     ("{not json", "invalid web-bot-auth configuration"),
 ]
 

@@ -51,7 +51,7 @@ def directory_envoy(upstream, server, **overrides):
             {"name": "dir-agent", "url": AGENT, "cluster": "dir"},
             {"name": "other-agent", "url": OTHER, "cluster": "dir"},
             {"name": "down-agent", "url": DOWN, "cluster": "nowhere"},
-            {"name": "jwks-agent", "url": JWKS, "type": "jwks_uri", "cluster": "dir"},
+            {"name": "jwks-agent", "url": JWKS, "cluster": "dir"},
         ],
         "directory": {
             "timeout_ms": 500,
@@ -272,7 +272,8 @@ def test_independent_signers_against_discovered_keys(envoy, tmp_path):
 
 
 def test_jwks_uri_agent(envoy):
-    """`type: jwks_uri`: the URL is a plain JWK Set; `kid` is a label, keys match by thumbprint."""
+    """A JWK Set URL agent, signed with the previous draft's `type=jwks_uri` member (still read as
+    the same JWK Set): `kid` is a label there, keys match by thumbprint."""
     port = envoy.ports["observe"]
 
     def check():
@@ -281,6 +282,6 @@ def test_jwks_uri_agent(envoy):
         return (seen.get(PREFIX + "result"), seen.get(PREFIX + "agent"), seen.get(PREFIX + "key-id"))
 
     assert wait_for(lambda: check() == ("verified", JWKS, JWKS_KEY.thumbprint), what="jwks_uri verified")
-    # The same key named as a directory-type agent is another agent: not trusted.
+    # The same key named by the origin (its well-known directory) is another agent: not trusted.
     h = signed(JWKS_KEY, port, agent="https://jwks.test")
     assert request(port, headers=h).seen().get(PREFIX + "reason") == "unknown_agent"

@@ -148,7 +148,7 @@ def envoy(upstream, directory, tmp_path_factory):
     agents = [
         agent("skip-agent", SKIP),
         agent("proof-agent", PROOF),
-        agent("jwks-agent", JWKS_Q, type="jwks_uri"),
+        agent("jwks-agent", JWKS_Q),
     ]
     with edges_envoy(upstream, directory, tmp_path_factory.mktemp("edges"), {"main": plugin(agents)}) as e:
         yield e
@@ -186,13 +186,14 @@ def test_proof_status_is_per_key_and_logged(envoy):
 
 def test_a_key_set_url_keeps_its_query_when_fetched(envoy, directory):
     def check(agent_url):
-        result, reason, key_id, _ = call(envoy, "main", JWKS_KEY, agent_url, agent_type="jwks_uri")
+        result, reason, key_id, _ = call(envoy, "main", JWKS_KEY, agent_url)
         return result, key_id
 
-    wait_for(lambda: check(JWKS_ID) == ("verified", JWKS_KEY.thumbprint), what="jwks_uri verified")
+    wait_for(lambda: check(JWKS_ID) == ("verified", JWKS_KEY.thumbprint), what="JWK Set URL verified")
     paths = directory.seen_paths("jwksq.test")
     assert paths and all(p == "/jwks.json?v=2" for p in paths), paths
-    # The identity drops the query: named with or without it, it is the same agent.
+    # The identity drops the query: named with or without it, it is the same agent (and the
+    # previous draft's `type="jwks_uri"` member names it too).
     port = envoy.ports["main"]
     h = sign(JWKS_KEY, "GET", f"127.0.0.1:{port}", "/", agent=JWKS_Q, agent_type="jwks_uri",
              nonce=uuid.uuid4().hex).headers

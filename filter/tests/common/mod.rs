@@ -13,7 +13,7 @@ use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
-use wba_filter::agent_url::AgentType;
+use wba_filter::agent_url::AgentId;
 use wba_filter::jwk::{Jwk, Key};
 use wba_filter::keyring::KeyRing;
 use wba_filter::request::HttpRequest;
@@ -65,7 +65,7 @@ pub fn thumbprint(key: &SigningKey) -> String {
 /// A key ring pinning `key` for [`AGENT`] under `name`.
 pub fn ring(name: &str, key: &SigningKey) -> KeyRing {
     let mut r = KeyRing::default();
-    r.add(name, AgentType::Directory, AGENT, vec![public_key(key)]);
+    r.add(name, AgentId::parse(AGENT).unwrap(), vec![public_key(key)]);
     r
 }
 

@@ -85,6 +85,10 @@ enum Command {
         /// leaves out).
         #[arg(long, default_value = "https")]
         scheme: String,
+        /// The path to serve the keys at: the well-known directory by default, or another JWK
+        /// Set URL's path (served as application/jwk-set+json; agents then send that URL).
+        #[arg(long, default_value = wba_filter::agent_url::DIRECTORY_PATH)]
+        path: String,
     },
     /// Sign a request and print the Signature-Agent, Signature-Input and Signature headers.
     Sign {
@@ -282,6 +286,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             max_age,
             proof_validity,
             scheme,
+            path,
         } => {
             let keys = key
                 .iter()
@@ -290,6 +295,9 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
             if proof_validity <= 0 {
                 anyhow::bail!("--proof-validity must be positive");
             }
+            if !path.starts_with('/') || path.contains(['?', '#']) || path.len() < 2 {
+                anyhow::bail!("--path {path:?} must be a path such as /keys/jwks.json");
+            }
             let cfg = serve::ServeConfig {
                 keys,
                 directory_file: directory,
@@ -297,6 +305,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 proof_validity,
                 scheme,
                 default_authority: String::new(),
+                path,
             };
             cfg.body().context("nothing to serve")?;
             let addr = serve::bind_address(&bind, port)?;
@@ -317,9 +326,14 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 eprintln!("signing directory responses with {tp}");
             }
             eprintln!(
-                "directory: http://{}{}",
+                "{}: http://{}{}",
+                if cfg.is_directory() {
+                    "directory"
+                } else {
+                    "JWK Set"
+                },
                 server.addr(),
-                wba_filter::agent_url::DIRECTORY_PATH
+                cfg.path
             );
             out(&format!("listening on http://{}\n", server.addr()))?;
             server.run();

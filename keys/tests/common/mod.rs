@@ -7,7 +7,7 @@ use std::process::{Child, ChildStderr, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use wba_filter::agent_url::AgentType;
+use wba_filter::agent_url::AgentId;
 use wba_filter::jwk::Key;
 use wba_filter::keyring::KeyRing;
 use wba_filter::request::HttpRequest;
@@ -106,7 +106,7 @@ pub fn public_key(dir: &Path, file: &str) -> Key {
 
 pub fn ring(key: Key) -> KeyRing {
     let mut r = KeyRing::default();
-    r.add("test agent", AgentType::Directory, AGENT, vec![key]);
+    r.add("test agent", AgentId::parse(AGENT).unwrap(), vec![key]);
     r
 }
 

@@ -118,12 +118,17 @@ def sign(
     components: Iterable[str] = DEFAULT_COMPONENTS,
     legacy: bool = False,
     nonce: str | None = None,
+    member: str | None = None,
+    member_params: Mapping[str, Any] | None = None,
 ) -> dict:
     """Sign a request; return the headers to add: Signature-Agent, Signature-Input, Signature.
 
     ``created``/``expires`` are unix seconds or datetimes (default now and now + 300 s).
     ``components`` are covered before the agent member (``"@authority"``, ``"@path"``,
     ``'"@query-param";name="q"'``, field names...). ``headers`` is not modified.
+    ``member`` keys the dictionary member (default: the label, as signers do; the draft's own
+    vector uses another name); ``member_params`` are its parameters (values: ``http_sf.Token``,
+    str, int, bool), e.g. the previous draft's ``{"type": http_sf.Token("jwks_uri")}``.
     """
     key = load_private_key(private_jwk_or_seed)
     keyid = jwk_thumbprint(public_jwk(key))
@@ -131,12 +136,13 @@ def sign(
     created_dt = _to_datetime(now if created is None else created)
     expires_dt = _to_datetime(int(created_dt.timestamp()) + DEFAULT_VALIDITY if expires is None else expires)
 
+    value = (agent_url, dict(member_params)) if member_params else agent_url
     if legacy:
-        agent_header = http_sf.ser(agent_url)
+        agent_header = http_sf.ser(value)
         agent_component = '"signature-agent"'
     else:
-        agent_header = http_sf.ser({label: agent_url})
-        agent_component = http_sf.ser(("signature-agent", {"key": label}))
+        agent_header = http_sf.ser({member or label: value})
+        agent_component = http_sf.ser(("signature-agent", {"key": member or label}))
 
     msg_headers = {k: v for k, v in (headers or {}).items() if k.lower() not in ("signature-agent", "signature-input", "signature")}
     msg_headers["Signature-Agent"] = agent_header
