@@ -747,7 +747,7 @@ mod tests {
         ) {
             Lookup::Found { key, .. } => match &key.public {
                 PublicKey::Ed25519(k) => Some(k.clone()),
-                PublicKey::Unsupported { .. } => None,
+                _ => None,
             },
             _ => None,
         };

@@ -52,7 +52,9 @@ mod tests {
 
     #[test]
     fn lists_each_key_once_without_private_members() {
-        let sk = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let sk = wba_filter::private_key::PrivateKey::Ed25519(
+            ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+        );
         let private = parse_key(Path::new("a"), &crate::keyfile::private_jwk_json(&sk)).unwrap();
         let pem = parse_key(Path::new("b"), &crate::keyfile::private_pem(&sk).unwrap()).unwrap();
         let body = directory_json(&[private, pem]).unwrap();

@@ -640,6 +640,40 @@ fn sign_print_base() {
     ok(o);
 }
 
+/// `wba generate --alg` for the two other algorithms; `wba sign` with each key (JWK and PEM)
+/// signs with the key's algorithm, and the core verifies.
+#[test]
+fn generate_and_sign_with_each_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    for (alg, kty) in [("ecdsa-p256-sha256", "EC"), ("rsa-pss-sha512", "RSA")] {
+        let out = ok(run(dir.path(), &["generate", "--out", alg, "--alg", alg]));
+        let jwk: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        assert_eq!(jwk["kty"], kty, "{out}");
+        assert!(jwk.get("d").is_none(), "printed a private key: {jwk}");
+        for file in [format!("{alg}.jwk"), format!("{alg}.pem")] {
+            let hs = header_lines(&ok(sign_with(dir.path(), &file, URL, &[])));
+            assert!(hs[1].1.contains(&format!("alg=\"{alg}\"")), "{hs:?}");
+            let req = request_with("GET", "shop.example", "/items/42?color=blue", &hs);
+            let public = public_key(dir.path(), &format!("{alg}.pub.jwk"));
+            let v = verify_request(&req, &Policy::default(), &ring(public), now());
+            assert!(matches!(v, Verdict::Verified(_)), "{alg} {file}: {v:?}");
+        }
+    }
+    fails(
+        run(dir.path(), &["generate", "--out", "x", "--alg", "hmac-sha256"]),
+        2,
+        "is not one of",
+    );
+    fails(
+        run(
+            dir.path(),
+            &["generate", "--out", "y", "--alg", "rsa-pss-sha512", "--bits", "1024"],
+        ),
+        1,
+        "--bits 1024",
+    );
+}
+
 #[test]
 fn sign_refusals() {
     let dir = with_key();
