@@ -600,7 +600,7 @@ mod tests {
         // A well-formed key of a type this verifier cannot verify with is kept: a request signed
         // with it is then `unsupported_algorithm`, not `unknown_key`.
         let body = format!(
-            r#"{{"keys":[{{"kty":"EC","crv":"P-256","x":"a","y":"b"}},{}]}}"#,
+            r#"{{"keys":[{{"kty":"EC","crv":"P-384","x":"a","y":"b"}},{}]}}"#,
             good()
         );
         let set = parse_key_set(body.as_bytes(), AgentType::JwksUri, 4).expect("set");

@@ -92,6 +92,13 @@ impl PrivateKey {
         if !obj.contains_key("d") {
             return Err(PrivateKeyError::NotPrivate);
         }
+        if key.alg().is_none() {
+            let what = match &public.crv {
+                Some(crv) => format!("{} {crv}", public.kty),
+                None => public.kty.clone(),
+            };
+            return Err(PrivateKeyError::Unsupported(what));
+        }
         let d = member(v, "d")?;
         let private = match key.alg() {
             Some(Algorithm::Ed25519) => {
@@ -124,13 +131,8 @@ impl PrivateKey {
                     .map_err(|_| PrivateKeyError::Bad("n, e, d, p and q are not one RSA key"))?;
                 Self::RsaPss(Box::new(key))
             }
-            _ => {
-                let what = match &public.crv {
-                    Some(crv) => format!("{} {crv}", public.kty),
-                    None => public.kty.clone(),
-                };
-                return Err(PrivateKeyError::Unsupported(what));
-            }
+            // Checked above; a type compiled out of this build lands here too.
+            _ => return Err(PrivateKeyError::Unsupported(public.kty.clone())),
         };
         if private.public_jwk().thumbprint().ok() != Some(key.thumbprint) {
             return Err(PrivateKeyError::Bad(
