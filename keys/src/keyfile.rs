@@ -11,8 +11,6 @@ use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::EncodePrivateKey as _;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePublicKey, KeypairBytes};
@@ -510,6 +508,8 @@ pub fn write_new(path: &Path, contents: &str, mode: u32) -> Result<(), KeyFileEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
 
     const X: &str = "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs";
     const D: &str = "n4Ni-HpISpVObnQMW0wOhCKROaIKqKtW_2ZYb2p9KcU";
@@ -671,7 +671,7 @@ mod tests {
             URL_SAFE_NO_PAD.encode([1u8; 32])
         );
         let e = parse_key(p(), &wrong_d).unwrap_err().to_string();
-        assert!(e.contains("is not the public key"), "{e}");
+        assert!(e.contains("are not those of the private key"), "{e}");
     }
 
     #[test]

@@ -129,7 +129,8 @@ fn thumbprint_of_every_key_form() {
     for f in ["pub.jwk", "priv.jwk", "pub.pem", "priv.pem"] {
         assert_eq!(thumbprint(dir.path(), f), VECTOR_TP, "{f}");
     }
-    // RFC 7638 section 3.1 (RSA) and an EC key: the core's canonical members.
+    // RFC 7638 section 3.1 (RSA) and an EC public key: the core's canonical members. (A public
+    // key is fingerprinted as it is; a private JWK must be a usable private key.)
     std::fs::write(dir.path().join("rsa.jwk"), r#"{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB","alg":"RS256","kid":"2011-04-29"}"#).unwrap();
     assert_eq!(
         thumbprint(dir.path(), "rsa.jwk"),
@@ -137,7 +138,7 @@ fn thumbprint_of_every_key_form() {
     );
     std::fs::write(
         dir.path().join("ec.jwk"),
-        r#"{"kty":"EC","crv":"P-256","x":"a","y":"b","d":"c"}"#,
+        r#"{"kty":"EC","crv":"P-256","x":"a","y":"b"}"#,
     )
     .unwrap();
     let expected = URL_SAFE_NO_PAD.encode(Sha256::digest(
@@ -169,9 +170,19 @@ fn thumbprint_refuses_bad_keys() {
         ),
         ("set.json", r#"{"keys":[]}"#, "key set"),
         (
+            "dsa.pem",
+            "-----BEGIN DSA PRIVATE KEY-----\nAAAA\n-----END DSA PRIVATE KEY-----\n",
+            "not supported",
+        ),
+        (
             "rsa.pem",
             "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
-            "not supported",
+            "not a PKCS#1 RSA private key",
+        ),
+        (
+            "ec.jwk",
+            r#"{"kty":"EC","crv":"P-256","x":"a","y":"b","d":"c"}"#,
+            "invalid key",
         ),
     ];
     for (name, text, needle) in cases {
