@@ -118,7 +118,10 @@ class RsaKey:
                     dq=_uint(p.dmq1), qi=_uint(p.iqmp), kid=self.thumbprint)
 
     def sign(self, data):
-        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=64)
+        # A 1024-bit key has no room for a 64-byte salt next to a SHA-512 digest: it signs with
+        # the longest salt it can (such keys are refused by the verifier anyway).
+        salt = 64 if self.private.key_size >= 2048 else padding.PSS.MAX_LENGTH
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=salt)
         return self.private.sign(data, pss, hashes.SHA512())
 
 
