@@ -40,11 +40,11 @@ use common::now;
 use theirs::Theirs;
 use wba_filter::agent_url::AgentType;
 use wba_filter::jwk::Jwk;
+use wba_filter::jwk::Key;
 use wba_filter::keyring::KeyRing;
 use wba_filter::policy::Policy;
-use wba_filter::request::HttpRequest;
-use wba_filter::jwk::Key;
 use wba_filter::private_key::PrivateKey;
+use wba_filter::request::HttpRequest;
 use wba_filter::sign::{sign_request, SignOptions, SignatureKey};
 use wba_filter::verdict::Outcome;
 use wba_filter::verify::verify_request;
@@ -217,7 +217,12 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
         let (req, base) = signed_request(private, now);
         let public = Key::from_jwk_json(&private.public_jwk().to_json()).unwrap();
         let mut ring = KeyRing::default();
-        ring.add("Bench Agent", AgentType::Directory, AGENT, vec![public.clone()]);
+        ring.add(
+            "Bench Agent",
+            AgentType::Directory,
+            AGENT,
+            vec![public.clone()],
+        );
         assert_eq!(
             verify_request(&req, &policy, &ring, now).outcome(),
             Outcome::Verified

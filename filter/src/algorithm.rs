@@ -76,7 +76,13 @@ mod tests {
             assert!(a.fits_jwk_alg(a.name()));
             assert!(a.fits_jwk_alg(a.jose_name()));
         }
-        for other in ["hmac-sha256", "rsa-v1_5-sha256", "ecdsa-p384-sha384", "ED25519", ""] {
+        for other in [
+            "hmac-sha256",
+            "rsa-v1_5-sha256",
+            "ecdsa-p384-sha384",
+            "ED25519",
+            "",
+        ] {
             assert_eq!(Algorithm::from_name(other), None, "{other}");
         }
         assert!(!Algorithm::RsaPssSha512.fits_jwk_alg("RS256"));

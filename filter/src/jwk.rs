@@ -8,9 +8,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::algorithm::Algorithm;
-use crate::ed25519::Ed25519Key;
 #[cfg(feature = "ecdsa")]
 use crate::ecdsa_p256::EcdsaP256Key;
+use crate::ed25519::Ed25519Key;
 #[cfg(feature = "rsa")]
 use crate::rsa_pss::{RsaKeyError, RsaPssKey};
 
@@ -412,7 +412,10 @@ mod tests {
         let short = Key::from_jwk_json(&format!(
             r#"{{"kty":"EC","crv":"P-256","x":"AAAA","y":"{P256_Y}"}}"#
         ));
-        assert_eq!(short, Err(JwkError::BadKey("a P-256 coordinate is 32 bytes")));
+        assert_eq!(
+            short,
+            Err(JwkError::BadKey("a P-256 coordinate is 32 bytes"))
+        );
         assert_eq!(
             Jwk::from_json(r#"{"kty":"EC","crv":"P-256","x":"a"}"#),
             Err(JwkError::MissingMember("y"))
@@ -560,16 +563,24 @@ mod tests {
             ))
         };
         for ok in ["ES256", "ecdsa-p256-sha256"] {
-            assert_eq!(ec(ok).map(|k| k.algorithm()), Ok(Some("ecdsa-p256-sha256")), "{ok}");
+            assert_eq!(
+                ec(ok).map(|k| k.algorithm()),
+                Ok(Some("ecdsa-p256-sha256")),
+                "{ok}"
+            );
         }
         for bad in ["EdDSA", "ES384", "PS512", "HS256", "es256"] {
             assert_eq!(ec(bad), Err(JwkError::WrongAlg(bad.into())), "{bad}");
         }
         // Keys this verifier cannot use are not checked further: they never verify.
-        let p384 = Key::from_jwk_json(r#"{"kty":"EC","crv":"P-384","x":"a","y":"b","alg":"EdDSA"}"#)
-            .expect("kept, unusable");
+        let p384 =
+            Key::from_jwk_json(r#"{"kty":"EC","crv":"P-384","x":"a","y":"b","alg":"EdDSA"}"#)
+                .expect("kept, unusable");
         assert_eq!(p384.algorithm(), None);
-        assert_eq!(p384.verify(b"m", &[0; 96]), Err(VerifyError::UnsupportedAlgorithm));
+        assert_eq!(
+            p384.verify(b"m", &[0; 96]),
+            Err(VerifyError::UnsupportedAlgorithm)
+        );
     }
 
     #[test]

@@ -279,8 +279,8 @@ mod tests {
             PrivateKeyError::NotPrivate
         );
         // An EC key whose d is another key's.
-        let mut ec = PrivateKey::EcdsaP256(p256::ecdsa::SigningKey::from_slice(&[3; 32]).unwrap())
-            .to_jwk();
+        let mut ec =
+            PrivateKey::EcdsaP256(p256::ecdsa::SigningKey::from_slice(&[3; 32]).unwrap()).to_jwk();
         ec["d"] = Value::String(URL_SAFE_NO_PAD.encode([4u8; 32]));
         assert!(matches!(
             PrivateKey::from_jwk(&ec),

@@ -39,7 +39,10 @@ impl fmt::Display for RsaKeyError {
                 f,
                 "an RSA key of {bits} bits (from {MIN_BITS} to {MAX_BITS} are accepted)"
             ),
-            Self::Malformed => write!(f, "not an RSA public key (n must be odd, e odd and from 3 to 2^33-1)"),
+            Self::Malformed => write!(
+                f,
+                "not an RSA public key (n must be odd, e odd and from 3 to 2^33-1)"
+            ),
         }
     }
 }
@@ -71,7 +74,7 @@ impl RsaPssKey {
             return Err(RsaKeyError::Malformed);
         }
         let modulus = BigUint::from_bytes_be(n);
-        let bits = usize::try_from(modulus.bits()).unwrap_or(usize::MAX);
+        let bits = modulus.bits();
         if !(MIN_BITS..=MAX_BITS).contains(&bits) {
             return Err(RsaKeyError::Size(bits));
         }
@@ -152,11 +155,24 @@ mod tests {
             RsaPssKey::from_components(&modulus(2047), &e),
             Err(RsaKeyError::Size(2047))
         );
-        assert_eq!(RsaPssKey::from_components(&modulus(2048), &e).unwrap().bits(), 2048);
+        assert_eq!(
+            RsaPssKey::from_components(&modulus(2048), &e)
+                .unwrap()
+                .bits(),
+            2048
+        );
         let mut padded = vec![0, 0];
         padded.extend(modulus(2048));
-        assert_eq!(RsaPssKey::from_components(&padded, &e).unwrap().bits(), 2048);
-        assert_eq!(RsaPssKey::from_components(&modulus(8192), &e).unwrap().bits(), 8192);
+        assert_eq!(
+            RsaPssKey::from_components(&padded, &e).unwrap().bits(),
+            2048
+        );
+        assert_eq!(
+            RsaPssKey::from_components(&modulus(8192), &e)
+                .unwrap()
+                .bits(),
+            8192
+        );
         assert_eq!(
             RsaPssKey::from_components(&modulus(8193), &e),
             Err(RsaKeyError::Size(8200))
@@ -170,7 +186,14 @@ mod tests {
     #[test]
     fn exponent_and_parity() {
         let n = modulus(2048);
-        for bad in [&[][..], &[1], &[2], &[4], &[1, 0, 0, 0, 0, 0, 0, 0, 1], &[3, 0, 0, 0, 1]] {
+        for bad in [
+            &[][..],
+            &[1],
+            &[2],
+            &[4],
+            &[1, 0, 0, 0, 0, 0, 0, 0, 1],
+            &[3, 0, 0, 0, 1],
+        ] {
             assert_eq!(
                 RsaPssKey::from_components(&n, bad),
                 Err(RsaKeyError::Malformed),

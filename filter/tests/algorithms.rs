@@ -99,7 +99,11 @@ fn signature_of(req: &HttpRequest) -> Vec<u8> {
 
 fn with_signature(req: &HttpRequest, sig: &[u8]) -> HttpRequest {
     let mut r = req.clone();
-    set(&mut r, "signature", &format!("sig1=:{}:", STANDARD.encode(sig)));
+    set(
+        &mut r,
+        "signature",
+        &format!("sig1=:{}:", STANDARD.encode(sig)),
+    );
     r
 }
 
@@ -138,11 +142,19 @@ fn each_algorithm_verifies_with_its_own_alg_and_without_one() {
         assert_eq!(v.key_id, key.public_jwk().thumbprint().unwrap());
         let mut o = opts();
         o.omit_alg = true;
-        assert_eq!(verdict(&signed(&key, &o)).outcome(), Outcome::Verified, "{alg}");
+        assert_eq!(
+            verdict(&signed(&key, &o)).outcome(),
+            Outcome::Verified,
+            "{alg}"
+        );
         // Tampered after signing: bad_signature for each.
         let mut t = req.clone();
         t.path = "/carts".into();
-        assert_eq!(tokens(&verdict(&t)), ("invalid", Some("bad_signature")), "{alg}");
+        assert_eq!(
+            tokens(&verdict(&t)),
+            ("invalid", Some("bad_signature")),
+            "{alg}"
+        );
     }
 }
 
@@ -205,7 +217,11 @@ fn rsa_signatures_of_the_wrong_length_or_salt_are_refused() {
     let req = signed(key, &opts());
     let sig = signature_of(&req);
     assert_eq!(sig.len(), 256);
-    for bad in [&sig[1..], &[sig.clone(), vec![0]].concat()[..], &[0xff; 256][..]] {
+    for bad in [
+        &sig[1..],
+        &[sig.clone(), vec![0]].concat()[..],
+        &[0xff; 256][..],
+    ] {
         assert_eq!(
             tokens(&verdict(&with_signature(&req, bad))),
             ("invalid", Some("bad_signature"))
@@ -270,9 +286,15 @@ fn directory_proofs_by_each_key_type_verify() {
             params.insert(SfKey::from_string(k.into()).unwrap(), v);
         };
         put("created", BareItem::Integer((NOW - 5).try_into().unwrap()));
-        put("expires", BareItem::Integer((NOW + 300).try_into().unwrap()));
+        put(
+            "expires",
+            BareItem::Integer((NOW + 300).try_into().unwrap()),
+        );
         let keyid = key.public_jwk().thumbprint().unwrap();
-        put("keyid", BareItem::String(sfv::String::from_string(keyid).unwrap()));
+        put(
+            "keyid",
+            BareItem::String(sfv::String::from_string(keyid).unwrap()),
+        );
         put(
             "tag",
             BareItem::String(sfv::String::from_string(DIRECTORY_TAG.into()).unwrap()),

@@ -59,7 +59,9 @@ fn assert_verified(req: &HttpRequest, key: &PrivateKey, who: &str) {
 /// Sets the three headers a reference signer printed.
 fn take_headers(req: &mut HttpRequest, out: &Value) {
     for name in ["Signature-Agent", "Signature-Input", "Signature"] {
-        let v = out[name].as_str().unwrap_or_else(|| panic!("no {name}: {out}"));
+        let v = out[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name}: {out}"));
         set(req, &name.to_ascii_lowercase(), v);
     }
 }
@@ -103,7 +105,10 @@ fn job(req: &HttpRequest, key: &PrivateKey) -> Value {
 }
 
 fn python_verifies(req: &HttpRequest, key: &PrivateKey) -> Result<Value, String> {
-    verifier_answer("wba_verify.py", run_python(&["wba_verify.py"], Some(&job(req, key))))
+    verifier_answer(
+        "wba_verify.py",
+        run_python(&["wba_verify.py"], Some(&job(req, key))),
+    )
 }
 
 fn node_verifies(req: &HttpRequest, key: &PrivateKey) -> Result<Value, String> {
@@ -137,7 +142,10 @@ fn python_ecdsa_and_rsa_pss_signatures_verify_in_our_core() {
     if !python_available() {
         return;
     }
-    for (key, alg) in [(ec_key(), "ecdsa-p256-sha256"), (rsa_key(), "rsa-pss-sha512")] {
+    for (key, alg) in [
+        (ec_key(), "ecdsa-p256-sha256"),
+        (rsa_key(), "rsa-pss-sha512"),
+    ] {
         let req = python_signed(&key, alg);
         assert!(
             req.header("signature-input")

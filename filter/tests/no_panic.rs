@@ -26,6 +26,7 @@ use wba_filter::jwk::{Jwk, Key};
 use wba_filter::key_cache::KeyCache;
 use wba_filter::keyring::{AgentKeys, KeyRing};
 use wba_filter::policy::Policy;
+use wba_filter::private_key::PrivateKey;
 use wba_filter::replay::ReplayTable;
 use wba_filter::replay_store::StoreAnswer;
 use wba_filter::request::{HttpRequest, HttpResponse};
@@ -33,7 +34,6 @@ use wba_filter::request_filter::{
     on_request_body, on_request_headers, on_store_answer, request_from_headers, Action, Body,
 };
 use wba_filter::shared::MemoryStore;
-use wba_filter::private_key::PrivateKey;
 use wba_filter::sign::{sign_request, SignOptions, SignatureKey as _};
 use wba_filter::signature::{parse_signature, parse_signature_field, SignatureFieldError};
 use wba_filter::signature_agent::parse_signature_agent;

@@ -269,7 +269,10 @@ fn appendix_b_2_1_minimal_signature_using_rsa_pss_sha512() {
 fn assert_verifies_with(name: &str, alg: &str, base: &str, sig: &[u8]) {
     let key = Key::from_jwk_json(&data()["keys"][name].to_string()).unwrap();
     assert_eq!(key.algorithm(), Some(alg), "{name}");
-    assert!(key.is_test_key(), "{name} is one of the RFC's published test keys");
+    assert!(
+        key.is_test_key(),
+        "{name} is one of the RFC's published test keys"
+    );
     assert_eq!(key.verify(base.as_bytes(), sig), Ok(()), "{name}");
     let mut tampered = base.as_bytes().to_vec();
     tampered[0] ^= 1;

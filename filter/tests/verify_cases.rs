@@ -247,7 +247,12 @@ fn signature_agent_header_absent() {
 #[test]
 fn unsupported_algorithm() {
     // HMAC (RFC 9421 B.2.5) and names this verifier does not know, whatever the key.
-    for alg in ["hmac-sha256", "rsa-v1_5-sha256", "ecdsa-p384-sha384", "ED25519"] {
+    for alg in [
+        "hmac-sha256",
+        "rsa-v1_5-sha256",
+        "ecdsa-p384-sha384",
+        "ED25519",
+    ] {
         let mut o = opts();
         o.alg = Some(alg.into());
         assert_eq!(

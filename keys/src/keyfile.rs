@@ -138,7 +138,7 @@ impl std::error::Error for KeyFileError {}
 #[derive(Debug, Clone)]
 pub enum KeyMaterial {
     /// A private key of one of the three algorithms (JWK with `d`, or PEM).
-    Private(PrivateKey),
+    Private(Box<PrivateKey>),
     /// A public key (JWK or SPKI PEM), known by its public JWK; usable for thumbprints,
     /// directories and verification.
     Public,
@@ -162,7 +162,7 @@ impl LoadedKey {
     /// The signing key, or why this file cannot sign.
     pub fn signing_key(&self) -> Result<PrivateKey, KeyFileError> {
         match &self.material {
-            KeyMaterial::Private(k) => Ok(k.clone()),
+            KeyMaterial::Private(k) => Ok((**k).clone()),
             KeyMaterial::Public => Err(KeyFileError::NotPrivate {
                 path: self.path.clone(),
             }),
@@ -240,7 +240,7 @@ pub fn parse_jwk_value(path: &Path, value: &Value) -> Result<LoadedKey, KeyFileE
                 error,
             },
         })?;
-        KeyMaterial::Private(key)
+        KeyMaterial::Private(Box::new(key))
     } else {
         // The core refuses weak Ed25519 points: check the shape as a verifier would. Other
         // types are fingerprinted as they are (a directory may list keys a verifier skips).
@@ -330,7 +330,7 @@ fn parse_pem(path: &Path, text: &str) -> Result<LoadedKey, KeyFileError> {
     })?;
     Ok(LoadedKey {
         path: path_buf,
-        material: KeyMaterial::Private(private),
+        material: KeyMaterial::Private(Box::new(private)),
         public_jwk,
     })
 }
@@ -345,9 +345,9 @@ pub fn generate_key(algorithm: Algorithm, bits: usize) -> Result<PrivateKey, Key
             getrandom::fill(&mut seed).map_err(|e| random(&e))?;
             Ok(PrivateKey::Ed25519(SigningKey::from_bytes(&seed)))
         }
-        Algorithm::EcdsaP256Sha256 => Ok(PrivateKey::EcdsaP256(
-            p256::ecdsa::SigningKey::random(&mut rand_core::OsRng),
-        )),
+        Algorithm::EcdsaP256Sha256 => Ok(PrivateKey::EcdsaP256(p256::ecdsa::SigningKey::random(
+            &mut rand_core::OsRng,
+        ))),
         Algorithm::RsaPssSha512 => {
             if !(MIN_BITS..=MAX_BITS).contains(&bits) {
                 return Err(KeyFileError::RsaBits(bits));
@@ -636,7 +636,10 @@ mod tests {
             Err(KeyFileError::NotPrivate { .. })
         ));
         // With private members that are not a key, it cannot be read as a private key.
-        let broken = rsa.replace("\"alg\":\"RS256\",", "\"d\":\"X4cTteJY\",\"p\":\"83i-7IvM\",");
+        let broken = rsa.replace(
+            "\"alg\":\"RS256\",",
+            "\"d\":\"X4cTteJY\",\"p\":\"83i-7IvM\",",
+        );
         assert!(parse_key(p(), &broken).is_err());
     }
 

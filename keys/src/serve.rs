@@ -19,8 +19,8 @@ use wba_filter::directory::{
     build_key_set, content_digest, parse_key_set, DIRECTORY_MEDIA_TYPE, DIRECTORY_TAG,
 };
 use wba_filter::jwk::Jwk;
-use wba_filter::request::{HttpRequest, HttpResponse};
 use wba_filter::private_key::PrivateKey;
+use wba_filter::request::{HttpRequest, HttpResponse};
 use wba_filter::sign::{sign_response, SignatureKey as _};
 
 /// What the server publishes and how.

@@ -671,14 +671,25 @@ fn generate_and_sign_with_each_algorithm() {
         }
     }
     fails(
-        run(dir.path(), &["generate", "--out", "x", "--alg", "hmac-sha256"]),
+        run(
+            dir.path(),
+            &["generate", "--out", "x", "--alg", "hmac-sha256"],
+        ),
         2,
         "is not one of",
     );
     fails(
         run(
             dir.path(),
-            &["generate", "--out", "y", "--alg", "rsa-pss-sha512", "--bits", "1024"],
+            &[
+                "generate",
+                "--out",
+                "y",
+                "--alg",
+                "rsa-pss-sha512",
+                "--bits",
+                "1024",
+            ],
         ),
         1,
         "--bits 1024",

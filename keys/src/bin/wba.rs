@@ -448,9 +448,8 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 /// `--alg`: an RFC 9421 algorithm name.
 fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
-    Algorithm::from_name(name).ok_or_else(|| {
-        format!("{name:?} is not one of ed25519, ecdsa-p256-sha256, rsa-pss-sha512")
-    })
+    Algorithm::from_name(name)
+        .ok_or_else(|| format!("{name:?} is not one of ed25519, ecdsa-p256-sha256, rsa-pss-sha512"))
 }
 
 fn read_request(spec: &str) -> anyhow::Result<String> {
