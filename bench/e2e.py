@@ -181,6 +181,9 @@ class ReplayStack:
         except OSError:
             return False
 
+    def cpu_seconds(self):
+        return cpu_seconds(self.server.pid) + cpu_seconds(self.redis.pid)
+
     def stop(self):
         for p in (self.server, self.redis):
             if p and p.poll() is None:
@@ -328,13 +331,13 @@ def run(kind, traffic, args, keys, corpora, workdir):
         load_before = load_average()
         out = Path(workdir) / "wrk.json"
         c0 = (cpu_seconds(pid), cpu_seconds(pid, worker) if worker else 0.0,
-              cpu_seconds(authz.proc.pid) if authz else 0.0)
+              cpu_seconds(authz.proc.pid) if authz else 0.0, stack.cpu_seconds() if stack else 0.0)
         t0 = time.monotonic()
         m = wrk(port, corpus, measure_start, measure_n, args.duration, args.connections, out)
         stdout, _ = m.communicate()
         elapsed = time.monotonic() - t0
         c1 = (cpu_seconds(pid), cpu_seconds(pid, worker) if worker else 0.0,
-              cpu_seconds(authz.proc.pid) if authz else 0.0)
+              cpu_seconds(authz.proc.pid) if authz else 0.0, stack.cpu_seconds() if stack else 0.0)
         if m.returncode != 0 or not out.exists():
             raise RuntimeError(f"wrk failed: {stdout}")
         r = json.loads(out.read_text())
@@ -352,6 +355,8 @@ def run(kind, traffic, args, keys, corpora, workdir):
             "envoy_cpu_us_per_req": (c1[0] - c0[0]) * 1e6 / n,
             "worker_cpu_us_per_req": (c1[1] - c0[1]) * 1e6 / n if worker else None,
             "authz_cpu_us_per_req": (c1[2] - c0[2]) * 1e6 / n if authz else 0.0,
+            # wba replay-server and redis-server together, for store/ runs.
+            "store_cpu_us_per_req": (c1[3] - c0[3]) * 1e6 / n if stack else 0.0,
             "elapsed_s": elapsed,
             "load_before": load_before,
             "load_after": load_average(),
@@ -359,7 +364,8 @@ def run(kind, traffic, args, keys, corpora, workdir):
             "ext_authz_stats": authz_stats,
         }
         result["total_cpu_us_per_req"] = (result["envoy_cpu_us_per_req"]
-                                          + result["authz_cpu_us_per_req"])
+                                          + result["authz_cpu_us_per_req"]
+                                          + result["store_cpu_us_per_req"])
         result["memory"] = memory(pid)
         problems = []
         if sum(r["errors"].values()):
@@ -460,6 +466,7 @@ def main():
             "envoy_cpu_us_per_req": median(rs, "envoy_cpu_us_per_req"),
             "worker_cpu_us_per_req": median(rs, "worker_cpu_us_per_req"),
             "authz_cpu_us_per_req": median(rs, "authz_cpu_us_per_req"),
+            "store_cpu_us_per_req": median(rs, "store_cpu_us_per_req"),
             "total_cpu_us_per_req": median(rs, "total_cpu_us_per_req"),
             "problems": [p for r in rs for p in r["problems"]],
         }

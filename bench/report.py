@@ -397,11 +397,19 @@ def main():
           "signature is recorded by `wba replay-server` (one instance, 2 threads) in a local "
           "redis-server, through an Envoy cluster, while the request is held.")
         w("")
-        w("| | Envoy CPU µs/req | p50 µs | p99 µs |")
-        w("|---|---|---|---|")
+        w("| | req/s | Envoy CPU µs/req | replay server + Redis CPU µs/req | p50 µs | p99 µs |")
+        w("|---|---|---|---|---|---|")
         for k in ("wasm/signed", "store/signed"):
-            w(f"| {labels[k].replace(chr(10), ' ')} | {fmt(cpu(k))} | {fmt(s[k]['p50_us'], 0)} | "
+            w(f"| {labels[k].replace(chr(10), ' ')} | {fmt(s[k]['rps'], 0)} | {fmt(cpu(k))} | "
+              f"{fmt(s[k].get('store_cpu_us_per_req', 0.0))} | {fmt(s[k]['p50_us'], 0)} | "
               f"{fmt(s[k]['p99_us'], 0)} |")
+        w("")
+        w(f"The store adds {fmt(cpu('store/signed') - cpu('wasm/signed'))} µs of Envoy CPU per "
+          "signed request (the filter's HTTP call to the replay server through the cluster: "
+          "Envoy's async client, its HTTP/1.1 codec and the callback into the VM; the ext_authz "
+          "deployment's call costs Envoy about as much) plus "
+          f"{fmt(s['store/signed'].get('store_cpu_us_per_req', 0.0))} µs in the replay server "
+          "and Redis, and one loopback round trip of latency.")
         w("")
     sizing = Path(args.replay_server).read_text() if args.replay_server else ""
     if "====" in sizing:
