@@ -201,3 +201,41 @@ def test_signature_by_a_short_rsa_key_finds_no_key(envoy):
 
 def test_hmac_is_an_unsupported_algorithm(envoy):
     assert result(envoy, harness_signed(envoy, ED, alg="hmac-sha256")) == ("invalid", "unsupported_algorithm")
+
+
+def test_wba_serve_publishes_a_mixed_directory_the_filter_uses(upstream, tmp_path):
+    """`wba serve` with an Ed25519, a P-256 and an RSA key: one directory, a possession proof
+    signed by each key in its own algorithm, all valid in the filter; each key verifies."""
+    keys = [Key(), EcKey(), RsaKey(2048)]
+    args = [wba_binary(), "serve", "--bind", "127.0.0.1", "--port", "0"]
+    for i, k in enumerate(keys):
+        f = tmp_path / f"k{i}.jwk"
+        f.write_text(json.dumps(k.private_jwk()))
+        args += ["--key", str(f)]
+    served = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = served.stdout.readline()
+        assert line.startswith("listening on http://127.0.0.1:"), (line, served.stderr.read())
+        port = int(line.strip().rsplit(":", 1)[1])
+        agent = "https://served.test"
+        cfg = {"mode": "observe", "replay_protection": False,
+               "agents": [{"name": "served", "url": agent, "cluster": "served"}],
+               "directory": {"timeout_ms": 2000}}
+        listeners = [bootstrap.listener("observe", "upstream",
+                                        [bootstrap.wasm_filter(wasm_path(), cfg, name="wba_observe")])]
+        clusters = [bootstrap.cluster("upstream", upstream.port), bootstrap.cluster("served", port)]
+        with Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=1) as e:
+            p = e.ports["observe"]
+            for k in keys:
+                def verified():
+                    h = sign(k, "GET", f"127.0.0.1:{p}", "/", agent=agent,
+                             components=("@authority", "signature-agent")).headers
+                    return request(p, headers=h).seen().get(PREFIX + "result") == "verified"
+                wait_for(verified, what=f"{k.jwk['kty']} key verified")
+            stats = e.stats()
+            assert stats.get(STATS + "directory.proof.valid", 0) >= 3, stats
+            assert stats.get(STATS + "directory.proof.invalid", 0) == 0, stats
+            assert not CRASH_PATTERNS.search(e.log())
+    finally:
+        served.terminate()
+        served.wait(timeout=10)
