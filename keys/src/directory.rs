@@ -69,4 +69,34 @@ mod tests {
         );
         assert!(directory_json(&[]).is_err());
     }
+
+    #[test]
+    fn lists_keys_of_every_type_together() {
+        use wba_filter::private_key::PrivateKey;
+        let rsa: serde_json::Value =
+            serde_json::from_str(include_str!("../../filter/tests/data/rsa_test_keys.json"))
+                .unwrap();
+        let keys = [
+            PrivateKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[4; 32])),
+            PrivateKey::EcdsaP256(p256::ecdsa::SigningKey::from_slice(&[4; 32]).unwrap()),
+            PrivateKey::from_jwk(&rsa["rsa2048"]).unwrap(),
+        ];
+        let loaded: Vec<_> = keys
+            .iter()
+            .map(|k| parse_key(Path::new("k"), &crate::keyfile::private_jwk_json(k)).unwrap())
+            .collect();
+        let body = directory_json(&loaded).unwrap();
+        assert!(!body.contains("\"d\""), "{body}");
+        let set = parse_key_set(body.as_bytes(), AgentType::Directory, 8).unwrap();
+        let algs: Vec<_> = set.keys.iter().map(|k| k.algorithm()).collect();
+        assert_eq!(
+            algs,
+            [
+                Some("ed25519"),
+                Some("ecdsa-p256-sha256"),
+                Some("rsa-pss-sha512")
+            ]
+        );
+        assert!(set.skipped.is_empty());
+    }
 }
