@@ -334,6 +334,11 @@ pub fn verify_directory_response(
                     .iter()
                     .find(|k| k.thumbprint == keyid)
                     .ok_or_else(|| ProofError::UnknownKey(keyid.to_string()))?;
+                // As for requests: an `alg` naming another algorithm than the key's cannot be
+                // that key's signature.
+                if p.alg.as_deref().is_some_and(|a| key.algorithm() != Some(a)) {
+                    return Err(ProofError::BadSignature);
+                }
                 let base = signature_base(Message::Response { request, response }, input)
                     .map_err(|e| ProofError::Malformed(e.to_string()))?;
                 key.verify(base.as_bytes(), sig)

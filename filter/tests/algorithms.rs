@@ -279,43 +279,79 @@ fn directory_proofs_by_each_key_type_verify() {
         "\"@authority\";req".to_string(),
         "content-digest".to_string(),
     ];
-    let (mut inputs, mut sigs) = (Vec::new(), Vec::new());
-    for (i, key) in keys().iter().enumerate() {
-        let mut params = Parameters::new();
-        let mut put = |k: &str, v: BareItem| {
-            params.insert(SfKey::from_string(k.into()).unwrap(), v);
-        };
-        put("created", BareItem::Integer((NOW - 5).try_into().unwrap()));
-        put(
-            "expires",
-            BareItem::Integer((NOW + 300).try_into().unwrap()),
-        );
-        let keyid = key.public_jwk().thumbprint().unwrap();
-        put(
-            "keyid",
-            BareItem::String(sfv::String::from_string(keyid).unwrap()),
-        );
-        put(
-            "tag",
-            BareItem::String(sfv::String::from_string(DIRECTORY_TAG.into()).unwrap()),
-        );
-        let s = sign_response(
-            &request,
-            &response,
-            key,
-            &format!("p{i}"),
-            &components,
-            params,
-        )
-        .unwrap();
-        inputs.push(s.signature_input);
-        sigs.push(s.signature);
+    let sign_all = |alg: &dyn Fn(&PrivateKey) -> Option<String>| {
+        let (mut inputs, mut sigs) = (Vec::new(), Vec::new());
+        for (i, key) in keys().iter().enumerate() {
+            let mut params = Parameters::new();
+            let mut put = |k: &str, v: BareItem| {
+                params.insert(SfKey::from_string(k.into()).unwrap(), v);
+            };
+            put("created", BareItem::Integer((NOW - 5).try_into().unwrap()));
+            put(
+                "expires",
+                BareItem::Integer((NOW + 300).try_into().unwrap()),
+            );
+            let keyid = key.public_jwk().thumbprint().unwrap();
+            put(
+                "keyid",
+                BareItem::String(sfv::String::from_string(keyid).unwrap()),
+            );
+            put(
+                "tag",
+                BareItem::String(sfv::String::from_string(DIRECTORY_TAG.into()).unwrap()),
+            );
+            if let Some(a) = alg(key) {
+                put(
+                    "alg",
+                    BareItem::String(sfv::String::from_string(a).unwrap()),
+                );
+            }
+            let s = sign_response(
+                &request,
+                &response,
+                key,
+                &format!("p{i}"),
+                &components,
+                params,
+            )
+            .unwrap();
+            inputs.push(s.signature_input);
+            sigs.push(s.signature);
+        }
+        let mut signed = response.clone();
+        signed
+            .headers
+            .push(("signature-input".into(), inputs.join(", ")));
+        signed.headers.push(("signature".into(), sigs.join(", ")));
+        signed
+    };
+    // With the key's own alg, or none.
+    for alg in [
+        &(|k: &PrivateKey| Some(k.algorithm().name().to_string()))
+            as &dyn Fn(&PrivateKey) -> Option<String>,
+        &|_: &PrivateKey| None,
+    ] {
+        let signed = sign_all(alg);
+        let checks = verify_directory_response(&request, &signed, &body, &listed, NOW, 60);
+        assert_eq!(checks.len(), 3);
+        assert!(checks.iter().all(|c| c.result.is_ok()), "{checks:?}");
     }
-    let mut signed = response.clone();
-    signed
-        .headers
-        .push(("signature-input".into(), inputs.join(", ")));
-    signed.headers.push(("signature".into(), sigs.join(", ")));
+    // An alg naming another algorithm than the key's: no proof.
+    let wrong = sign_all(&|k: &PrivateKey| {
+        Algorithm::ALL
+            .into_iter()
+            .find(|a| *a != k.algorithm())
+            .map(|a| a.name().to_string())
+    });
+    let checks = verify_directory_response(&request, &wrong, &body, &listed, NOW, 60);
+    assert_eq!(checks.len(), 3);
+    assert!(
+        checks
+            .iter()
+            .all(|c| c.result == Err(wba_filter::directory::ProofError::BadSignature)),
+        "{checks:?}"
+    );
+    let signed = sign_all(&|_: &PrivateKey| None);
     let checks = verify_directory_response(&request, &signed, &body, &listed, NOW, 60);
     assert_eq!(checks.len(), 3);
     assert!(checks.iter().all(|c| c.result.is_ok()), "{checks:?}");
