@@ -11,6 +11,11 @@ Scenarios, each with a fresh Envoy (and service) and run `--repeats` times, inte
 
   envoy/unsigned, envoy/signed     Envoy without the filter (the baselines)
   wasm/unsigned, wasm/signed       the filter (dist/web_bot_auth.wasm)
+  wasm/signed-ecdsa, wasm/signed-rsa
+                                   the filter, the requests signed with a P-256 key
+                                   (ecdsa-p256-sha256) or a 2048-bit RSA key (rsa-pss-sha512)
+                                   instead of Ed25519; their corpora are smaller
+                                   (--alg-corpus: signing them takes longer)
   hold/unsigned, hold/signed       the filter followed by its hold companion (as shipped)
   hold/body                        that pair, POST with a 1 KiB body, the signature covering
                                    Content-Digest (held, hashed, checked, then forwarded)
@@ -64,7 +69,12 @@ LUA = ROOT / "bench" / "wrk" / "corpus.lua"
 BODY = json.dumps({"order": {"items": [{"sku": f"sku-{i}", "qty": 1} for i in range(28)]}})
 
 
-def write_corpus(path, key, n, signed, body=False):
+# The alg parameter each signed traffic sends.
+ALGS = {"signed": "ed25519", "body": "ed25519", "signed-ecdsa": "ecdsa-p256-sha256",
+        "signed-rsa": "rsa-pss-sha512"}
+
+
+def write_corpus(path, key, n, signed, body=False, alg="ed25519"):
     """`n` requests, one a line: path, then headers, tab-separated; with `body`, a POST whose
     signature covers the body's Content-Digest, the body last (`body:<text>`)."""
     digest = "sha-256=:" + base64.b64encode(hashlib.sha256(BODY.encode()).digest()).decode() + ":"
@@ -82,7 +92,7 @@ def write_corpus(path, key, n, signed, body=False):
                 s = harness.sign(
                     key, "POST" if body else "GET", AUTHORITY, p, agent=AGENT,
                     headers={"Content-Digest": digest}, components=components,
-                    validity=3600, nonce=secrets.token_urlsafe(16), alg="ed25519",
+                    validity=3600, nonce=secrets.token_urlsafe(16), alg=alg,
                 )
                 line += [f"{k}: {v}" for k, v in s.headers.items()]
             if body:
@@ -293,8 +303,9 @@ def load_average():
 # ---------------------------------------------------------------------------- one run
 
 
-def run(kind, traffic, args, key, corpora, workdir):
-    signed = traffic in ("signed", "body")
+def run(kind, traffic, args, keys, corpora, workdir):
+    signed = traffic != "unsigned"
+    key = keys[traffic]
     mode = "require" if signed else "enforce"
     corpus, size = corpora[traffic]
     authz = None
@@ -313,7 +324,7 @@ def run(kind, traffic, args, key, corpora, workdir):
         warm = Path(workdir) / "warm.json"
         # Signed: the warm-up and the measured run take disjoint slices of the corpus, so that
         # no signature is sent twice to this Envoy. Unsigned: both cycle through all of it.
-        warm_n = args.warmup_requests if signed else size
+        warm_n = min(args.warmup_requests, size // 5) if signed else size
         measure_start, measure_n = (warm_n, size - warm_n) if signed else (0, size)
         w = wrk(port, corpus, 0, warm_n, args.warmup, args.connections, warm)
         w.communicate()
@@ -393,10 +404,12 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--signed-corpus", type=int, default=300_000)
+    ap.add_argument("--alg-corpus", type=int, default=60_000,
+                    help="requests in the signed-ecdsa and signed-rsa corpora")
     ap.add_argument("--old-wasm", help="an earlier build: adds old/unsigned and old/signed")
     ap.add_argument("--wba", default=str(ROOT / "target" / "release" / "wba"))
     ap.add_argument("--scenarios", default="envoy/unsigned,envoy/signed,wasm/unsigned,"
-                    "wasm/signed,hold/unsigned,hold/signed,hold/body,store/signed,authz/unsigned,"
+                    "wasm/signed,wasm/signed-ecdsa,wasm/signed-rsa,hold/unsigned,hold/signed,hold/body,store/signed,authz/unsigned,"
                     "authz/signed")
     args = ap.parse_args()
     scenarios = [tuple(s.split("/")) for s in args.scenarios.split(",")]
@@ -404,15 +417,18 @@ def main():
         scenarios += [("old", "unsigned"), ("old", "signed")]
 
     key = harness.Key()
+    keys = {"unsigned": key, "signed": key, "body": key,
+            "signed-ecdsa": harness.EcKey(), "signed-rsa": harness.RsaKey(2048)}
     with tempfile.TemporaryDirectory(prefix="wba-bench-") as tmp:
         tmp = Path(tmp)
         t = time.monotonic()
         corpora = {}
         for traffic, n in (("unsigned", 50_000), ("signed", args.signed_corpus),
-                           ("body", args.signed_corpus)):
+                           ("body", args.signed_corpus), ("signed-ecdsa", args.alg_corpus),
+                           ("signed-rsa", args.alg_corpus)):
             if any(tr == traffic for _, tr in scenarios):
-                write_corpus(tmp / f"{traffic}.txt", key, n, traffic != "unsigned",
-                             body=traffic == "body")
+                write_corpus(tmp / f"{traffic}.txt", keys[traffic], n, traffic != "unsigned",
+                             body=traffic == "body", alg=ALGS.get(traffic, "ed25519"))
                 corpora[traffic] = (tmp / f"{traffic}.txt", n)
         print(f"corpus: {sum(n for _, n in corpora.values())} requests in "
               f"{time.monotonic() - t:.1f}s", flush=True)
@@ -422,12 +438,12 @@ def main():
                 d = tmp / f"{kind}-{traffic}-{rep}"
                 d.mkdir()
                 try:
-                    r = run(kind, traffic, args, key, corpora, d)
+                    r = run(kind, traffic, args, keys, corpora, d)
                 except (RuntimeError, harness.EnvoyFailed) as e:  # once more, then give up
                     print(f"{kind}/{traffic} #{rep}: {e}; again", flush=True)
                     d = tmp / f"{kind}-{traffic}-{rep}-again"
                     d.mkdir()
-                    r = run(kind, traffic, args, key, corpora, d)
+                    r = run(kind, traffic, args, keys, corpora, d)
                 r["repeat"] = rep
                 runs.append(r)
                 print(f"{kind}/{traffic} #{rep}: {r['rps']:.0f} req/s, "

@@ -11,7 +11,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 KIB = 1024
-SIZE_TARGET = 400 * KIB
+# Issue 12 (three algorithms) raised the bound from 400 KiB to 600 KiB.
+SIZE_TARGET = 600 * KIB
 
 
 # What was tried to make signed verification cheaper and the module smaller, measured while
@@ -101,10 +102,16 @@ which dropped `verify_strict`'s R decompression path: 396,512).
 """
 
 
+# The other algorithms' criterion benchmarks (filter/benches/verify.rs); reported when present.
+ALG_BENCHES = ("ours_ecdsa_p256", "ecdsa_p256_floor", "ours_rsa_pss_2048", "rsa_pss_2048_floor")
+
+
 def criterion_medians(base):
     out = {}
-    for name in ("ours", "web_bot_auth_crate", "ed25519_floor"):
+    for name in ("ours", "web_bot_auth_crate", "ed25519_floor") + ALG_BENCHES:
         p = Path(base) / "verify" / name / "new" / "estimates.json"
+        if name in ALG_BENCHES and not p.exists():
+            continue
         est = json.loads(p.read_text())
         out[name] = {
             "median_us": est["median"]["point_estimate"] / 1000,
@@ -170,6 +177,7 @@ def main():
     ap.add_argument("--e2e", default=str(ROOT / "bench" / "results" / "e2e.json"))
     ap.add_argument("--machine", required=True)
     ap.add_argument("--replay-server", help="bench/replay_server.sh's output")
+    ap.add_argument("--sizes", help="bench/module_sizes.sh's output (JSON)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = ap.parse_args()
     out = Path(args.out)
@@ -261,7 +269,7 @@ def main():
       f"{throughput_ratio:.2f} × ({fmt(s['wasm/signed']['rps'], 0)} vs "
       f"{fmt(s['authz/signed']['rps'], 0)} req/s) | "
       f"{met(t['signed_throughput_over_ext_authz']['met'])} |")
-    w(f"| dist/web_bot_auth.wasm < 400 KiB | {wasm_bytes:,} bytes = {wasm_bytes / KIB:.1f} KiB | "
+    w(f"| dist/web_bot_auth.wasm < 600 KiB | {wasm_bytes:,} bytes = {wasm_bytes / KIB:.1f} KiB | "
       f"{met(t['wasm_bytes']['met'])} |")
     w("")
     w("## 1. Core, native (criterion, median CPU time per verification)")
@@ -295,6 +303,39 @@ def main():
     w(f"| ratio to our core natively ({fmt(native['ours']['median_us'])} µs) | "
       f"{wasm_core / native['ours']['median_us']:.2f} × |")
     w("")
+    alg_rows = [(t, n, f) for t, n, f in (("signed-ecdsa", "ecdsa_p256", "ECDSA P-256 (ecdsa-p256-sha256)"),
+                                          ("signed-rsa", "rsa_pss_2048", "RSA-PSS 2048 (rsa-pss-sha512)"))
+                if f"wasm/{t}" in s or f"ours_{n}" in native]
+    alg_costs = {}
+    if alg_rows:
+        w("### 2b. The other algorithms")
+        w("")
+        w("The same request signed with a P-256 key or a 2048-bit RSA key instead of Ed25519. "
+          "Natively: criterion, as in section 1. In Envoy: as above, the signed traffic of that "
+          "algorithm minus the unsigned, minus what Envoy alone spends on signed (Ed25519) minus "
+          "unsigned requests (an RSA signature is 256 bytes instead of 64: a few hundred bytes "
+          "more header to parse, not counted in that baseline).")
+        w("")
+        w("| algorithm | native, our core (µs) | native, the key's check alone (µs) | in Envoy (µs/request) | req/s in Envoy |")
+        w("|---|---|---|---|---|")
+        ed_row = (native["ours"]["median_us"], floor, wasm_core, s["wasm/signed"]["rps"] if "wasm/signed" in s else None)
+        w(f"| Ed25519 (ed25519) | {fmt(ed_row[0], 2)} | {fmt(ed_row[1], 2)} | {fmt(ed_row[2])} | {fmt(ed_row[3], 0)} |")
+        envoy_baseline = (cpu("envoy/signed") - cpu("envoy/unsigned")
+                          if "envoy/signed" in s and "envoy/unsigned" in s else None)
+        for traffic, name, label in alg_rows:
+            ours_n = native.get(f"ours_{name}", {}).get("median_us")
+            floor_n = native.get(f"{name}_floor", {}).get("median_us")
+            in_envoy = None
+            if f"wasm/{traffic}" in s and "wasm/unsigned" in s:
+                in_envoy = cpu(f"wasm/{traffic}") - cpu("wasm/unsigned")
+                if envoy_baseline is not None:
+                    in_envoy -= envoy_baseline
+            rps = s[f"wasm/{traffic}"]["rps"] if f"wasm/{traffic}" in s else None
+            alg_costs[traffic] = {"native_ours_us": ours_n, "native_floor_us": floor_n,
+                                  "envoy_us": in_envoy, "rps": rps}
+            w(f"| {label} | {fmt(ours_n, 2)} | {fmt(floor_n, 2)} | {fmt(in_envoy)} | {fmt(rps, 0)} |")
+        w("")
+
     w("## 3 and 4. End to end: Envoy, the filter, and ext_authz")
     w("")
     w(f"Envoy {machine['envoy']} with `--concurrency 1`, a loopback listener whose route answers "
@@ -397,6 +438,14 @@ def main():
     w("## 5. Memory and size")
     w("")
     w(f"- dist/web_bot_auth.wasm: {wasm_bytes:,} bytes ({wasm_bytes / KIB:.1f} KiB).")
+    sizes = json.loads(Path(args.sizes).read_text()) if args.sizes and Path(args.sizes).exists() else None
+    if sizes:
+        base = sizes["ed25519"]
+        w(f"- What each algorithm adds to the module (the same build, wasm-opt'd, with the other "
+          f"algorithms compiled out: `--no-default-features --features ...`): Ed25519 alone "
+          f"{base:,} bytes; ECDSA P-256 +{sizes['ecdsa'] - base:,} bytes; RSA-PSS "
+          f"+{sizes['rsa'] - base:,} bytes; both {sizes['all']:,} bytes "
+          f"(+{sizes['all'] - base:,}).")
     if wasm_mems:
         sizes = sorted({m["size_kib"] for m in wasm_mems})
         rss = [m["rss_kib"] for m in wasm_mems]
@@ -417,6 +466,7 @@ def main():
         "machine": machine, "native": native, "targets": targets,
         "wasm_core_us": wasm_core, "signed_added_us": signed_added,
         "unsigned_added_us": unsigned_added, "ext_authz_signed_added_us": authz_signed_added,
+        "algorithms": alg_costs, "module_sizes": sizes,
         "e2e": e2e,
     }, indent=1) + "\n")
     print((out / "results.md").read_text())

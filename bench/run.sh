@@ -41,6 +41,9 @@ wait_quiet() {  # up to a minute for the 1-minute load to fall below 1 (other bu
   done
   echo "note: load average $(load): measuring anyway (CPU-time figures are not inflated by it)"
 }
+# ---- 5. module size, and what each algorithm adds (before the measurements: it builds)
+bench/module_sizes.sh > "$TMP/sizes.json" || echo "note: bench/module_sizes.sh failed"
+
 wait_quiet
 LOAD_CRITERION=$(load)
 
@@ -83,5 +86,6 @@ PYEOF
 
 mkdir -p "$OUT"
 $PY bench/report.py --criterion "$ROOT/target/criterion" --e2e "$TMP/e2e.json" \
-  --machine "$TMP/machine.json" --replay-server "$TMP/replay_server.txt" --out "$OUT"
+  --machine "$TMP/machine.json" --replay-server "$TMP/replay_server.txt" \
+  --sizes "$TMP/sizes.json" --out "$OUT"
 echo "wrote $OUT/results.md, results.svg, results.json"

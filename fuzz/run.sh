@@ -24,7 +24,7 @@ main() {
 
     SECS="${FUZZ_SECONDS:-60}"
     SANITIZER="${FUZZ_SANITIZER:-none}"
-    read -r -a TARGETS <<<"${FUZZ_TARGETS:-signature_input signature signature_agent signature_base verify_request header_map}"
+    read -r -a TARGETS <<<"${FUZZ_TARGETS:-signature_input signature signature_agent signature_base verify_request header_map key_directory}"
     TOOLS="$ROOT/target/tools"
 
     if [ ! -x "$TOOLS/bin/cargo-fuzz" ]; then

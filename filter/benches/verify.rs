@@ -6,7 +6,10 @@
 //!   `WebBotAuthVerifier::parse` then `verify`, on the same request, with the component values
 //!   handed to it by a small adapter (as in tests/interop.rs);
 //! - `ed25519_floor`: a bare `ed25519-dalek` `verify_strict` of the same signature base bytes
-//!   with an already decoded key: no implementation can do less.
+//!   with an already decoded key: no implementation can do less;
+//! - `ours_ecdsa_p256`, `ours_rsa_pss_2048`: our core on the same request signed with a P-256
+//!   key (ecdsa-p256-sha256) and a 2048-bit RSA key (rsa-pss-sha512), and their floors
+//!   `ecdsa_p256_floor`, `rsa_pss_2048_floor`: the key's check of the base alone.
 //!
 //! The request covers `@authority`, `@method`, `@path` and the agent's `Signature-Agent` member
 //! and carries a nonce, like the requests of the end-to-end benchmark. Medians are read from
@@ -37,10 +40,12 @@ use common::now;
 use theirs::Theirs;
 use wba_filter::agent_url::AgentId;
 use wba_filter::jwk::Jwk;
+use wba_filter::jwk::Key;
 use wba_filter::keyring::KeyRing;
 use wba_filter::policy::Policy;
+use wba_filter::private_key::PrivateKey;
 use wba_filter::request::HttpRequest;
-use wba_filter::sign::{sign_request, SignOptions};
+use wba_filter::sign::{sign_request, SignOptions, SignatureKey};
 use wba_filter::verdict::Outcome;
 use wba_filter::verify::verify_request;
 
@@ -51,7 +56,7 @@ const SEED: [u8; 32] = [
 ];
 
 /// A typical signed request: what a crawler sends, as the filter sees it.
-fn signed_request(key: &SigningKey, now: i64) -> (HttpRequest, String) {
+fn signed_request<K: SignatureKey>(key: &K, now: i64) -> (HttpRequest, String) {
     let mut req = HttpRequest::from_parts(
         "GET",
         "https",
@@ -193,6 +198,42 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
     g.bench_function("ed25519_floor", |b| {
         b.iter(|| vk.verify_strict(black_box(base.as_bytes()), black_box(&sig)))
     });
+
+    // The other two algorithms: the same request, the same checks, another key.
+    let rsa_jwk: serde_json::Value =
+        serde_json::from_str(include_str!("../tests/data/rsa_test_keys.json")).unwrap();
+    let others = [
+        (
+            "ecdsa_p256",
+            PrivateKey::EcdsaP256(p256::ecdsa::SigningKey::from_slice(&SEED).unwrap()),
+        ),
+        (
+            "rsa_pss_2048",
+            PrivateKey::from_jwk(&rsa_jwk["rsa2048"]).unwrap(),
+        ),
+    ];
+    for (name, private) in &others {
+        let (req, base) = signed_request(private, now);
+        let public = Key::from_jwk_json(&private.public_jwk().to_json()).unwrap();
+        let mut ring = KeyRing::default();
+        ring.add(
+            "Bench Agent",
+            AgentId::parse(AGENT).unwrap(),
+            vec![public.clone()],
+        );
+        assert_eq!(
+            verify_request(&req, &policy, &ring, now).outcome(),
+            Outcome::Verified
+        );
+        let sig = private.sign_message(base.as_bytes()).unwrap();
+        public.verify(base.as_bytes(), &sig).unwrap();
+        g.bench_function(format!("ours_{name}"), |b| {
+            b.iter(|| verify_request(black_box(&req), &policy, &ring, now))
+        });
+        g.bench_function(format!("{name}_floor"), |b| {
+            b.iter(|| public.verify(black_box(base.as_bytes()), black_box(&sig)))
+        });
+    }
     g.finish();
 }
 

@@ -357,6 +357,11 @@ pub fn verify_directory_response(
                     .iter()
                     .find(|k| k.thumbprint == keyid)
                     .ok_or_else(|| ProofError::UnknownKey(keyid.to_string()))?;
+                // As for requests: an `alg` naming another algorithm than the key's cannot be
+                // that key's signature.
+                if p.alg.as_deref().is_some_and(|a| key.algorithm() != Some(a)) {
+                    return Err(ProofError::BadSignature);
+                }
                 let base = signature_base(Message::Response { request, response }, input)
                     .map_err(|e| ProofError::Malformed(e.to_string()))?;
                 key.verify(base.as_bytes(), sig)
@@ -623,7 +628,7 @@ mod tests {
         // A well-formed key of a type this verifier cannot verify with is kept: a request signed
         // with it is then `unsupported_algorithm`, not `unknown_key`.
         let body = format!(
-            r#"{{"keys":[{{"kty":"EC","crv":"P-256","x":"a","y":"b"}},{}]}}"#,
+            r#"{{"keys":[{{"kty":"EC","crv":"P-384","x":"a","y":"b"}},{}]}}"#,
             good()
         );
         let set = parse_key_set(body.as_bytes(), KidRule::Label, 4).expect("set");

@@ -7,7 +7,12 @@ use base64::Engine as _;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::algorithm::Algorithm;
+#[cfg(feature = "ecdsa")]
+use crate::ecdsa_p256::EcdsaP256Key;
 use crate::ed25519::Ed25519Key;
+#[cfg(feature = "rsa")]
+use crate::rsa_pss::{RsaKeyError, RsaPssKey};
 
 /// A parsed public JWK. Members this verifier does not use are ignored.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -38,6 +43,8 @@ pub enum JwkError {
     WrongUse(String),
     /// `alg` names an algorithm this key cannot be used with (or not a signature algorithm).
     WrongAlg(String),
+    /// An RSA key whose modulus has this many bits, outside 2048..=8192.
+    RsaKeySize(usize),
 }
 
 impl fmt::Display for JwkError {
@@ -54,6 +61,10 @@ impl fmt::Display for JwkError {
             Self::BadKey(why) => write!(f, "invalid key: {why}"),
             Self::WrongUse(u) => write!(f, "the JWK is for use {u:?}, not signatures"),
             Self::WrongAlg(a) => write!(f, "the JWK's alg {a:?} does not fit its key type"),
+            Self::RsaKeySize(bits) => write!(
+                f,
+                "an RSA key of {bits} bits: from 2048 to 8192 bits are accepted"
+            ),
         }
     }
 }
@@ -64,6 +75,10 @@ impl std::error::Error for JwkError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublicKey {
     Ed25519(Ed25519Key),
+    #[cfg(feature = "ecdsa")]
+    EcdsaP256(EcdsaP256Key),
+    #[cfg(feature = "rsa")]
+    RsaPss(RsaPssKey),
     /// A well-formed key of a type whose algorithm this verifier does not implement.
     Unsupported {
         kty: String,
@@ -148,6 +163,35 @@ impl Jwk {
         }
     }
 
+    /// The public JWK for a P-256 key, with `alg` `ES256`.
+    #[cfg(feature = "ecdsa")]
+    pub fn from_p256(key: &p256::ecdsa::VerifyingKey) -> Self {
+        let point = key.to_encoded_point(false);
+        let coordinate = |c: Option<&p256::FieldBytes>| c.map(|c| URL_SAFE_NO_PAD.encode(c));
+        Jwk {
+            kty: "EC".into(),
+            crv: Some("P-256".into()),
+            x: coordinate(point.x()),
+            y: coordinate(point.y()),
+            alg: Some(Algorithm::EcdsaP256Sha256.jose_name().into()),
+            ..Jwk::default()
+        }
+    }
+
+    /// The public JWK for an RSA key, with `alg` `PS512` (RSA keys serve several algorithms:
+    /// this one is for `rsa-pss-sha512`, and some verifiers want it said).
+    #[cfg(feature = "rsa")]
+    pub fn from_rsa(key: &rsa::RsaPublicKey) -> Self {
+        use rsa::traits::PublicKeyParts as _;
+        Jwk {
+            kty: "RSA".into(),
+            n: Some(URL_SAFE_NO_PAD.encode(key.n().to_bytes_be())),
+            e: Some(URL_SAFE_NO_PAD.encode(key.e().to_bytes_be())),
+            alg: Some(Algorithm::RsaPssSha512.jose_name().into()),
+            ..Jwk::default()
+        }
+    }
+
     /// The RFC 7638 canonical JSON: required members only, lexicographic order, no spaces.
     pub fn thumbprint_input(&self) -> Result<String, JwkError> {
         let req = |v: &Option<String>, name: &'static str| {
@@ -181,27 +225,38 @@ impl Jwk {
         Ok(URL_SAFE_NO_PAD.encode(Sha256::digest(self.thumbprint_input()?.as_bytes())))
     }
 
-    /// The key this JWK holds, checked for shape.
+    /// The key this JWK holds, checked for shape. The key type decides the algorithm; an `alg`
+    /// member that names another makes the key unusable ([`JwkError::WrongAlg`]).
     pub fn to_key(&self) -> Result<Key, JwkError> {
         let thumbprint = self.thumbprint()?;
         let public = match (self.kty.as_str(), self.crv.as_deref()) {
             ("OKP", Some("Ed25519")) => {
-                // "ed25519" is the RFC 9421 algorithm name, seen in JWKs too. (Keys of other
-                // types never verify here, so their `alg` is not checked.)
-                if let Some(alg) = &self.alg {
-                    if !matches!(alg.as_str(), "EdDSA" | "Ed25519" | "ed25519") {
-                        return Err(JwkError::WrongAlg(alg.clone()));
-                    }
-                }
-                let x = self.x.as_deref().unwrap_or_default();
-                let bytes = URL_SAFE_NO_PAD
-                    .decode(x)
-                    .map_err(|_| JwkError::BadKey("x is not base64url"))?;
-                let arr: [u8; 32] = bytes
+                self.check_alg(Algorithm::Ed25519)?;
+                let arr: [u8; 32] = self
+                    .member_bytes(&self.x, "x")?
                     .try_into()
                     .map_err(|_| JwkError::BadKey("an Ed25519 key is 32 bytes"))?;
                 let key = Ed25519Key::from_bytes(&arr).map_err(|e| JwkError::BadKey(e.as_str()))?;
                 PublicKey::Ed25519(key)
+            }
+            #[cfg(feature = "ecdsa")]
+            ("EC", Some("P-256")) => {
+                self.check_alg(Algorithm::EcdsaP256Sha256)?;
+                let x = self.member_bytes(&self.x, "x")?;
+                let y = self.member_bytes(&self.y, "y")?;
+                PublicKey::EcdsaP256(
+                    EcdsaP256Key::from_coordinates(&x, &y).map_err(JwkError::BadKey)?,
+                )
+            }
+            #[cfg(feature = "rsa")]
+            ("RSA", _) => {
+                self.check_alg(Algorithm::RsaPssSha512)?;
+                let n = self.member_bytes(&self.n, "n")?;
+                let e = self.member_bytes(&self.e, "e")?;
+                PublicKey::RsaPss(RsaPssKey::from_components(&n, &e).map_err(|e| match e {
+                    RsaKeyError::Size(bits) => JwkError::RsaKeySize(bits),
+                    RsaKeyError::Malformed => JwkError::BadKey("not a valid RSA public key"),
+                })?)
             }
             (kty, _) => PublicKey::Unsupported {
                 kty: kty.to_string(),
@@ -211,6 +266,27 @@ impl Jwk {
             thumbprint,
             public,
             jwk: self.clone(),
+        })
+    }
+
+    /// An `alg` member, when present, must name `algorithm` (in one of its spellings).
+    fn check_alg(&self, algorithm: Algorithm) -> Result<(), JwkError> {
+        match &self.alg {
+            Some(alg) if !algorithm.fits_jwk_alg(alg) => Err(JwkError::WrongAlg(alg.clone())),
+            _ => Ok(()),
+        }
+    }
+
+    /// A base64url member's bytes (its presence was checked with the thumbprint).
+    fn member_bytes(&self, v: &Option<String>, name: &'static str) -> Result<Vec<u8>, JwkError> {
+        let text = v.as_deref().ok_or(JwkError::MissingMember(name))?;
+        URL_SAFE_NO_PAD.decode(text).map_err(|_| {
+            JwkError::BadKey(match name {
+                "x" => "x is not base64url",
+                "y" => "y is not base64url",
+                "n" => "n is not base64url",
+                _ => "e is not base64url",
+            })
         })
     }
 
@@ -257,30 +333,52 @@ impl Key {
         self.jwk.nbf.is_none_or(|nbf| now >= nbf) && self.jwk.exp.is_none_or(|exp| now < exp)
     }
 
-    /// The signature algorithm name (`alg` signature parameter) this key verifies.
-    pub fn algorithm(&self) -> Option<&'static str> {
+    /// The algorithm this key verifies; `None` for a key type this verifier does not use.
+    pub fn alg(&self) -> Option<Algorithm> {
         match self.public {
-            PublicKey::Ed25519(_) => Some("ed25519"),
+            PublicKey::Ed25519(_) => Some(Algorithm::Ed25519),
+            #[cfg(feature = "ecdsa")]
+            PublicKey::EcdsaP256(_) => Some(Algorithm::EcdsaP256Sha256),
+            #[cfg(feature = "rsa")]
+            PublicKey::RsaPss(_) => Some(Algorithm::RsaPssSha512),
             PublicKey::Unsupported { .. } => None,
         }
     }
 
-    /// Verifies `signature` over `message`.
+    /// The signature algorithm name (`alg` signature parameter) this key verifies.
+    pub fn algorithm(&self) -> Option<&'static str> {
+        self.alg().map(Algorithm::name)
+    }
+
+    /// Verifies `signature` over `message` with the key's algorithm.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), VerifyError> {
-        match &self.public {
+        let valid = match &self.public {
             // Strict: refuses non-canonical encodings and small-order components.
-            PublicKey::Ed25519(key) => match key.verify(message, signature) {
-                true => Ok(()),
-                false => Err(VerifyError::BadSignature),
-            },
-            PublicKey::Unsupported { .. } => Err(VerifyError::UnsupportedAlgorithm),
+            PublicKey::Ed25519(key) => key.verify(message, signature),
+            #[cfg(feature = "ecdsa")]
+            PublicKey::EcdsaP256(key) => key.verify(message, signature),
+            #[cfg(feature = "rsa")]
+            PublicKey::RsaPss(key) => key.verify(message, signature),
+            PublicKey::Unsupported { .. } => return Err(VerifyError::UnsupportedAlgorithm),
+        };
+        if valid {
+            Ok(())
+        } else {
+            Err(VerifyError::BadSignature)
         }
     }
 }
 
 /// Thumbprints of the RFC 9421 Appendix B keys (B.1.1 RSA, B.1.2 RSA-PSS, B.1.3 P-256,
-/// B.1.4 Ed25519): refused unless the operator allows test keys.
-pub const TEST_KEY_THUMBPRINTS: &[&str] = &["poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U"];
+/// B.1.4 Ed25519), whose private halves are published: refused unless the operator allows
+/// test keys. (B.1.1 is a PKCS#1 v1.5 key in the RFC, but an RSA JWK is usable for
+/// `rsa-pss-sha512` here, so it is listed too.)
+pub const TEST_KEY_THUMBPRINTS: &[&str] = &[
+    "BHj8s0GPnMEQtkaULIM-PLgEhLBbuGUQ1vMxmBWZzEo",
+    "oD0HwocPBSfpNy5W3bpJeyFGY_IQ_YpqxSjQ3Yd-CLA",
+    "ydQXMtvbsOsZyFir-Y7A8t7fKEM1gbKPvyFkdpu4fvI",
+    "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U",
+];
 
 fn json_string(s: &str) -> String {
     Value::String(s.to_string()).to_string()
@@ -293,6 +391,72 @@ mod tests {
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
     const TEST_X: &str = "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs";
+    // RFC 9421 B.1.3, test-key-ecc-p256.
+    const P256_X: &str = "qIVYZVLCrPZHGHjP17CTW0_-D9Lfw0EkjqF7xB4FivA";
+    const P256_Y: &str = "Mc4nN9LTDOBhfoUeg8Ye9WedFRhnZXZJA12Qp0zZ6F0";
+
+    #[test]
+    fn ec_p256_keys() {
+        let k = Key::from_jwk_json(&format!(
+            r#"{{"kty":"EC","crv":"P-256","x":"{P256_X}","y":"{P256_Y}"}}"#
+        ))
+        .expect("key");
+        assert_eq!(k.algorithm(), Some("ecdsa-p256-sha256"));
+        assert_eq!(k.thumbprint, "ydQXMtvbsOsZyFir-Y7A8t7fKEM1gbKPvyFkdpu4fvI");
+        assert!(k.is_test_key(), "B.1.3 is a published test key");
+        // y of another point: off the curve.
+        let off = Key::from_jwk_json(&format!(
+            r#"{{"kty":"EC","crv":"P-256","x":"{P256_X}","y":"{P256_X}"}}"#
+        ));
+        assert_eq!(off, Err(JwkError::BadKey("not a point on P-256")));
+        let short = Key::from_jwk_json(&format!(
+            r#"{{"kty":"EC","crv":"P-256","x":"AAAA","y":"{P256_Y}"}}"#
+        ));
+        assert_eq!(
+            short,
+            Err(JwkError::BadKey("a P-256 coordinate is 32 bytes"))
+        );
+        assert_eq!(
+            Jwk::from_json(r#"{"kty":"EC","crv":"P-256","x":"a"}"#),
+            Err(JwkError::MissingMember("y"))
+        );
+        assert_eq!(
+            Jwk::from_json(r#"{"kty":"EC","crv":"P-256","x":"a","y":"b","d":"c"}"#),
+            Err(JwkError::PrivateKey)
+        );
+        let jwk = Jwk::from_p256(match &k.public {
+            PublicKey::EcdsaP256(key) => key.verifying_key(),
+            _ => panic!(),
+        });
+        assert_eq!(jwk.thumbprint().expect("tp"), k.thumbprint);
+        assert_eq!(jwk.alg.as_deref(), Some("ES256"));
+    }
+
+    #[test]
+    fn rsa_keys() {
+        let rsa = |n: &str, e: &str| {
+            Key::from_jwk_json(&format!(r#"{{"kty":"RSA","n":"{n}","e":"{e}"}}"#))
+        };
+        let n2048 = URL_SAFE_NO_PAD.encode([0xffu8; 256]);
+        let k = rsa(&n2048, "AQAB").expect("2048 bits");
+        assert_eq!(k.algorithm(), Some("rsa-pss-sha512"));
+        let jwk = Jwk::from_rsa(match &k.public {
+            PublicKey::RsaPss(key) => key.public_key(),
+            _ => panic!(),
+        });
+        assert_eq!(jwk.thumbprint().expect("tp"), k.thumbprint);
+        assert_eq!(jwk.alg.as_deref(), Some("PS512"));
+        let n1024 = URL_SAFE_NO_PAD.encode([0xffu8; 128]);
+        assert_eq!(rsa(&n1024, "AQAB"), Err(JwkError::RsaKeySize(1024)));
+        let n16k = URL_SAFE_NO_PAD.encode([0xffu8; 2048]);
+        assert_eq!(rsa(&n16k, "AQAB"), Err(JwkError::RsaKeySize(16384)));
+        assert!(matches!(rsa(&n2048, "AAE"), Err(JwkError::BadKey(_))));
+        assert!(matches!(rsa(&n2048, "!"), Err(JwkError::BadKey(_))));
+        assert_eq!(
+            Jwk::from_json(r#"{"kty":"RSA","n":"AQAB"}"#),
+            Err(JwkError::MissingMember("e"))
+        );
+    }
 
     #[test]
     fn ed25519_thumbprint_matches_vector() {
@@ -313,12 +477,15 @@ mod tests {
             jwk.thumbprint().expect("tp"),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
         );
+        // RS256 is PKCS#1 v1.5, which contradicts the key's algorithm here (rsa-pss-sha512).
+        assert_eq!(jwk.to_key(), Err(JwkError::WrongAlg("RS256".into())));
+        let mut jwk = jwk;
+        jwk.alg = None;
         let key = jwk.to_key().expect("key");
-        assert_eq!(key.public, PublicKey::Unsupported { kty: "RSA".into() });
-        assert_eq!(
-            key.verify(b"x", &[0; 64]),
-            Err(VerifyError::UnsupportedAlgorithm)
-        );
+        assert_eq!(key.algorithm(), Some("rsa-pss-sha512"));
+        assert_eq!(key.verify(b"x", &[0; 64]), Err(VerifyError::BadSignature));
+        jwk.alg = Some("PS512".into());
+        assert!(jwk.to_key().is_ok());
     }
 
     #[test]
@@ -389,10 +556,30 @@ mod tests {
         for bad in ["RS256", "ES256", "HS256", "ECDH-ES", "none", ""] {
             assert_eq!(ed(bad), Err(JwkError::WrongAlg(bad.into())), "{bad}");
         }
+        // Each key type has its own names; an HMAC or PKCS#1 name contradicts every key.
+        let ec = |alg: &str| {
+            Key::from_jwk_json(&format!(
+                r#"{{"kty":"EC","crv":"P-256","x":"{P256_X}","y":"{P256_Y}","alg":"{alg}"}}"#
+            ))
+        };
+        for ok in ["ES256", "ecdsa-p256-sha256"] {
+            assert_eq!(
+                ec(ok).map(|k| k.algorithm()),
+                Ok(Some("ecdsa-p256-sha256")),
+                "{ok}"
+            );
+        }
+        for bad in ["EdDSA", "ES384", "PS512", "HS256", "es256"] {
+            assert_eq!(ec(bad), Err(JwkError::WrongAlg(bad.into())), "{bad}");
+        }
         // Keys this verifier cannot use are not checked further: they never verify.
-        assert!(
-            Key::from_jwk_json(r#"{"kty":"EC","crv":"P-256","x":"a","y":"b","alg":"EdDSA"}"#)
-                .is_ok()
+        let p384 =
+            Key::from_jwk_json(r#"{"kty":"EC","crv":"P-384","x":"a","y":"b","alg":"EdDSA"}"#)
+                .expect("kept, unusable");
+        assert_eq!(p384.algorithm(), None);
+        assert_eq!(
+            p384.verify(b"m", &[0; 96]),
+            Err(VerifyError::UnsupportedAlgorithm)
         );
     }
 

@@ -739,7 +739,7 @@ mod tests {
         let ed25519 = |c: &KeyCache, seed: u8| match c.lookup(&id(URL), &key(seed).thumbprint) {
             Lookup::Found { key, .. } => match &key.public {
                 PublicKey::Ed25519(k) => Some(k.clone()),
-                PublicKey::Unsupported { .. } => None,
+                _ => None,
             },
             _ => None,
         };

@@ -4,11 +4,14 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod agent_url;
+pub mod algorithm;
 pub mod base;
 pub mod component;
 pub mod config;
 pub mod content_digest;
 pub mod directory;
+#[cfg(feature = "ecdsa")]
+pub mod ecdsa_p256;
 pub mod ed25519;
 pub mod fetch;
 pub mod header_map;
@@ -18,10 +21,13 @@ pub mod key_cache;
 pub mod keyring;
 pub mod plan;
 pub mod policy;
+pub mod private_key;
 pub mod replay;
 pub mod replay_store;
 pub mod request;
 pub mod request_filter;
+#[cfg(feature = "rsa")]
+pub mod rsa_pss;
 pub mod sf_dictionary;
 pub mod shared;
 pub mod sign;

@@ -1,12 +1,13 @@
-//! Signing: the mirror of verification, for agents (the `keys` tool) and for tests.
+//! Signing: the mirror of verification, for agents (the `keys` tool) and for tests, with any
+//! of the three algorithms ([`SignatureKey`]).
 
 use std::fmt;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use ed25519_dalek::{Signer as _, SigningKey};
 use sfv::{BareItem, InnerList, Item, Key as SfKey, Parameters};
 
+use crate::algorithm::Algorithm;
 use crate::base::{signature_base, Message};
 use crate::component::{Component, ComponentError};
 use crate::jwk::Jwk;
@@ -29,8 +30,10 @@ pub struct SignOptions {
     pub nonce: Option<String>,
     /// Defaults to the key's thumbprint.
     pub keyid: Option<String>,
-    /// `alg` parameter; `None` leaves it out (the key determines it).
+    /// `alg` parameter: `None` names the key's algorithm, unless `omit_alg`.
     pub alg: Option<String>,
+    /// Leave the `alg` parameter out (it is optional: the key determines the algorithm).
+    pub omit_alg: bool,
     pub tag: Option<String>,
 }
 
@@ -47,7 +50,8 @@ impl SignOptions {
             expires: created.saturating_add(validity),
             nonce: None,
             keyid: None,
-            alg: Some("ed25519".into()),
+            alg: None,
+            omit_alg: false,
             tag: Some(WEB_BOT_AUTH_TAG.into()),
         }
     }
@@ -83,6 +87,8 @@ pub enum SignError {
     BadLabel(String),
     BadValue(&'static str),
     Base(String),
+    /// The key could not sign (say, no random number generator for RSA-PSS salts).
+    Key(String),
 }
 
 impl fmt::Display for SignError {
@@ -95,17 +101,85 @@ impl fmt::Display for SignError {
             ),
             Self::BadValue(what) => write!(f, "{what} cannot be sent in a structured field"),
             Self::Base(e) => write!(f, "cannot build the signature base: {e}"),
+            Self::Key(e) => write!(f, "cannot sign: {e}"),
         }
     }
 }
 
 impl std::error::Error for SignError {}
 
-/// Signs `req` with an Ed25519 key, returning the headers to add. `req` is not modified; the
+/// A private key that signs: its algorithm, its public JWK and its signature of a message.
+pub trait SignatureKey {
+    fn algorithm(&self) -> Algorithm;
+    /// The public half as a JWK (no `kid`); its thumbprint is the default `keyid`.
+    fn public_jwk(&self) -> Jwk;
+    /// The signature bytes as RFC 9421 section 3.3 encodes them for the algorithm.
+    fn sign_message(&self, message: &[u8]) -> Result<Vec<u8>, SignError>;
+}
+
+impl SignatureKey for ed25519_dalek::SigningKey {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::Ed25519
+    }
+
+    fn public_jwk(&self) -> Jwk {
+        Jwk::from_ed25519(self.verifying_key().as_bytes())
+    }
+
+    fn sign_message(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        use ed25519_dalek::Signer as _;
+        Ok(self.sign(message).to_bytes().to_vec())
+    }
+}
+
+/// Deterministic ECDSA (RFC 6979): no random number generator needed. The signature is the
+/// fixed-size `r || s` (64 bytes), as section 3.3.4 requires, not DER.
+#[cfg(feature = "ecdsa")]
+impl SignatureKey for p256::ecdsa::SigningKey {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::EcdsaP256Sha256
+    }
+
+    fn public_jwk(&self) -> Jwk {
+        Jwk::from_p256(self.verifying_key())
+    }
+
+    fn sign_message(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        use p256::ecdsa::signature::Signer as _;
+        let signature: p256::ecdsa::Signature = self.sign(message);
+        Ok(signature.to_bytes().to_vec())
+    }
+}
+
+/// RSASSA-PSS with SHA-512, MGF1-SHA-512 and a random 64-byte salt (section 3.3.1), with
+/// RSA blinding. Native builds only: the salt comes from the operating system.
+#[cfg(all(feature = "rsa", not(target_arch = "wasm32")))]
+impl SignatureKey for rsa::RsaPrivateKey {
+    fn algorithm(&self) -> Algorithm {
+        Algorithm::RsaPssSha512
+    }
+
+    fn public_jwk(&self) -> Jwk {
+        Jwk::from_rsa(&self.to_public_key())
+    }
+
+    fn sign_message(&self, message: &[u8]) -> Result<Vec<u8>, SignError> {
+        use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
+        let key = rsa::pss::BlindedSigningKey::<sha2::Sha512>::new_with_salt_len(
+            self.clone(),
+            crate::rsa_pss::SALT_LEN,
+        );
+        key.try_sign_with_rng(&mut rand_core::OsRng, message)
+            .map(|s| s.to_vec())
+            .map_err(|e| SignError::Key(e.to_string()))
+    }
+}
+
+/// Signs `req` with `key`, returning the headers to add. `req` is not modified; the
 /// `Signature-Agent` header it will carry is included in the base.
-pub fn sign_request(
+pub fn sign_request<K: SignatureKey + ?Sized>(
     req: &HttpRequest,
-    key: &SigningKey,
+    key: &K,
     opts: &SignOptions,
 ) -> Result<SignedHeaders, SignError> {
     let mut req = req.clone();
@@ -141,7 +215,8 @@ pub fn sign_request(
     }
     let keyid = match &opts.keyid {
         Some(k) => k.clone(),
-        None => Jwk::from_ed25519(key.verifying_key().as_bytes())
+        None => key
+            .public_jwk()
             .thumbprint()
             .map_err(|e| SignError::Base(e.to_string()))?,
     };
@@ -167,7 +242,12 @@ pub fn sign_request(
         BareItem::Integer(int(opts.expires)?),
     );
     put(&mut params, "keyid", string(&keyid, "the keyid")?);
-    if let Some(alg) = &opts.alg {
+    let alg = match &opts.alg {
+        Some(alg) => Some(alg.as_str()),
+        None if opts.omit_alg => None,
+        None => Some(key.algorithm().name()),
+    };
+    if let Some(alg) = alg {
         put(&mut params, "alg", string(alg, "the alg")?);
     }
     if let Some(nonce) = &opts.nonce {
@@ -179,15 +259,15 @@ pub fn sign_request(
     let input = build_input(&opts.label, &components, params)?;
     let base = signature_base(Message::Request(&req), &input)
         .map_err(|e| SignError::Base(e.to_string()))?;
-    Ok(finish(&input, key, base, agent_header))
+    finish(&input, key, base, agent_header)
 }
 
 /// Signs a response (e.g. a key directory's possession proof), covering request components
 /// through `;req`.
-pub fn sign_response(
+pub fn sign_response<K: SignatureKey + ?Sized>(
     request: &HttpRequest,
     response: &HttpResponse,
-    key: &SigningKey,
+    key: &K,
     label: &str,
     components: &[String],
     params: Parameters,
@@ -195,22 +275,22 @@ pub fn sign_response(
     let input = build_input(label, components, params)?;
     let base = signature_base(Message::Response { request, response }, &input)
         .map_err(|e| SignError::Base(e.to_string()))?;
-    Ok(finish(&input, key, base, None))
+    finish(&input, key, base, None)
 }
 
-fn finish(
+fn finish<K: SignatureKey + ?Sized>(
     input: &SignatureInput,
-    key: &SigningKey,
+    key: &K,
     base: String,
     signature_agent: Option<String>,
-) -> SignedHeaders {
-    let sig = key.sign(base.as_bytes());
-    SignedHeaders {
+) -> Result<SignedHeaders, SignError> {
+    let sig = key.sign_message(base.as_bytes())?;
+    Ok(SignedHeaders {
         signature_agent,
         signature_input: format!("{}={}", input.label, input.serialized),
-        signature: format!("{}=:{}:", input.label, STANDARD.encode(sig.to_bytes())),
+        signature: format!("{}=:{}:", input.label, STANDARD.encode(sig)),
         base,
-    }
+    })
 }
 
 fn build_input(
@@ -242,6 +322,7 @@ fn int(v: i64) -> Result<sfv::Integer, SignError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ed25519_dalek::SigningKey;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 

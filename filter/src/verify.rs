@@ -8,6 +8,7 @@
 //! passed: the work a request can cause is bounded whatever its number of labels.
 
 use crate::agent_url::{AgentId, UrlError};
+use crate::algorithm::Algorithm;
 use crate::base::{signature_base, BaseError, Message};
 use crate::component::{ComponentName, Derived};
 use crate::jwk::{Key, VerifyError};
@@ -276,6 +277,10 @@ impl<'a> Screen<'a> {
         );
         let (url, key, agent_name) = resolved?;
 
+        let algorithm = key_algorithm(key, input.params.alg.as_deref(), &url);
+        t.step(label, "key algorithm", &algorithm, |a| a.name().to_string());
+        algorithm?;
+
         Ok(Candidate {
             input,
             signature,
@@ -353,12 +358,6 @@ impl<'a> Screen<'a> {
                 format!("key {keyid:?} is outside its nbf/exp window"),
             ));
         }
-        if key.algorithm().is_none() {
-            return Err(with_agent(
-                Reason::UnsupportedAlgorithm,
-                format!("key {keyid:?} is not an Ed25519 key"),
-            ));
-        }
         Ok((url, key, agent_name))
     }
 }
@@ -389,10 +388,12 @@ fn required_parameters<'i>(
     let expires = p.expires.ok_or_else(|| missing("expires"))?;
     let keyid = p.keyid.as_deref().ok_or_else(|| missing("keyid"))?;
     if let Some(alg) = &p.alg {
-        if alg != "ed25519" {
+        if Algorithm::from_name(alg).is_none() {
             return Err(Failure::new(
                 Reason::UnsupportedAlgorithm,
-                format!("alg {alg:?} is not supported (ed25519 is)"),
+                format!(
+                    "alg {alg:?} is not supported (ed25519, ecdsa-p256-sha256 and rsa-pss-sha512 are)"
+                ),
             ));
         }
     }
@@ -462,6 +463,32 @@ fn covered_agent<'a>(
         }
     }
     Ok(member)
+}
+
+/// The key's algorithm, which its type decides: a key of no algorithm this verifier
+/// implements is `unsupported_algorithm`; an `alg` parameter that names another algorithm than
+/// the key's is `bad_signature` (the signature cannot be this key's, RFC 9421 section 3.2).
+fn key_algorithm(key: &Key, alg: Option<&str>, url: &str) -> Result<Algorithm, Failure> {
+    let with_agent = |reason, detail: String| Failure {
+        agent: Some(url.to_string()),
+        ..Failure::new(reason, detail)
+    };
+    let Some(algorithm) = key.alg() else {
+        return Err(with_agent(
+            Reason::UnsupportedAlgorithm,
+            format!(
+                "key {:?} is a {:?} key, of no algorithm this verifier implements",
+                key.thumbprint, key.jwk.kty
+            ),
+        ));
+    };
+    match alg {
+        Some(alg) if alg != algorithm.name() => Err(with_agent(
+            Reason::BadSignature,
+            format!("alg {alg:?} contradicts the key, a {algorithm} key"),
+        )),
+        _ => Ok(algorithm),
+    }
 }
 
 /// `created` and `expires` against the clock, the skew and the longest accepted validity.
@@ -534,7 +561,7 @@ fn check_signature(
                 )
             },
         });
-    t.step(label, "ed25519 signature", &checked, |_| {
+    t.step(label, signature_check_name(c.key), &checked, |_| {
         "valid".to_string()
     });
     checked?;
@@ -555,6 +582,16 @@ fn check_signature(
         nonce: c.input.params.nonce.clone(),
         signature: c.signature.to_vec(),
     })
+}
+
+/// The name of the cryptographic check in a trace.
+fn signature_check_name(key: &Key) -> &'static str {
+    match key.alg() {
+        Some(Algorithm::Ed25519) => "ed25519 signature",
+        Some(Algorithm::EcdsaP256Sha256) => "ecdsa-p256-sha256 signature",
+        Some(Algorithm::RsaPssSha512) => "rsa-pss-sha512 signature",
+        None => "signature",
+    }
 }
 
 /// Records checks into a [`Trace`] when there is one. Details are closures, so that without

@@ -26,6 +26,7 @@ use wba_filter::jwk::{Jwk, Key};
 use wba_filter::key_cache::KeyCache;
 use wba_filter::keyring::{AgentKeys, KeyRing};
 use wba_filter::policy::Policy;
+use wba_filter::private_key::PrivateKey;
 use wba_filter::replay::ReplayTable;
 use wba_filter::replay_store::StoreAnswer;
 use wba_filter::request::{HttpRequest, HttpResponse};
@@ -33,7 +34,7 @@ use wba_filter::request_filter::{
     on_request_body, on_request_headers, on_store_answer, request_from_headers, Action, Body,
 };
 use wba_filter::shared::MemoryStore;
-use wba_filter::sign::{sign_request, SignOptions};
+use wba_filter::sign::{sign_request, SignOptions, SignatureKey as _};
 use wba_filter::signature::{parse_signature, parse_signature_field, SignatureFieldError};
 use wba_filter::signature_agent::parse_signature_agent;
 use wba_filter::signature_input::{parse_input_field, parse_signature_input};
@@ -45,6 +46,14 @@ const NOW: i64 = 1_800_000_000;
 const TEST_X: &str = "JrQLj5P_89iXES9-vFgrIy29clF9CC_oPPsw3c5D0bs";
 const TEST_TP: &str = "poqkLGiymh_W0uP6PZFw-dvez3QJT5SolqXBCW38r0U";
 const RSA_JWK: &str = r#"{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB"}"#;
+
+/// RFC 9421 Appendix B.1.3 (test-key-ecc-p256).
+const P256_X: &str = "qIVYZVLCrPZHGHjP17CTW0_-D9Lfw0EkjqF7xB4FivA";
+const P256_Y: &str = "Mc4nN9LTDOBhfoUeg8Ye9WedFRhnZXZJA12Qp0zZ6F0";
+
+fn rsa_test_key(name: &str) -> Value {
+    serde_json::from_str::<Value>(include_str!("data/rsa_test_keys.json")).unwrap()[name].clone()
+}
 
 /// `cases` per property, unless `PROPTEST_CASES` asks for another number (for long runs).
 fn config(cases: u32) -> ProptestConfig {
@@ -71,7 +80,7 @@ fn test_key() -> Key {
     .unwrap()
 }
 
-/// Pinned agents of every kind: loaded, unloaded, an unsupported key, a key with a window.
+/// Pinned agents of every kind: loaded, unloaded, an RSA key, a key with a window.
 fn ring() -> KeyRing {
     let mut r = KeyRing::default();
     r.add(
@@ -115,6 +124,26 @@ fn ring() -> KeyRing {
         loaded: false,
     });
     r
+}
+
+/// A verifying key of each algorithm.
+fn algorithm_keys() -> Vec<Key> {
+    algorithm_signers()
+        .iter()
+        .map(|k| Key::from_jwk_json(&k.public_jwk().to_json()).unwrap())
+        .collect()
+}
+
+fn algorithm_signers() -> Vec<PrivateKey> {
+    static KEYS: std::sync::OnceLock<Vec<PrivateKey>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        vec![
+            PrivateKey::Ed25519(signing_key(4)),
+            PrivateKey::EcdsaP256(p256::ecdsa::SigningKey::from_slice(&[4; 32]).unwrap()),
+            PrivateKey::from_jwk(&rsa_test_key("rsa2048")).unwrap(),
+        ]
+    })
+    .clone()
 }
 
 fn keyids() -> Vec<String> {
@@ -850,6 +879,14 @@ const JSON_STRINGS: &[&str] = &[
     "oct",
     "Ed25519",
     "P-256",
+    "P-384",
+    "ES256",
+    "PS512",
+    "RS256",
+    "AQAB",
+    "AAEAAQ",
+    P256_X,
+    P256_Y,
     TEST_X,
     TEST_TP,
     "AAAA",
@@ -939,6 +976,15 @@ fn valid_jwks() -> Vec<Value> {
         public(1).jwk.to_json(),
         RSA_JWK.to_string(),
         r#"{"kty":"EC","crv":"P-256","x":"a","y":"b"}"#.to_string(),
+        format!(r#"{{"kty":"EC","crv":"P-256","x":"{P256_X}","y":"{P256_Y}","alg":"ES256"}}"#),
+        format!(
+            r#"{{"kty":"RSA","n":"{}","e":"AQAB","alg":"PS512"}}"#,
+            rsa_test_key("rsa1024")["n"].as_str().unwrap()
+        ),
+        format!(
+            r#"{{"kty":"RSA","n":"{}","e":"AQAB","alg":"PS512"}}"#,
+            rsa_test_key("rsa2048")["n"].as_str().unwrap()
+        ),
     ]
     .iter()
     .map(|s| serde_json::from_str(s).unwrap())
@@ -1451,6 +1497,33 @@ proptest! {
                 1
             );
             prop_assert_eq!(action == Action::Stop, host.sent.is_some());
+        }
+    }
+}
+
+// Signing and RSA arithmetic are slow in debug builds: fewer cases.
+proptest! {
+    #![proptest_config(config(48))]
+
+    /// Any bytes as a signature, with a key of each algorithm: refused (a random value is no
+    /// signature), never a panic, whatever the length; a valid signature with one byte changed
+    /// is refused too.
+    #[test]
+    fn signature_bytes_of_any_length_never_panic(
+        bytes in prop_oneof![vec(any::<u8>(), 0..80), vec(any::<u8>(), 250..260), vec(any::<u8>(), 0..1100)],
+        message in vec(any::<u8>(), 0..64),
+        flip in any::<prop::sample::Index>(),
+    ) {
+        for key in algorithm_keys() {
+            prop_assert!(key.verify(&message, &bytes).is_err());
+        }
+        for private in algorithm_signers() {
+            let key = Key::from_jwk_json(&private.public_jwk().to_json()).unwrap();
+            let mut sig = private.sign_message(&message).unwrap();
+            prop_assert_eq!(key.verify(&message, &sig), Ok(()));
+            let i = flip.index(sig.len());
+            sig[i] ^= 0x01;
+            prop_assert!(key.verify(&message, &sig).is_err());
         }
     }
 }

@@ -6,8 +6,9 @@
 //!
 //! The data, copied from the RFC with its RFC 8792 line wrapping undone, is in
 //! `tests/data/rfc9421_examples.json`. The base is what is compared whatever the algorithm; the
-//! core verifies ed25519 only, so B.2.6 is also verified with the RFC's `test-key-ed25519`, and the
-//! HMAC of B.2.5 is recomputed here with the RFC's `test-shared-secret`.
+//! signatures are then verified by the core with the RFC's public keys (RSA-PSS B.2.1 to B.2.3
+//! and section 2.5 with `test-key-rsa-pss`, ECDSA B.2.4 with `test-key-ecc-p256`, Ed25519 B.2.6
+//! with `test-key-ed25519`), and the HMAC of B.2.5 is recomputed with `test-shared-secret`.
 #[cfg(target_arch = "wasm32")]
 use wasm_bindgen_test::wasm_bindgen_test as test;
 
@@ -260,27 +261,52 @@ fn appendix_b_2_1_minimal_signature_using_rsa_pss_sha512() {
     assert_eq!(e["alg"], "rsa-pss-sha512");
     assert!(!base.contains('\n'), "no covered component, one line");
     assert_eq!(sig.len(), 256, "a 2048-bit RSA signature");
+    assert_verifies_with("test-key-rsa-pss", "rsa-pss-sha512", &base, &sig);
+}
+
+/// The RFC's public key `name` verifies `sig` over `base`, has the algorithm `alg`, is one of
+/// the published test keys, and refuses the base with one bit changed.
+fn assert_verifies_with(name: &str, alg: &str, base: &str, sig: &[u8]) {
+    let key = Key::from_jwk_json(&data()["keys"][name].to_string()).unwrap();
+    assert_eq!(key.algorithm(), Some(alg), "{name}");
+    assert!(
+        key.is_test_key(),
+        "{name} is one of the RFC's published test keys"
+    );
+    assert_eq!(key.verify(base.as_bytes(), sig), Ok(()), "{name}");
+    let mut tampered = base.as_bytes().to_vec();
+    tampered[0] ^= 1;
+    assert!(key.verify(&tampered, sig).is_err(), "{name}");
+}
+
+#[test]
+fn appendix_b_1_1_test_key_rsa_is_a_test_key() {
+    let key = Key::from_jwk_json(&data()["keys"]["test-key-rsa"].to_string()).unwrap();
+    assert!(key.is_test_key());
 }
 
 #[test]
 fn appendix_b_2_2_selective_covered_components_using_rsa_pss_sha512() {
-    let (e, _, sig) = check_signature_example("B.2.2");
+    let (e, base, sig) = check_signature_example("B.2.2");
     assert_eq!(e["alg"], "rsa-pss-sha512");
     assert_eq!(sig.len(), 256);
+    assert_verifies_with("test-key-rsa-pss", "rsa-pss-sha512", &base, &sig);
 }
 
 #[test]
 fn appendix_b_2_3_full_coverage_using_rsa_pss_sha512() {
-    let (e, _, sig) = check_signature_example("B.2.3");
+    let (e, base, sig) = check_signature_example("B.2.3");
     assert_eq!(e["alg"], "rsa-pss-sha512");
     assert_eq!(sig.len(), 256);
+    assert_verifies_with("test-key-rsa-pss", "rsa-pss-sha512", &base, &sig);
 }
 
 #[test]
 fn appendix_b_2_4_signing_a_response_using_ecdsa_p256_sha256() {
-    let (e, _, sig) = check_signature_example("B.2.4");
+    let (e, base, sig) = check_signature_example("B.2.4");
     assert_eq!(e["alg"], "ecdsa-p256-sha256");
     assert_eq!(sig.len(), 64, "r || s");
+    assert_verifies_with("test-key-ecc-p256", "ecdsa-p256-sha256", &base, &sig);
     // "@status" exists only for responses: over the request the base cannot be built.
     let req = request(&named_message("test-request"));
     let inputs = parse_signature_input(e["signature_input"].as_str().unwrap()).unwrap();
@@ -324,9 +350,10 @@ fn appendix_b_2_6_signing_a_request_using_ed25519() {
 #[test]
 fn section_2_5_creating_the_signature_base() {
     // The example base of section 2.5; section 3.1 signs it with test-key-rsa-pss.
-    let (e, _, sig) = check_signature_example("2.5");
+    let (e, base, sig) = check_signature_example("2.5");
     assert_eq!(e["alg"], "rsa-pss-sha512");
     assert_eq!(sig.len(), 256);
+    assert_verifies_with("test-key-rsa-pss", "rsa-pss-sha512", &base, &sig);
 }
 
 // ---- Section 2.1: HTTP fields ----------------------------------------------------------------

@@ -246,23 +246,62 @@ fn signature_agent_header_absent() {
 
 #[test]
 fn unsupported_algorithm() {
-    let mut o = opts();
-    o.alg = Some("rsa-pss-sha512".into());
-    assert_eq!(
-        reason(&verdict(&signed_with(&o, 1))),
-        ("invalid", "unsupported_algorithm")
-    );
+    // HMAC (RFC 9421 B.2.5) and names this verifier does not know, whatever the key.
+    for alg in [
+        "hmac-sha256",
+        "rsa-v1_5-sha256",
+        "ecdsa-p384-sha384",
+        "ED25519",
+    ] {
+        let mut o = opts();
+        o.alg = Some(alg.into());
+        assert_eq!(
+            reason(&verdict(&signed_with(&o, 1))),
+            ("invalid", "unsupported_algorithm"),
+            "{alg}"
+        );
+    }
+    // A key of a type with no algorithm here (EC P-384): its signatures cannot be checked.
     let mut r = KeyRing::default();
-    let rsa = Jwk::from_json(r#"{"kty":"RSA","n":"AQAB","e":"AQAB"}"#)
+    let p384 = Jwk::from_json(r#"{"kty":"EC","crv":"P-384","x":"AQAB","y":"AQAB"}"#)
         .unwrap()
         .to_key()
         .unwrap();
     let mut o = opts();
-    o.keyid = Some(rsa.thumbprint.clone());
-    o.alg = None;
-    r.add("rsa", AgentId::parse(AGENT).unwrap(), vec![rsa]);
+    o.keyid = Some(p384.thumbprint.clone());
+    o.omit_alg = true;
+    r.add("p384", AgentId::parse(AGENT).unwrap(), vec![p384]);
     let v = verify_request(&signed_with(&o, 1), &Policy::default(), &r, NOW);
     assert_eq!(reason(&v), ("invalid", "unsupported_algorithm"));
+}
+
+/// An `alg` that names another of the three algorithms than the key's: the signature cannot be
+/// this key's, whatever its bytes (`bad_signature`, found before any cryptography).
+#[test]
+fn alg_contradicting_the_key_is_a_bad_signature() {
+    for alg in ["ecdsa-p256-sha256", "rsa-pss-sha512"] {
+        let mut o = opts();
+        o.alg = Some(alg.into());
+        let mut trace = Trace::default();
+        let v = verify_traced(
+            &signed_with(&o, 1),
+            &Policy::default(),
+            &ring(),
+            NOW,
+            Some(&mut trace),
+        );
+        assert_eq!(reason(&v), ("invalid", "bad_signature"), "{alg}");
+        let Verdict::Failed(f) = v else { panic!() };
+        assert!(f.detail.contains("contradicts the key"), "{}", f.detail);
+        assert!(trace.bases.is_empty(), "no signature base was built");
+    }
+    // Without alg the key decides; with the key's own name it verifies.
+    let mut o = opts();
+    o.omit_alg = true;
+    assert_eq!(verdict(&signed_with(&o, 1)).outcome(), Outcome::Verified);
+    o.omit_alg = false;
+    o.alg = Some("ed25519".into());
+    assert_eq!(verdict(&signed_with(&o, 1)).outcome(), Outcome::Verified);
 }
 
 #[test]

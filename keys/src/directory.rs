@@ -4,8 +4,7 @@
 use std::path::Path;
 
 use anyhow::{bail, Context as _};
-use wba_filter::directory::KidRule;
-use wba_filter::directory::{build_key_set, parse_key_set, KeySet};
+use wba_filter::directory::{build_key_set, parse_key_set, KeySet, KidRule};
 use wba_filter::jwk::Jwk;
 
 use crate::keyfile::LoadedKey;
@@ -52,7 +51,9 @@ mod tests {
 
     #[test]
     fn lists_each_key_once_without_private_members() {
-        let sk = ed25519_dalek::SigningKey::from_bytes(&[3; 32]);
+        let sk = wba_filter::private_key::PrivateKey::Ed25519(
+            ed25519_dalek::SigningKey::from_bytes(&[3; 32]),
+        );
         let private = parse_key(Path::new("a"), &crate::keyfile::private_jwk_json(&sk)).unwrap();
         let pem = parse_key(Path::new("b"), &crate::keyfile::private_pem(&sk).unwrap()).unwrap();
         let body = directory_json(&[private, pem]).unwrap();
@@ -66,5 +67,35 @@ mod tests {
             Some(keys[0].thumbprint.as_str())
         );
         assert!(directory_json(&[]).is_err());
+    }
+
+    #[test]
+    fn lists_keys_of_every_type_together() {
+        use wba_filter::private_key::PrivateKey;
+        let rsa: serde_json::Value =
+            serde_json::from_str(include_str!("../../filter/tests/data/rsa_test_keys.json"))
+                .unwrap();
+        let keys = [
+            PrivateKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[4; 32])),
+            PrivateKey::EcdsaP256(p256::ecdsa::SigningKey::from_slice(&[4; 32]).unwrap()),
+            PrivateKey::from_jwk(&rsa["rsa2048"]).unwrap(),
+        ];
+        let loaded: Vec<_> = keys
+            .iter()
+            .map(|k| parse_key(Path::new("k"), &crate::keyfile::private_jwk_json(k)).unwrap())
+            .collect();
+        let body = directory_json(&loaded).unwrap();
+        assert!(!body.contains("\"d\""), "{body}");
+        let set = parse_key_set(body.as_bytes(), KidRule::Thumbprint, 8).unwrap();
+        let algs: Vec<_> = set.keys.iter().map(|k| k.algorithm()).collect();
+        assert_eq!(
+            algs,
+            [
+                Some("ed25519"),
+                Some("ecdsa-p256-sha256"),
+                Some("rsa-pss-sha512")
+            ]
+        );
+        assert!(set.skipped.is_empty());
     }
 }

@@ -12,7 +12,6 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ed25519_dalek::SigningKey;
 use sfv::{BareItem, Parameters};
 use sha2::{Digest, Sha256};
 use wba_filter::agent_url::DIRECTORY_PATH;
@@ -21,14 +20,15 @@ use wba_filter::directory::{
     build_key_set, content_digest, parse_key_set, DIRECTORY_MEDIA_TYPE, DIRECTORY_TAG,
 };
 use wba_filter::jwk::Jwk;
+use wba_filter::private_key::PrivateKey;
 use wba_filter::request::{HttpRequest, HttpResponse};
-use wba_filter::sign::sign_response;
+use wba_filter::sign::{sign_response, SignatureKey as _};
 
 /// What the server publishes and how.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
-    /// Keys that sign each response (one signature each).
-    pub keys: Vec<SigningKey>,
+    /// Keys that sign each response (one signature each), of any algorithm.
+    pub keys: Vec<PrivateKey>,
     /// A JWK Set file served verbatim, re-read on every request; `None` publishes the public
     /// halves of `keys`.
     pub directory_file: Option<PathBuf>,
@@ -60,11 +60,7 @@ impl ServeConfig {
                 if self.keys.is_empty() {
                     bail!("nothing to publish: give --key or --directory");
                 }
-                let jwks: Vec<Jwk> = self
-                    .keys
-                    .iter()
-                    .map(|k| Jwk::from_ed25519(k.verifying_key().as_bytes()))
-                    .collect();
+                let jwks: Vec<Jwk> = self.keys.iter().map(|k| k.public_jwk()).collect();
                 Ok(build_key_set(&jwks)?.into_bytes())
             }
         }
@@ -92,9 +88,7 @@ impl ServeConfig {
                     w.push(format!("{s}: a verifier would skip this key"));
                 }
                 for k in &self.keys {
-                    let tp = Jwk::from_ed25519(k.verifying_key().as_bytes())
-                        .thumbprint()
-                        .unwrap_or_default();
+                    let tp = k.public_jwk().thumbprint().unwrap_or_default();
                     if !listed.keys.iter().any(|l| l.thumbprint == tp) {
                         w.push(format!(
                             "signing key {tp} is not listed in the directory: its proof will not verify"
@@ -251,7 +245,7 @@ fn sign_proofs(
     let mut inputs = Vec::new();
     let mut sigs = Vec::new();
     for (i, key) in cfg.keys.iter().enumerate() {
-        let keyid = Jwk::from_ed25519(key.verifying_key().as_bytes()).thumbprint()?;
+        let keyid = key.public_jwk().thumbprint()?;
         let mut params = Parameters::new();
         let int = |v: i64| -> anyhow::Result<BareItem> {
             Ok(BareItem::Integer(
@@ -273,6 +267,7 @@ fn sign_proofs(
             int(now.saturating_add(cfg.proof_validity))?,
         );
         params.insert(key_of("keyid")?, string(&keyid)?);
+        params.insert(key_of("alg")?, string(key.algorithm().name())?);
         params.insert(key_of("tag")?, string(DIRECTORY_TAG)?);
         let signed = sign_response(
             &request,
@@ -383,9 +378,14 @@ impl DirectoryServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ed25519_dalek::SigningKey;
     use wba_filter::directory::verify_directory_response;
 
-    fn cfg(keys: Vec<SigningKey>) -> ServeConfig {
+    fn ed(seed: u8) -> PrivateKey {
+        PrivateKey::Ed25519(SigningKey::from_bytes(&[seed; 32]))
+    }
+
+    fn cfg(keys: Vec<PrivateKey>) -> ServeConfig {
         ServeConfig {
             keys,
             directory_file: None,
@@ -399,7 +399,7 @@ mod tests {
 
     #[test]
     fn a_jwk_set_at_another_path() {
-        let mut c = cfg(vec![SigningKey::from_bytes(&[3; 32])]);
+        let mut c = cfg(vec![ed(3)]);
         c.path = "/keys/jwks.json".into();
         let r = respond(
             &c,
@@ -447,9 +447,14 @@ mod tests {
 
     #[test]
     fn proofs_verify_with_the_core() {
+        // One key of each algorithm: a mixed directory, each proof with its key's algorithm.
+        let rsa: serde_json::Value =
+            serde_json::from_str(include_str!("../../filter/tests/data/rsa_test_keys.json"))
+                .unwrap();
         let keys = vec![
-            SigningKey::from_bytes(&[1; 32]),
-            SigningKey::from_bytes(&[2; 32]),
+            ed(1),
+            PrivateKey::EcdsaP256(p256::ecdsa::SigningKey::from_slice(&[2; 32]).unwrap()),
+            PrivateKey::from_jwk(&rsa["rsa2048"]).unwrap(),
         ];
         let c = cfg(keys);
         let r = respond(&c, &get(&[("Host", "agent.example")]), 1000);
@@ -461,9 +466,19 @@ mod tests {
         let listed = parse_key_set(&r.body, KidRule::Thumbprint, 8).unwrap().keys;
         let request =
             HttpRequest::from_parts("GET", "https", "agent.example", DIRECTORY_PATH, vec![]);
+        assert_eq!(listed.len(), 3);
         let results = verify_directory_response(&request, &resp, &r.body, &listed, 1010, 60);
-        assert_eq!(results.len(), 2);
+        assert_eq!(results.len(), 3);
         assert!(results.iter().all(|c| c.result.is_ok()), "{results:?}");
+        let input = r
+            .headers
+            .iter()
+            .find(|(n, _)| n == "Signature-Input")
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        for alg in ["ed25519", "ecdsa-p256-sha256", "rsa-pss-sha512"] {
+            assert!(input.contains(&format!("alg=\"{alg}\"")), "{input}");
+        }
         // Bound to the authority it was fetched from.
         let other = HttpRequest::from_parts("GET", "https", "evil.example", DIRECTORY_PATH, vec![]);
         let results = verify_directory_response(&other, &resp, &r.body, &listed, 1010, 60);
@@ -481,7 +496,7 @@ mod tests {
             format!(r#"{{"keys":[{good},{{"kty":"OKP","crv":"Ed25519","x":"AAAA"}}]}}"#),
         )
         .unwrap();
-        let mut c = cfg(vec![sk]);
+        let mut c = cfg(vec![PrivateKey::Ed25519(sk)]);
         c.directory_file = Some(file);
         assert_eq!(
             c.warnings(),
@@ -491,7 +506,7 @@ mod tests {
 
     #[test]
     fn caching_and_errors() {
-        let c = cfg(vec![SigningKey::from_bytes(&[1; 32])]);
+        let c = cfg(vec![ed(1)]);
         let r = respond(&c, &get(&[]), 1000);
         let tag = r
             .headers

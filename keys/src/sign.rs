@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use anyhow::{bail, Context as _};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use ed25519_dalek::SigningKey;
 use url::Url;
 use wba_filter::agent_url::AgentUrl;
 use wba_filter::request::HttpRequest;
-use wba_filter::sign::{sign_request, SignOptions, SignedHeaders};
+use wba_filter::sign::{sign_request, SignOptions, SignatureKey, SignedHeaders};
 
 /// The signing options shared by `wba sign` and `wba request`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct SignArgs {
-    /// Private Ed25519 key: JWK with "d", or PKCS#8 PEM (from `wba generate`).
+    /// Private key (Ed25519, P-256 or RSA): JWK with "d", or PEM (from `wba generate`). Its
+    /// type decides the algorithm (the `alg` parameter).
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,
     /// Where the agent's keys are: its https origin (which serves
@@ -141,7 +141,11 @@ pub fn random_nonce() -> anyhow::Result<String> {
 }
 
 /// Builds the request and signs it.
-pub fn prepare(args: &SignArgs, key: &SigningKey, now: i64) -> anyhow::Result<Prepared> {
+pub fn prepare<K: SignatureKey + ?Sized>(
+    args: &SignArgs,
+    key: &K,
+    now: i64,
+) -> anyhow::Result<Prepared> {
     AgentUrl::parse(&args.agent).map_err(|e| {
         anyhow::anyhow!(
             "--agent {:?}: {e} (give the https origin that serves your key directory, e.g. https://agent.example, or the https URL of your JWK Set)",
@@ -284,6 +288,7 @@ pub fn shell_quote(s: &str) -> String {
 mod tests {
     use super::*;
     use clap::Parser;
+    use ed25519_dalek::SigningKey;
     use wba_filter::agent_url::AgentId;
     use wba_filter::jwk::Jwk;
     use wba_filter::keyring::KeyRing;

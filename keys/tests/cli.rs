@@ -130,7 +130,8 @@ fn thumbprint_of_every_key_form() {
     for f in ["pub.jwk", "priv.jwk", "pub.pem", "priv.pem"] {
         assert_eq!(thumbprint(dir.path(), f), VECTOR_TP, "{f}");
     }
-    // RFC 7638 section 3.1 (RSA) and an EC key: the core's canonical members.
+    // RFC 7638 section 3.1 (RSA) and an EC public key: the core's canonical members. (A public
+    // key is fingerprinted as it is; a private JWK must be a usable private key.)
     std::fs::write(dir.path().join("rsa.jwk"), r#"{"kty":"RSA","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB","alg":"RS256","kid":"2011-04-29"}"#).unwrap();
     assert_eq!(
         thumbprint(dir.path(), "rsa.jwk"),
@@ -138,7 +139,7 @@ fn thumbprint_of_every_key_form() {
     );
     std::fs::write(
         dir.path().join("ec.jwk"),
-        r#"{"kty":"EC","crv":"P-256","x":"a","y":"b","d":"c"}"#,
+        r#"{"kty":"EC","crv":"P-256","x":"a","y":"b"}"#,
     )
     .unwrap();
     let expected = URL_SAFE_NO_PAD.encode(Sha256::digest(
@@ -170,9 +171,19 @@ fn thumbprint_refuses_bad_keys() {
         ),
         ("set.json", r#"{"keys":[]}"#, "key set"),
         (
+            "dsa.pem",
+            "-----BEGIN DSA PRIVATE KEY-----\nAAAA\n-----END DSA PRIVATE KEY-----\n",
+            "not supported",
+        ),
+        (
             "rsa.pem",
             "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n-----END RSA PRIVATE KEY-----\n",
-            "not supported",
+            "not a PKCS#1 RSA private key",
+        ),
+        (
+            "ec.jwk",
+            r#"{"kty":"EC","crv":"P-256","x":"a","y":"b","d":"c"}"#,
+            "invalid key",
         ),
     ];
     for (name, text, needle) in cases {
@@ -639,6 +650,51 @@ fn sign_print_base() {
         "{err}"
     );
     ok(o);
+}
+
+/// `wba generate --alg` for the two other algorithms; `wba sign` with each key (JWK and PEM)
+/// signs with the key's algorithm, and the core verifies.
+#[test]
+fn generate_and_sign_with_each_algorithm() {
+    let dir = tempfile::tempdir().unwrap();
+    for (alg, kty) in [("ecdsa-p256-sha256", "EC"), ("rsa-pss-sha512", "RSA")] {
+        let out = ok(run(dir.path(), &["generate", "--out", alg, "--alg", alg]));
+        let jwk: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        assert_eq!(jwk["kty"], kty, "{out}");
+        assert!(jwk.get("d").is_none(), "printed a private key: {jwk}");
+        for file in [format!("{alg}.jwk"), format!("{alg}.pem")] {
+            let hs = header_lines(&ok(sign_with(dir.path(), &file, URL, &[])));
+            assert!(hs[1].1.contains(&format!("alg=\"{alg}\"")), "{hs:?}");
+            let req = request_with("GET", "shop.example", "/items/42?color=blue", &hs);
+            let public = public_key(dir.path(), &format!("{alg}.pub.jwk"));
+            let v = verify_request(&req, &Policy::default(), &ring(public), now());
+            assert!(matches!(v, Verdict::Verified(_)), "{alg} {file}: {v:?}");
+        }
+    }
+    fails(
+        run(
+            dir.path(),
+            &["generate", "--out", "x", "--alg", "hmac-sha256"],
+        ),
+        2,
+        "is not one of",
+    );
+    fails(
+        run(
+            dir.path(),
+            &[
+                "generate",
+                "--out",
+                "y",
+                "--alg",
+                "rsa-pss-sha512",
+                "--bits",
+                "1024",
+            ],
+        ),
+        1,
+        "--bits 1024",
+    );
 }
 
 #[test]

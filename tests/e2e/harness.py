@@ -19,7 +19,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives import hashes, serialization
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "envoy"))
@@ -61,6 +63,66 @@ class Key:
 
     def sign(self, data):
         return self.private.sign(data)
+
+
+def jwk_thumbprint(jwk):
+    """RFC 7638 SHA-256 thumbprint of an OKP, EC or RSA JWK."""
+    members = {"OKP": ("crv", "kty", "x"), "EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}
+    canonical = json.dumps({m: jwk[m] for m in members[jwk["kty"]]}, separators=(",", ":"), sort_keys=True)
+    return b64u(hashlib.sha256(canonical.encode()).digest())
+
+
+def _uint(i, length=None):
+    return b64u(i.to_bytes(length or (i.bit_length() + 7) // 8, "big"))
+
+
+class EcKey:
+    """A P-256 key signing ecdsa-p256-sha256: `r || s` (RFC 9421 section 3.3.4), or DER with
+    `der=True` (what the verifier must refuse)."""
+
+    def __init__(self, private=None, der=False):
+        self.private = private or ec.generate_private_key(ec.SECP256R1())
+        self.der = der
+        n = self.private.public_key().public_numbers()
+        self.jwk = {"kty": "EC", "crv": "P-256", "x": _uint(n.x, 32), "y": _uint(n.y, 32), "alg": "ES256"}
+        self.thumbprint = jwk_thumbprint(self.jwk)
+
+    def as_der(self):
+        """The same key, signing in DER."""
+        return EcKey(self.private, der=True)
+
+    def private_jwk(self):
+        d = self.private.private_numbers().private_value
+        return dict(self.jwk, d=_uint(d, 32), kid=self.thumbprint)
+
+    def sign(self, data):
+        der = self.private.sign(data, ec.ECDSA(hashes.SHA256()))
+        if self.der:
+            return der
+        r, s = decode_dss_signature(der)
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+class RsaKey:
+    """An RSA key signing rsa-pss-sha512 (section 3.3.1: SHA-512, MGF1-SHA-512, 64-byte salt)."""
+
+    def __init__(self, bits=2048, private=None):
+        self.private = private or rsa.generate_private_key(public_exponent=65537, key_size=bits)
+        n = self.private.public_key().public_numbers()
+        self.jwk = {"kty": "RSA", "n": _uint(n.n), "e": _uint(n.e), "alg": "PS512"}
+        self.thumbprint = jwk_thumbprint(self.jwk)
+
+    def private_jwk(self):
+        p = self.private.private_numbers()
+        return dict(self.jwk, d=_uint(p.d), p=_uint(p.p), q=_uint(p.q), dp=_uint(p.dmp1),
+                    dq=_uint(p.dmq1), qi=_uint(p.iqmp), kid=self.thumbprint)
+
+    def sign(self, data):
+        # A 1024-bit key has no room for a 64-byte salt next to a SHA-512 digest: it signs with
+        # the longest salt it can (such keys are refused by the verifier anyway).
+        salt = 64 if self.private.key_size >= 2048 else padding.PSS.MAX_LENGTH
+        pss = padding.PSS(mgf=padding.MGF1(hashes.SHA512()), salt_length=salt)
+        return self.private.sign(data, pss, hashes.SHA512())
 
 
 # RFC 9421 Appendix B.1.4 test key: must be refused unless allow_test_keys.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{ArgGroup, Parser, Subcommand};
+use wba_filter::algorithm::Algorithm;
 use wba_filter::component::Component;
 use wba_filter::jwk::Key;
 use wba_filter::policy::Policy;
@@ -37,12 +38,19 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Generate an Ed25519 key pair: PREFIX.jwk and PREFIX.pem (private, mode 0600) and
-    /// PREFIX.pub.jwk (public). Prints the public JWK and its thumbprint.
+    /// Generate a key pair: PREFIX.jwk and PREFIX.pem (private, mode 0600) and PREFIX.pub.jwk
+    /// (public). Prints the public JWK and its thumbprint.
     Generate {
         /// File name prefix, e.g. `agent` or `keys/agent-2026`.
         #[arg(long, value_name = "PREFIX")]
         out: PathBuf,
+        /// The algorithm the key signs with (its type): ed25519 (OKP), ecdsa-p256-sha256 (EC
+        /// P-256) or rsa-pss-sha512 (RSA).
+        #[arg(long, default_value = "ed25519", value_parser = parse_algorithm)]
+        alg: Algorithm,
+        /// RSA modulus size (2048 to 8192); only with --alg rsa-pss-sha512.
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
     },
     /// Print the RFC 7638 JWK thumbprint (the keyid) of a key file: JWK (OKP, EC, RSA; public
     /// or private) or PEM.
@@ -237,10 +245,13 @@ fn load_all(files: &[PathBuf]) -> anyhow::Result<Vec<LoadedKey>> {
 
 fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Generate { out: prefix } => {
-            let (sk, files) = keyfile::generate_files(&prefix)?;
-            let vk = sk.verifying_key();
-            let jwk = keyfile::public_jwk(&vk);
+        Command::Generate {
+            out: prefix,
+            alg,
+            bits,
+        } => {
+            let (sk, files) = keyfile::generate_files(&prefix, alg, bits)?;
+            let jwk = keyfile::public_jwk(&sk);
             eprintln!(
                 "wrote {} and {} (private, mode 0600: keep them secret) and {} (public)",
                 files.private_jwk.display(),
@@ -320,10 +331,11 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
                 );
             }
             for k in &cfg.keys {
-                let tp = keyfile::public_jwk(&k.verifying_key())
-                    .kid
-                    .unwrap_or_default();
-                eprintln!("signing directory responses with {tp}");
+                let tp = keyfile::public_jwk(k).kid.unwrap_or_default();
+                eprintln!(
+                    "signing directory responses with {tp} ({})",
+                    wba_filter::sign::SignatureKey::algorithm(k)
+                );
             }
             eprintln!(
                 "{}: http://{}{}",
@@ -446,6 +458,12 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         })?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--alg`: an RFC 9421 algorithm name.
+fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    Algorithm::from_name(name)
+        .ok_or_else(|| format!("{name:?} is not one of ed25519, ecdsa-p256-sha256, rsa-pss-sha512"))
 }
 
 fn read_request(spec: &str) -> anyhow::Result<String> {

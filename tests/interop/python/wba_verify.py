@@ -2,11 +2,12 @@
 """Verify a request's Web Bot Auth signature with the PyPI ``http-message-signatures`` package.
 
 A plain RFC 9421 check by an independent implementation (no key discovery, no Signature-Agent
-policy): the signature tagged ``web-bot-auth`` must verify with the given public Ed25519 JWK,
+policy): the signature tagged ``web-bot-auth`` must verify with the given public JWK (Ed25519,
+EC P-256 or RSA: the algorithm is the key type's),
 looked up by its RFC 7638 thumbprint as ``keyid``, be fresh (the package's default clock checks),
 and cover ``@authority`` (or ``@target-uri``) and a ``signature-agent`` component.
 
-stdin: {"method", "url", "headers": {name: value}, "jwk": public JWK}
+stdin: {"method", "url", "headers": {name: value}, "jwk": public JWK (OKP, EC or RSA)}
 stdout: {"ok": true, "label", "covered": [...], "parameters": {...}} or {"ok": false, "error"}
 (exit status 0 either way; non-zero only when the job cannot be read).
 """
@@ -18,10 +19,27 @@ import json
 import sys
 from collections.abc import Mapping
 
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from http_message_signatures import HTTPMessageVerifier, MappingKeyResolver, algorithms
 
 from wba_sign import WEB_BOT_AUTH_TAG, jwk_thumbprint
+
+
+def _b64u(s: str) -> bytes:
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def public_key(jwk: Mapping):
+    """The public key of a JWK and the package's algorithm for its type."""
+    if jwk["kty"] == "OKP":
+        return ed25519.Ed25519PublicKey.from_public_bytes(_b64u(jwk["x"])), algorithms.ED25519
+    if jwk["kty"] == "EC":
+        numbers = ec.EllipticCurvePublicNumbers(
+            int.from_bytes(_b64u(jwk["x"]), "big"), int.from_bytes(_b64u(jwk["y"]), "big"), ec.SECP256R1()
+        )
+        return numbers.public_key(), algorithms.ECDSA_P256_SHA256
+    numbers = rsa.RSAPublicNumbers(int.from_bytes(_b64u(jwk["e"]), "big"), int.from_bytes(_b64u(jwk["n"]), "big"))
+    return numbers.public_key(), algorithms.RSA_PSS_SHA512
 
 
 class _Request:
@@ -32,10 +50,9 @@ class _Request:
 
 
 def verify(method: str, url: str, headers: Mapping[str, str], public_jwk: Mapping) -> dict:
-    x = public_jwk["x"]
-    key = ed25519.Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(x + "=" * (-len(x) % 4)))
+    key, algorithm = public_key(public_jwk)
     verifier = HTTPMessageVerifier(
-        signature_algorithm=algorithms.ED25519,
+        signature_algorithm=algorithm,
         key_resolver=MappingKeyResolver(public_keys={jwk_thumbprint(public_jwk): key}, private_keys={}),
     )
     try:
