@@ -146,49 +146,23 @@ def ext_authz_filter():
 
 
 class ReplayStack:
-    """redis-server and `wba replay-server` on loopback, for the store/ scenarios."""
+    """redis-server and `wba replay-server` (2 threads) on loopback, for the store/ scenarios."""
 
     def __init__(self, wba, workdir):
-        def free_port():
-            import socket
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", 0))
-                return s.getsockname()[1]
-
-        self.redis_port = free_port()
-        self.redis = subprocess.Popen(
-            ["redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        harness.wait_for(self.redis_ready, timeout=20, what="redis-server")
-        self.server = subprocess.Popen(
-            [wba, "replay-server", "--listen", "127.0.0.1:0", "--threads", "2",
-             "--redis", f"redis://127.0.0.1:{self.redis_port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        line = self.server.stdout.readline()
-        m = re.search(r"listening on (?:http://)?127\.0\.0\.1:(\d+)", line)
-        if not m:
-            self.stop()
-            raise RuntimeError(f"wba replay-server did not start: {line}")
-        self.port = int(m.group(1))
-
-    def redis_ready(self):
-        import socket
+        self.redis = harness.RedisServer(workdir).start()
         try:
-            with socket.create_connection(("127.0.0.1", self.redis_port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
+            self.server = harness.ReplayServer(wba, self.redis.port, port=0, threads=2).start()
+        except Exception:
+            self.redis.stop()
+            raise
+        self.port = self.server.port
 
     def cpu_seconds(self):
-        return cpu_seconds(self.server.pid) + cpu_seconds(self.redis.pid)
+        return cpu_seconds(self.server.proc.pid) + cpu_seconds(self.redis.proc.pid)
 
     def stop(self):
-        for p in (self.server, self.redis):
-            if p and p.poll() is None:
-                p.terminate()
-                p.wait(10)
+        self.server.stop()
+        self.redis.stop()
 
 
 def config_for(kind, key, mode, authz_port=None, wasm=None, store_port=None):

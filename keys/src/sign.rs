@@ -317,6 +317,11 @@ mod tests {
     }
 
     fn verify(p: &Prepared, key: &SigningKey, now: i64) -> Verdict {
+        verify_as(p, key, "https://agent.example", now)
+    }
+
+    /// Verifies the prepared request with `key` trusted for the agent at `agent`.
+    fn verify_as(p: &Prepared, key: &SigningKey, agent: &str, now: i64) -> Verdict {
         let mut req = p.request.clone();
         for (n, v) in p.signed.pairs() {
             req.add_header(&n, &v);
@@ -325,11 +330,7 @@ mod tests {
         let k = Jwk::from_ed25519(key.verifying_key().as_bytes())
             .to_key()
             .unwrap();
-        ring.add(
-            "a",
-            AgentId::parse("https://agent.example").unwrap(),
-            vec![k],
-        );
+        ring.add("a", AgentId::parse(agent).unwrap(), vec![k]);
         verify_request(&req, &Policy::default(), &ring, now)
     }
 
@@ -399,16 +400,7 @@ mod tests {
             .signed
             .signature_input
             .contains("\"signature-agent\";key=\"g\""));
-        let mut req = p.request.clone();
-        for (n, v) in p.signed.pairs() {
-            req.add_header(&n, &v);
-        }
-        let mut ring = KeyRing::default();
-        let k = Jwk::from_ed25519(key.verifying_key().as_bytes())
-            .to_key()
-            .unwrap();
-        ring.add("j", AgentId::parse(url).unwrap(), vec![k]);
-        let v = verify_request(&req, &Policy::default(), &ring, 1_000_000);
+        let v = verify_as(&p, &key, url, 1_000_000);
         let Verdict::Verified(v) = v else {
             panic!("{v:?}")
         };

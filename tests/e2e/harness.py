@@ -720,3 +720,81 @@ def wait_for(predicate, timeout=60, interval=0.05, what="condition"):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def free_port():
+    """A loopback TCP port that was free a moment ago."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A throwaway redis-server (Debian's, `make redis-deps`) on a loopback port that stays the
+    same across stop() and start(), with no persistence."""
+
+    def __init__(self, workdir):
+        self.port = free_port()
+        self.dir = str(workdir)
+        self.proc = None
+
+    def start(self):
+        import shutil
+
+        self.proc = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(self.ready, timeout=20, what="redis-server up")
+        return self
+
+    def ready(self):
+        import socket
+
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+
+class ReplayServer:
+    """`wba replay-server` in front of a RedisServer. With a fixed `port` it keeps it across
+    stop() and start(); with port 0 the server picks one (read from its first line)."""
+
+    def __init__(self, wba, redis_port, port=None, threads=None):
+        self.wba = wba
+        self.port = free_port() if port is None else port
+        self.redis_port = redis_port
+        self.threads = threads
+        self.proc = None
+
+    def start(self):
+        argv = [self.wba, "replay-server", "--listen", f"127.0.0.1:{self.port}",
+                "--redis", f"redis://127.0.0.1:{self.redis_port}"]
+        if self.threads:
+            argv += ["--threads", str(self.threads)]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        line = self.proc.stdout.readline()
+        m = re.search(r"listening on (?:http://)?127\.0\.0\.1:(\d+)", line)
+        if not m or (self.port and int(m.group(1)) != self.port):
+            self.stop()
+            raise RuntimeError(f"wba replay-server did not start: {line}")
+        self.port = int(m.group(1))
+        # Drain its output (one line per Redis state change) so it never blocks on a full pipe.
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)

@@ -6,16 +6,23 @@ counted) until it is back, with nothing restarted."""
 
 import http.client
 import os
-import re
-import shutil
-import socket
-import subprocess
 import threading
-import time
 
 import pytest
 
-from harness import ROOT, EchoUpstream, Envoy, Key, bootstrap, request, sign, wait_for, wasm_path
+from harness import (
+    ROOT,
+    EchoUpstream,
+    Envoy,
+    Key,
+    RedisServer,
+    ReplayServer,
+    bootstrap,
+    request,
+    sign,
+    wait_for,
+    wasm_path,
+)
 
 AGENT = "https://agent.test"
 STATS = "wasmcustom.web_bot_auth."
@@ -23,66 +30,6 @@ STATS = "wasmcustom.web_bot_auth."
 
 def wba_binary():
     return os.environ.get("WBA_BIN") or str(ROOT / "target" / "release" / "wba")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Redis:
-    """A throwaway redis-server on a fixed loopback port, stoppable and restartable."""
-
-    def __init__(self, tmp):
-        self.port = free_port()
-        self.dir = tmp
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        wait_for(self.ready, timeout=20, what="redis-server up")
-
-    def ready(self):
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
-class ReplayServer:
-    """`wba replay-server` on a fixed loopback port, stoppable and restartable."""
-
-    def __init__(self, redis_port):
-        self.port = free_port()
-        self.redis_port = redis_port
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [wba_binary(), "replay-server", "--listen", f"127.0.0.1:{self.port}",
-             "--redis", f"redis://127.0.0.1:{self.redis_port}"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        line = self.proc.stdout.readline()
-        assert re.search(rf"listening on (http://)?127\.0\.0\.1:{self.port}", line), line
-        threading.Thread(target=self.proc.stdout.read, daemon=True).start()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 def fleet_config(key, on_error):
@@ -97,10 +44,8 @@ def fleet_config(key, on_error):
 def fleet(tmp_path_factory):
     key = Key()
     tmp = tmp_path_factory.mktemp("fleet")
-    redis = Redis(tmp)
-    redis.start()
-    server = ReplayServer(redis.port)
-    server.start()
+    redis = RedisServer(tmp).start()
+    server = ReplayServer(wba_binary(), redis.port).start()
     with EchoUpstream() as upstream:
         envoys = []
         for _ in range(2):
