@@ -21,7 +21,10 @@ NODE_INTEROP := tests/interop/node
 # A test-only build whose host adapter can never read request headers (tests/e2e/test_host_errors.py).
 FAULT_WASM := target/e2e/web_bot_auth_unreadable_headers.wasm
 # Where the e2e tests and the demo find the built parts.
-PARTS := WBA_WASM=$(CURDIR)/$(WASM) WBA_ENVOY=$(CURDIR)/$(ENVOY) WBA_BIN=$(CURDIR)/target/release/wba WBA_FAULT_WASM=$(CURDIR)/$(FAULT_WASM)
+# WBA_BIN: `make demo` runs the release build of `wba`; `make e2e` the debug one, which `make unit`
+# has already compiled (its dependencies, tokio, hyper and redis, take minutes to build again).
+PARTS = WBA_WASM=$(CURDIR)/$(WASM) WBA_ENVOY=$(CURDIR)/$(ENVOY) WBA_BIN=$(CURDIR)/target/$(WBA_PROFILE)/wba WBA_FAULT_WASM=$(CURDIR)/$(FAULT_WASM)
+WBA_PROFILE := release
 PY_REQS := tests/e2e/requirements.txt $(wildcard tests/interop/python/requirements.txt)
 # `make oci`: the module as an OCI image layout for Istio and Envoy Gateway (tools/oci.py), tagged
 # with the workspace version unless OCI_TAG is given.
@@ -115,8 +118,9 @@ fault-build: rust-deps
 	@mkdir -p $(dir $(FAULT_WASM))
 	cp target/$(WASM_TARGET)/debug/wba_filter.wasm $(FAULT_WASM)
 
+e2e: WBA_PROFILE := debug
 e2e: build fault-build deps redis-deps oci k8s-deps
-	cargo build -p wba-keys --release
+	cargo build -p wba-keys
 	$(PARTS) $(PY) -m pytest -q tests/e2e
 
 test: lint unit wasm-test e2e
