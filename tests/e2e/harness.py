@@ -478,6 +478,9 @@ class Envoy:
         self.log_path = self.dir / "envoy.log"
 
     def start(self, timeout=60):
+        # A second start would leave the first process running, unstopped, after the tests.
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("this Envoy is already running: use either start() or `with`, not both")
         if isinstance(self.config, str):  # YAML text, as an operator writes it
             cfg = self.dir / "envoy.yaml"
             cfg.write_text(self.config)

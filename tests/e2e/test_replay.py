@@ -44,7 +44,8 @@ def upstream():
 
 
 def start_envoy(upstream, listeners):
-    """An Envoy (two workers) with one listener per (name, plugin config, listener options)."""
+    """An Envoy (two workers) with one listener per (name, plugin config, listener options);
+    started by `with`."""
     built = []
     for name, cfg, options in listeners:
         built.append(
@@ -53,9 +54,7 @@ def start_envoy(upstream, listeners):
                 **options,
             }
         )
-    e = Envoy(bootstrap.bootstrap(built, [bootstrap.cluster("upstream", upstream.port)]), concurrency=2)
-    e.start()
-    return e
+    return Envoy(bootstrap.bootstrap(built, [bootstrap.cluster("upstream", upstream.port)]), concurrency=2)
 
 
 def old_bucket(agent, nonce):
