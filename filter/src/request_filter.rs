@@ -170,13 +170,7 @@ pub fn on_request_body(
     body: Body<'_>,
 ) -> Action {
     let v = &pending.verified;
-    let failed = |reason, detail: String| {
-        Verdict::Failed(Failure {
-            label: Some(v.label.clone()),
-            agent: Some(v.agent_url.clone()),
-            ..Failure::new(reason, detail)
-        })
-    };
+    let failed = |reason, detail: String| failed_after_verifying(v, reason, detail);
     let judged = |checked: Result<(), content_digest::DigestError>| match checked {
         Ok(()) => Verdict::Verified(Box::new(v.clone())),
         Err(e) => failed(Reason::DigestMismatch, e.to_string()),
@@ -237,13 +231,7 @@ pub fn on_store_answer(
     answer: &StoreAnswer,
 ) -> Action {
     let v = &query.verified;
-    let failed = |reason, detail: String| {
-        Verdict::Failed(Failure {
-            label: Some(v.label.clone()),
-            agent: Some(v.agent_url.clone()),
-            ..Failure::new(reason, detail)
-        })
-    };
+    let failed = |reason, detail: String| failed_after_verifying(v, reason, detail);
     let verdict = match answer {
         StoreAnswer::Fresh => {
             host.increment(Counter::StoreFresh);
@@ -312,10 +300,16 @@ fn check_replay(
         }
         ReplayCheck::Unavailable => "the replay check could not record this signature",
     };
+    failed_after_verifying(v, Reason::Replayed, detail)
+}
+
+/// A signature that verified but failed a later check (body digest, replay): the failure names
+/// its label and agent.
+fn failed_after_verifying(v: &Verified, reason: Reason, detail: impl Into<String>) -> Verdict {
     Verdict::Failed(Failure {
         label: Some(v.label.clone()),
         agent: Some(v.agent_url.clone()),
-        ..Failure::new(Reason::Replayed, detail)
+        ..Failure::new(reason, detail)
     })
 }
 
