@@ -89,9 +89,9 @@ k8s-deps:
 ## ---- build ----
 
 build: rust-deps
-	cargo build -p wba-filter --target $(WASM_TARGET) --release --features envoy
+	cargo build -p wba-filter-wasm --target $(WASM_TARGET) --release
 	@mkdir -p dist
-	$(WASM_OPT) $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/wba_filter.wasm -o $(WASM)
+	$(WASM_OPT) $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/wba_filter_wasm.wasm -o $(WASM)
 	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes ($$(( $$(stat -c %s $(WASM)) / 1024 )) KiB)"
 
 # Python 3, standard library only: the project's venv (created bare when missing).
@@ -104,7 +104,7 @@ oci: build
 lint: rust-deps
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy -p wba-filter --target $(WASM_TARGET) --features envoy -- -D warnings
+	cargo clippy -p wba-filter-wasm --target $(WASM_TARGET) -- -D warnings
 
 unit: deps redis-deps
 	WBA_REQUIRE_INTEROP=1 WBA_REQUIRE_REDIS=1 WBA_PYTHON=$(CURDIR)/$(PY) cargo test --workspace
@@ -114,9 +114,9 @@ wasm-test: rust-deps
 	  cargo test -p wba-filter --target $(WASM_TARGET)
 
 fault-build: rust-deps
-	cargo build -p wba-filter --target $(WASM_TARGET) --features fault-unreadable-headers
+	cargo build -p wba-filter-wasm --target $(WASM_TARGET) --features fault-unreadable-headers
 	@mkdir -p $(dir $(FAULT_WASM))
-	cp target/$(WASM_TARGET)/debug/wba_filter.wasm $(FAULT_WASM)
+	cp target/$(WASM_TARGET)/debug/wba_filter_wasm.wasm $(FAULT_WASM)
 
 e2e: WBA_PROFILE := debug
 e2e: build fault-build deps redis-deps oci k8s-deps

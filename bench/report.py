@@ -52,7 +52,7 @@ per verification.
 | step | filter signed, Envoy CPU µs/req | verification in Node's V8 (µs) | natively (µs) | module bytes | kept |
 |---|---|---|---|---|---|
 | before: `verify_strict` | 162.6, 168.8 | 97.5 | 37.3 | 406,915 | |
-| **per-key precomputed tables** (filter/src/ed25519.rs: curve25519-dalek's radix-16 `EdwardsBasepointTable` for the key, built on its first use in a VM, 30 KiB; the basepoint's built at run time instead of linking the static one; `verify_strict`'s checks without decompressing R) | 121.1, 121.2 (−27 %) | 62.1 | 23.7 (our core: 31.8) | 396,512 | **yes** |
+| **per-key precomputed tables** (filter/core/src/ed25519.rs: curve25519-dalek's radix-16 `EdwardsBasepointTable` for the key, built on its first use in a VM, 30 KiB; the basepoint's built at run time instead of linking the static one; `verify_strict`'s checks without decompressing R) | 121.1, 121.2 (−27 %) | 62.1 | 23.7 (our core: 31.8) | 396,512 | **yes** |
 | only skipping R's decompression (same checks) | | 88.4 | 32.7 | | subsumed by the above |
 | `VartimeEdwardsPrecomputation` of [B, −A] (width-8 NAF tables for both) | | 90.1 | 32.2 | | no: the comb above is faster |
 | radix-32 / radix-64 / radix-128 tables instead of radix-16 | | 64.4 / 75.5 / 99.7 | | | no: radix-16 is as fast as 32, with a third of the memory |
@@ -102,7 +102,7 @@ which dropped `verify_strict`'s R decompression path: 396,512).
 """
 
 
-# The other algorithms' criterion benchmarks (filter/benches/verify.rs); reported when present.
+# The other algorithms' criterion benchmarks (filter/core/benches/verify.rs); reported when present.
 ALG_BENCHES = ("ours_ecdsa_p256", "ecdsa_p256_floor", "ours_rsa_pss_2048", "rsa_pss_2048_floor")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make bench` (after `make build` and `make py-deps`): measures, in one run on this machine,
 #   1. verification natively: our core, the crates.io web-bot-auth crate, bare ed25519-dalek
-#      (criterion, filter/benches/verify.rs);
+#      (criterion, filter/core/benches/verify.rs);
 #   2-5. the filter in Envoy (V8), end to end with wrk, against the ext_authz deployment
 #      (bench/e2e.py), memory and size; the sizing of `wba replay-server` (bench/replay_server.sh);
 # and writes bench/results/: results.md (table, machine, targets), results.svg, results.json.

@@ -72,9 +72,10 @@ mod tests {
     #[test]
     fn lists_keys_of_every_type_together() {
         use wba_filter::private_key::PrivateKey;
-        let rsa: serde_json::Value =
-            serde_json::from_str(include_str!("../../filter/tests/data/rsa_test_keys.json"))
-                .unwrap();
+        let rsa: serde_json::Value = serde_json::from_str(include_str!(
+            "../../filter/core/tests/data/rsa_test_keys.json"
+        ))
+        .unwrap();
         let keys = [
             PrivateKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[4; 32])),
             PrivateKey::EcdsaP256(p256::ecdsa::SigningKey::from_slice(&[4; 32]).unwrap()),

@@ -550,9 +550,10 @@ mod tests {
     }
 
     fn rsa_test_key() -> PrivateKey {
-        let keys: Value =
-            serde_json::from_str(include_str!("../../filter/tests/data/rsa_test_keys.json"))
-                .unwrap();
+        let keys: Value = serde_json::from_str(include_str!(
+            "../../filter/core/tests/data/rsa_test_keys.json"
+        ))
+        .unwrap();
         PrivateKey::from_jwk(&keys["rsa2048"]).unwrap()
     }
 
@@ -608,9 +609,10 @@ mod tests {
 
     #[test]
     fn short_rsa_keys_are_refused() {
-        let keys: Value =
-            serde_json::from_str(include_str!("../../filter/tests/data/rsa_test_keys.json"))
-                .unwrap();
+        let keys: Value = serde_json::from_str(include_str!(
+            "../../filter/core/tests/data/rsa_test_keys.json"
+        ))
+        .unwrap();
         let e = parse_key(p(), &keys["rsa1024"].to_string())
             .unwrap_err()
             .to_string();

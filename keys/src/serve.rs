@@ -448,9 +448,10 @@ mod tests {
     #[test]
     fn proofs_verify_with_the_core() {
         // One key of each algorithm: a mixed directory, each proof with its key's algorithm.
-        let rsa: serde_json::Value =
-            serde_json::from_str(include_str!("../../filter/tests/data/rsa_test_keys.json"))
-                .unwrap();
+        let rsa: serde_json::Value = serde_json::from_str(include_str!(
+            "../../filter/core/tests/data/rsa_test_keys.json"
+        ))
+        .unwrap();
         let keys = vec![
             ed(1),
             PrivateKey::EcdsaP256(p256::ecdsa::SigningKey::from_slice(&[2; 32]).unwrap()),

@@ -8,11 +8,11 @@
 //!
 //! The npm package (0.1.3) signs and verifies the whole `Signature-Agent` field for a component
 //! with the `key` parameter, against RFC 9421 section 2.1.2 (pinned in
-//! `filter/tests/interop_node.rs`), so with node only the legacy form (`--legacy-agent`)
+//! `filter/core/tests/interop_node.rs`), so with node only the legacy form (`--legacy-agent`)
 //! interoperates. The Python package follows the RFC: both forms are checked with it.
 
 mod common;
-#[path = "../../filter/tests/common/interop.rs"]
+#[path = "../../filter/core/tests/common/interop.rs"]
 mod reference;
 
 use std::path::Path;

@@ -149,7 +149,7 @@ def test_npm_package_rsa_pss_signature_verifies(envoy):
         "created": now,
         "expires": now + 300,
         # The legacy bare string, covered as plain "signature-agent" (the package's default
-        # components): the package signs a dictionary member's whole field (filter/tests/interop_node.rs).
+        # components): the package signs a dictionary member's whole field (filter/core/tests/interop_node.rs).
         "signature_agent": f'"{AGENT}"',
     }
     out = subprocess.run(["node", "sign.mjs"], cwd=NODE_DIR, input=json.dumps(job),

@@ -320,7 +320,7 @@ def test_no_manifest_trusts_a_published_key():
 
 
 def filter_source_knows_replay_store():
-    return "replay_store" in (ROOT / "filter" / "src" / "config.rs").read_text()
+    return "replay_store" in (ROOT / "filter" / "core" / "src" / "config.rs").read_text()
 
 
 def start_envoy(configs, upstream_port):

@@ -131,7 +131,7 @@ pub fn request_with(
 }
 
 pub fn vectors_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../filter/tests/data/web-bot-auth.json")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../filter/core/tests/data/web-bot-auth.json")
 }
 
 /// A running `wba serve`, killed on drop.

@@ -1,6 +1,7 @@
-//! The proxy-wasm glue. One root context per VM (one VM per worker) owns the configuration,
+//! The proxy-wasm front end: Envoy's Wasm host calls only, every decision in the
+//! `wba-filter` core. One root context per VM (one VM per worker) owns the configuration,
 //! the key cache and the key fetches; an HTTP context per request hands everything to
-//! [`crate::request_filter`]. A request whose agent's keys are missing is paused; the root
+//! [`wba_filter::request_filter`]. A request whose agent's keys are missing is paused; the root
 //! fetches them on its next tick (fetches are always dispatched from the root, which outlives
 //! any request) and then finishes every waiting request in its own context.
 //!
@@ -11,6 +12,10 @@
 //! from the upstream; when the body is complete the root decides in the hold filter's context
 //! (result headers, or a local reply) and releases it.
 
+// Envoy runs this module as wasm32 only; natively (`cargo test --workspace`) the crate is empty.
+#![cfg(target_arch = "wasm32")]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -20,17 +25,17 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 
-use crate::config::{Config, Role};
-use crate::content_digest::BodyHasher;
-use crate::fetch::{evaluate, fetch_request, FailureKind, FetchFailure, FetchResponse};
-use crate::header_map::decode_header_map;
-use crate::host::{HeadersUnavailable, Host};
-use crate::key_cache::{Claim, KeyCache};
-use crate::replay::{ReplayTable, SECRET_BYTES};
-use crate::replay_store::{StoreAnswer, StoreQuery};
-use crate::request_filter::{self, Action as FilterAction, Body, PendingBody};
-use crate::shared::{SharedStore, StoreError};
-use crate::stats::{Counter, KEYS_GAUGE};
+use wba_filter::config::{Config, Role};
+use wba_filter::content_digest::BodyHasher;
+use wba_filter::fetch::{evaluate, fetch_request, FailureKind, FetchFailure, FetchResponse};
+use wba_filter::header_map::decode_header_map;
+use wba_filter::host::{HeadersUnavailable, Host};
+use wba_filter::key_cache::{Claim, KeyCache};
+use wba_filter::replay::{ReplayTable, SECRET_BYTES};
+use wba_filter::replay_store::{StoreAnswer, StoreQuery};
+use wba_filter::request_filter::{self, Action as FilterAction, Body, PendingBody};
+use wba_filter::shared::{SharedStore, StoreError};
+use wba_filter::stats::{Counter, KEYS_GAUGE};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -154,7 +159,7 @@ extern "C" {
 }
 
 /// A header map's pairs, read through the raw ABI and [`decode_header_map`] rather than the
-/// SDK's `get_map`, which panics on non-UTF-8 bytes (why: crate::header_map). `None` when the
+/// SDK's `get_map`, which panics on non-UTF-8 bytes (why: wba_filter::header_map). `None` when the
 /// host refuses or hands over something that is not a header map.
 fn header_pairs(map: MapType) -> Option<Vec<(String, String)>> {
     let mut data: *mut u8 = std::ptr::null_mut();
@@ -251,7 +256,12 @@ impl Context for Root {
 }
 
 /// Stores a fetch result for every worker, counts it, and logs failures (one line each).
-fn record(vm: &mut Vm, url: &str, result: &Result<crate::fetch::Fetched, FetchFailure>, now: i64) {
+fn record(
+    vm: &mut Vm,
+    url: &str,
+    result: &Result<wba_filter::fetch::Fetched, FetchFailure>,
+    now: i64,
+) {
     let mut store = EnvoyStore;
     let settings = vm.config.directory.clone();
     let r = vm.cache.record(&mut store, url, result, &settings, now);
@@ -267,7 +277,7 @@ fn record(vm: &mut Vm, url: &str, result: &Result<crate::fetch::Fetched, FetchFa
         Ok(f) => {
             count(&vm.metrics, Counter::FetchOk);
             // Per key in use: its own possession proof.
-            for p in crate::fetch::Proof::ALL {
+            for p in wba_filter::fetch::Proof::ALL {
                 add(
                     Counter::Proof(p),
                     f.keys.iter().filter(|k| k.proof == p).count(),
@@ -525,7 +535,7 @@ impl RootContext for Root {
             .collect::<Vec<u32>>()
             .into();
         let keys_gauge = hostcalls::define_metric(MetricType::Gauge, KEYS_GAUGE).ok();
-        crate::ed25519::prepare();
+        wba_filter::ed25519::prepare();
         let replay = if config.replay_protection {
             let opened = random_secret()
                 .ok_or_else(|| "no random bytes from the host (WASI random_get)".to_string())

@@ -1,5 +1,6 @@
 //! Web Bot Auth verifier core: RFC 9421 HTTP Message Signatures as profiled for bots and
-//! agents. Pure logic, no proxy-wasm calls, so it is tested natively and in wasm32.
+//! agents. Pure logic, no host ABI: tested natively and in wasm32, and driven by the Envoy
+//! front ends (`filter/wasm`, `filter/native`) through [`host::Host`].
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -37,6 +38,3 @@ pub mod signature_input;
 pub mod stats;
 pub mod verdict;
 pub mod verify;
-
-#[cfg(feature = "envoy")]
-mod envoy;
