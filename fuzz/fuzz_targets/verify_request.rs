@@ -157,9 +157,9 @@ fuzz_target!(|data: &[u8]| {
     let mut host = RecordingHost::new(headers, now);
     // Twice over one store, the second time as after a key fetch: a verified signature is then
     // a replay.
-    let _ = on_request_headers(&mut host, &config, &mut keys, &replay, &mut store, true);
+    let _ = on_request_headers(&mut host, &config, &mut keys, &mut replay.guard(&mut store), true);
     host.headers = first;
-    let action = on_request_headers(&mut host, &config, &mut keys, &replay, &mut store, false);
+    let action = on_request_headers(&mut host, &config, &mut keys, &mut replay.guard(&mut store), false);
     if let Action::NeedBody(pending) = &action {
         // The request's own header text stands in for a body.
         let body = Body::Complete(data);

@@ -20,6 +20,7 @@ pub mod host;
 pub mod jwk;
 pub mod key_cache;
 pub mod keyring;
+pub mod keys;
 pub mod plan;
 pub mod policy;
 pub mod private_key;
