@@ -163,7 +163,7 @@ fuzz_target!(|data: &[u8]| {
     if let Action::NeedBody(pending) = &action {
         // The request's own header text stands in for a body.
         let body = Body::Complete(data);
-        let _ = on_request_body(&mut host, &config, &replay, &mut store, pending, body);
+        let _ = on_request_body(&mut host, &config, &mut replay.guard(&mut store), pending, body);
         let _ = on_request_body(
             &mut host,
             &config,
