@@ -15,6 +15,7 @@ pub mod directory;
 pub mod ecdsa_p256;
 pub mod ed25519;
 pub mod fetch;
+pub mod fetch_coordinator;
 pub mod header_map;
 pub mod host;
 pub mod jwk;
