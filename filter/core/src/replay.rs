@@ -231,8 +231,11 @@ impl ReplayGuard for NoReplay {
 /// [`ReplayCheck::Full`]), each bucket behind its own lock, with no bytes to encode.
 pub struct MemoryReplay {
     secret: [u8; SECRET_BYTES],
-    buckets: Vec<std::sync::Mutex<Vec<([u8; ID_BYTES], i64)>>>,
+    buckets: Vec<std::sync::Mutex<Vec<Record>>>,
 }
+
+/// A live record: the identity and its expiry (unix seconds).
+type Record = ([u8; ID_BYTES], i64);
 
 impl std::fmt::Debug for MemoryReplay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
