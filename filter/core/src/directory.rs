@@ -6,12 +6,13 @@ use std::fmt;
 use serde_json::Value;
 use sha2::{Digest, Sha256, Sha512};
 
-use crate::base::{signature_base, Message};
+use crate::base::Message;
 use crate::component::{ComponentName, Derived};
 use crate::jwk::{Jwk, JwkError, Key};
+use crate::pipeline::{self, AlgorithmError, MissingParameter, Required, WindowError, WindowRules};
 use crate::request::{HttpRequest, HttpResponse};
-use crate::signature::parse_signature;
-use crate::signature_input::parse_signature_input;
+use crate::signature::{parse_signature_field, SignatureField};
+use crate::signature_input::{parse_input_field, SignatureInput};
 
 /// The media type of a key directory.
 pub const DIRECTORY_MEDIA_TYPE: &str = "application/http-message-signatures-directory+json";
@@ -295,7 +296,9 @@ pub fn verify_directory_response(
         }
         (Some(i), _) => i,
     };
-    let inputs = match parse_signature_input(&input) {
+    // Unlike a request's, a directory response's fields are refused whole when any member is
+    // malformed: no other profile signs them.
+    let inputs = match parse_input_field(&input).and_then(|f| f.parse_all().map(|_| f)) {
         Ok(i) => i,
         Err(e) => {
             return vec![ProofCheck::unattributed(ProofError::Malformed(
@@ -303,76 +306,115 @@ pub fn verify_directory_response(
             ))]
         }
     };
-    let sigs = sigs.map(|s| parse_signature(&s).map_err(|e| e.to_string()));
+    let sigs = sigs.map(|s| {
+        parse_signature_field(&s)
+            .and_then(|f| f.check_all().map(|_| f))
+            .map_err(|e| e.to_string())
+    });
     let digest = match response.header("content-digest") {
         Some(d) => check_content_digest(&d, body),
         None => Err(ProofError::MissingCoverage("content-digest")),
     };
-    inputs
-        .iter()
-        .filter(|i| i.params.tag.as_deref() == Some(DIRECTORY_TAG))
-        .map(|input| {
-            let check = || -> Result<(), ProofError> {
-                let sig = match &sigs {
-                    None => return Err(ProofError::NoSignature),
-                    Some(Err(e)) => return Err(ProofError::Malformed(e.clone())),
-                    Some(Ok(sigs)) => sigs
-                        .iter()
-                        .find(|(l, _)| *l == input.label)
-                        .map(|(_, s)| s)
-                        .ok_or(ProofError::NoSignature)?,
-                };
-                digest.clone()?;
-                let covers_authority = input
-                    .components
-                    .iter()
-                    .any(|c| c.req && matches!(c.name, ComponentName::Derived(Derived::Authority)));
-                if !covers_authority {
-                    return Err(ProofError::MissingCoverage("\"@authority\";req"));
-                }
-                if !input
-                    .components
-                    .iter()
-                    .any(|c| c.is_field("content-digest") && !c.req)
-                {
-                    return Err(ProofError::MissingCoverage("content-digest"));
-                }
-                let p = &input.params;
-                let created = p.created.ok_or(ProofError::MissingParameter("created"))?;
-                let expires = p.expires.ok_or(ProofError::MissingParameter("expires"))?;
-                let keyid = p
-                    .keyid
-                    .as_deref()
-                    .ok_or(ProofError::MissingParameter("keyid"))?;
-                if expires <= created {
-                    return Err(ProofError::Malformed("expires is not after created".into()));
-                }
-                if created > now.saturating_add(clock_skew_seconds) {
-                    return Err(ProofError::CreatedInFuture);
-                }
-                if now > expires.saturating_add(clock_skew_seconds) {
-                    return Err(ProofError::Expired);
-                }
-                let key = keys
-                    .iter()
-                    .find(|k| k.thumbprint == keyid)
-                    .ok_or_else(|| ProofError::UnknownKey(keyid.to_string()))?;
-                // As for requests: an `alg` naming another algorithm than the key's cannot be
-                // that key's signature.
-                if p.alg.as_deref().is_some_and(|a| key.algorithm() != Some(a)) {
-                    return Err(ProofError::BadSignature);
-                }
-                let base = signature_base(Message::Response { request, response }, input)
-                    .map_err(|e| ProofError::Malformed(e.to_string()))?;
-                key.verify(base.as_bytes(), sig)
-                    .map_err(|_| ProofError::BadSignature)
-            };
-            ProofCheck {
+    let proof = Proof {
+        message: Message::Response { request, response },
+        signatures: &sigs,
+        digest: &digest,
+        keys,
+        now,
+        clock_skew_seconds,
+    };
+    pipeline::select(&inputs, DIRECTORY_TAG)
+        .map(|(_, input)| match input {
+            Ok(input) => ProofCheck {
                 keyid: input.params.keyid.clone(),
-                result: check(),
-            }
+                result: proof.check(&input),
+            },
+            // Not reached: every member parsed above.
+            Err(e) => ProofCheck::unattributed(ProofError::Malformed(e.to_string())),
         })
         .collect()
+}
+
+/// What each possession proof of a response is checked against.
+struct Proof<'a> {
+    message: Message<'a>,
+    /// The `Signature` field (every member a byte sequence), or why it is unusable.
+    signatures: &'a Option<Result<SignatureField, String>>,
+    /// Whether `Content-Digest` matches the body.
+    digest: &'a Result<(), ProofError>,
+    keys: &'a [Key],
+    now: i64,
+    clock_skew_seconds: i64,
+}
+
+impl Proof<'_> {
+    /// One proof, as the steps of RFC 9421 verification with the directory's coverage and
+    /// key lookup between them.
+    fn check(&self, input: &SignatureInput) -> Result<(), ProofError> {
+        let signature = match self.signatures {
+            None => return Err(ProofError::NoSignature),
+            Some(Err(e)) => return Err(ProofError::Malformed(e.clone())),
+            Some(Ok(sigs)) => pipeline::signature_member(sigs, &input.label)
+                .map_err(|_| ProofError::NoSignature)?,
+        };
+        self.digest.clone()?;
+        covers_proof_components(input)?;
+        let Required {
+            created,
+            expires,
+            keyid,
+        } = pipeline::required_parameters(&input.params)
+            .map_err(|MissingParameter(p)| ProofError::MissingParameter(p))?;
+        let rules = WindowRules {
+            clock_skew_seconds: self.clock_skew_seconds,
+            max_validity_seconds: None,
+        };
+        pipeline::check_window(created, expires, self.now, rules).map_err(|e| match e {
+            WindowError::CreatedInFuture { .. } => ProofError::CreatedInFuture,
+            WindowError::Expired { .. } => ProofError::Expired,
+            WindowError::NotAfterCreated | WindowError::TooLong { .. } => {
+                ProofError::Malformed(e.to_string())
+            }
+        })?;
+        let key = self
+            .keys
+            .iter()
+            .find(|k| k.thumbprint == keyid)
+            .ok_or_else(|| ProofError::UnknownKey(keyid.to_string()))?;
+        // As for requests, an `alg` naming another algorithm than the key's cannot be that
+        // key's signature. A key of no implemented algorithm fails verification below.
+        let alg = input.params.alg.as_deref();
+        match pipeline::key_algorithm(key, alg) {
+            Err(AlgorithmError::Contradicts { .. }) => return Err(ProofError::BadSignature),
+            Err(AlgorithmError::Unimplemented) if alg.is_some() => {
+                return Err(ProofError::BadSignature)
+            }
+            _ => {}
+        }
+        let base = pipeline::base(self.message, input)
+            .map_err(|e| ProofError::Malformed(e.to_string()))?;
+        pipeline::verify(key, &base, signature).map_err(|_| ProofError::BadSignature)
+    }
+}
+
+/// A proof covers `"@authority";req` (whose directory it is) and the response's
+/// `content-digest` (which keys it lists).
+fn covers_proof_components(input: &SignatureInput) -> Result<(), ProofError> {
+    let covers_authority = input
+        .components
+        .iter()
+        .any(|c| c.req && matches!(c.name, ComponentName::Derived(Derived::Authority)));
+    if !covers_authority {
+        return Err(ProofError::MissingCoverage("\"@authority\";req"));
+    }
+    if !input
+        .components
+        .iter()
+        .any(|c| c.is_field("content-digest") && !c.req)
+    {
+        return Err(ProofError::MissingCoverage("content-digest"));
+    }
+    Ok(())
 }
 
 /// Signed directory responses for the tests of this module and of `fetch`.

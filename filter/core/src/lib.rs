@@ -22,6 +22,7 @@ pub mod jwk;
 pub mod key_cache;
 pub mod keyring;
 pub mod keys;
+pub mod pipeline;
 pub mod plan;
 pub mod policy;
 pub mod private_key;

@@ -54,18 +54,24 @@ pub fn parse_signature_field(value: &str) -> Result<SignatureField, SignatureFie
 /// byte sequence.
 pub fn parse_signature(value: &str) -> Result<Vec<(String, Vec<u8>)>, SignatureFieldError> {
     let field = parse_signature_field(value)?;
-    field
+    field.check_all()?;
+    Ok(field
         .labels()
-        .map(|label| {
-            let bytes = field
-                .bytes(label)
-                .unwrap_or_else(|| Err(SignatureFieldError::NotByteSequence(label.to_string())))?;
-            Ok((label.to_string(), bytes.to_vec()))
-        })
-        .collect()
+        .filter_map(|label| Some((label.to_string(), field.bytes(label)?.ok()?.to_vec())))
+        .collect())
 }
 
 impl SignatureField {
+    /// Every member is a byte sequence; else the first that is not.
+    pub fn check_all(&self) -> Result<(), SignatureFieldError> {
+        for label in self.labels() {
+            if let Some(Err(e)) = self.bytes(label) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
     /// The signature bytes of `label`: `None` without such a member, an error when the member
     /// is not a byte sequence.
     pub fn bytes(&self, label: &str) -> Option<Result<&[u8], SignatureFieldError>> {

@@ -9,10 +9,11 @@
 
 use crate::agent_url::{AgentId, UrlError};
 use crate::algorithm::Algorithm;
-use crate::base::{signature_base, BaseError, Message};
+use crate::base::{BaseError, Message};
 use crate::component::{ComponentName, Derived};
 use crate::jwk::{Key, VerifyError};
 use crate::keyring::{KeySource, Lookup};
+use crate::pipeline::{self, AlgorithmError, Required, WindowError, WindowRules};
 use crate::policy::Policy;
 use crate::request::HttpRequest;
 use crate::signature::{parse_signature_field, SignatureField};
@@ -63,7 +64,7 @@ pub fn verify_traced(
         Ok(None) => return Verdict::Unsigned,
         Err(f) => return t.fail(f),
     };
-    let selected: Vec<_> = inputs.tagged(WEB_BOT_AUTH_TAG).collect();
+    let selected: Vec<_> = pipeline::select(&inputs, WEB_BOT_AUTH_TAG).collect();
     if selected.is_empty() {
         t.check(None, "select tag=\"web-bot-auth\"", false, || {
             "no label carries the web-bot-auth tag"
@@ -224,8 +225,8 @@ struct Screen<'a> {
 }
 
 impl<'a> Screen<'a> {
-    /// The cheap checks of one selected label, in order: its member, its signature's form, its
-    /// parameters, coverage, freshness, then the key.
+    /// The cheap checks of one selected label, in order: its member, its signature, its
+    /// parameters, coverage, freshness, the key, the key's algorithm.
     fn screen(
         &self,
         label: &str,
@@ -233,54 +234,37 @@ impl<'a> Screen<'a> {
         t: &mut Tracer<'_>,
     ) -> Result<Candidate<'a>, Failure> {
         let input = input.map_err(|e| malformed(e.to_string()));
-        t.step(label, "Signature-Input member", &input, |i| {
+        let input = t.step(label, "Signature-Input member", input, |i| {
             i.covered.clone()
-        });
-        let input = input?;
-
-        let signature = match self.signatures.bytes(label) {
-            Some(Ok(b)) => Ok(b),
-            Some(Err(e)) => Err(malformed(e.to_string())),
-            None => Err(malformed(format!(
-                "no Signature member for label {label:?}"
-            ))),
-        };
-        t.step(label, "signature present", &signature, |s| {
+        })?;
+        let signature = pipeline::signature_member(self.signatures, label)
+            .map_err(|e| malformed(e.to_string()));
+        let signature = t.step(label, "signature present", signature, |s| {
             format!("{} bytes", s.len())
-        });
-        let signature = signature?;
-
+        })?;
         let params = required_parameters(&input, self.policy);
-        t.step(label, "required parameters", &params, |_| {
+        let Required {
+            created,
+            expires,
+            keyid,
+        } = t.step(label, "required parameters", params, |_| {
             "created, expires, keyid, tag".to_string()
-        });
-        let (created, expires, keyid) = params?;
-
+        })?;
         let member = covered_agent(&input, self.agent, self.policy);
-        t.step(label, "covered components", &member, |_| {
+        let member = t.step(label, "covered components", member, |_| {
             input.covered.clone()
-        });
-        let member = member?;
-
+        })?;
         let fresh = freshness(created, expires, self.policy, self.now);
-        t.step(label, "freshness", &fresh, |_| {
+        t.step(label, "freshness", fresh, |_| {
             format!("created {created}, expires {expires}, now {}", self.now)
-        });
-        fresh?;
-
+        })?;
         let resolved = self.resolve_key(member, keyid);
-        t.step(
-            label,
-            "key lookup (agent, keyid)",
-            &resolved,
-            |(u, _, _)| format!("{u} / {keyid}"),
-        );
-        let (url, key, agent_name) = resolved?;
-
+        let (url, key, agent_name) =
+            t.step(label, "key lookup (agent, keyid)", resolved, |(u, _, _)| {
+                format!("{u} / {keyid}")
+            })?;
         let algorithm = key_algorithm(key, input.params.alg.as_deref(), &url);
-        t.step(label, "key algorithm", &algorithm, |a| a.name().to_string());
-        algorithm?;
-
+        t.step(label, "key algorithm", algorithm, |a| a.name().to_string())?;
         Ok(Candidate {
             input,
             signature,
@@ -376,17 +360,10 @@ fn agent_url_reason(e: &UrlError) -> Reason {
 fn required_parameters<'i>(
     input: &'i SignatureInput,
     policy: &Policy,
-) -> Result<(i64, i64, &'i str), Failure> {
+) -> Result<Required<'i>, Failure> {
     let p = &input.params;
-    let missing = |name: &str| {
-        Failure::new(
-            Reason::MissingParameter,
-            format!("the {name} parameter is required"),
-        )
-    };
-    let created = p.created.ok_or_else(|| missing("created"))?;
-    let expires = p.expires.ok_or_else(|| missing("expires"))?;
-    let keyid = p.keyid.as_deref().ok_or_else(|| missing("keyid"))?;
+    let required = pipeline::required_parameters(p)
+        .map_err(|e| Failure::new(Reason::MissingParameter, e.to_string()))?;
     if let Some(alg) = &p.alg {
         if Algorithm::from_name(alg).is_none() {
             return Err(Failure::new(
@@ -403,7 +380,7 @@ fn required_parameters<'i>(
             "this verifier requires a nonce",
         ));
     }
-    Ok((created, expires, keyid))
+    Ok(required)
 }
 
 /// Coverage: the target, the signature's own `Signature-Agent` member, the operator's list.
@@ -469,59 +446,39 @@ fn covered_agent<'a>(
 /// implements is `unsupported_algorithm`; an `alg` parameter that names another algorithm than
 /// the key's is `bad_signature` (the signature cannot be this key's, RFC 9421 section 3.2).
 fn key_algorithm(key: &Key, alg: Option<&str>, url: &str) -> Result<Algorithm, Failure> {
-    let with_agent = |reason, detail: String| Failure {
-        agent: Some(url.to_string()),
-        ..Failure::new(reason, detail)
-    };
-    let Some(algorithm) = key.alg() else {
-        return Err(with_agent(
-            Reason::UnsupportedAlgorithm,
-            format!(
-                "key {:?} is a {:?} key, of no algorithm this verifier implements",
-                key.thumbprint, key.jwk.kty
+    pipeline::key_algorithm(key, alg).map_err(|e| {
+        let (reason, detail) = match e {
+            AlgorithmError::Unimplemented => (
+                Reason::UnsupportedAlgorithm,
+                format!(
+                    "key {:?} is a {:?} key, of no algorithm this verifier implements",
+                    key.thumbprint, key.jwk.kty
+                ),
             ),
-        ));
-    };
-    match alg {
-        Some(alg) if alg != algorithm.name() => Err(with_agent(
-            Reason::BadSignature,
-            format!("alg {alg:?} contradicts the key, a {algorithm} key"),
-        )),
-        _ => Ok(algorithm),
-    }
+            AlgorithmError::Contradicts { .. } => (Reason::BadSignature, e.to_string()),
+        };
+        Failure {
+            agent: Some(url.to_string()),
+            ..Failure::new(reason, detail)
+        }
+    })
 }
 
 /// `created` and `expires` against the clock, the skew and the longest accepted validity.
 fn freshness(created: i64, expires: i64, policy: &Policy, now: i64) -> Result<(), Failure> {
-    if expires <= created {
-        return Err(malformed("expires is not after created"));
-    }
-    if created > now.saturating_add(policy.clock_skew_seconds) {
-        return Err(Failure::new(
-            Reason::CreatedInFuture,
-            format!(
-                "created {created} is {}s in the future",
-                created.saturating_sub(now)
-            ),
-        ));
-    }
-    if now > expires.saturating_add(policy.clock_skew_seconds) {
-        return Err(Failure::new(
-            Reason::Expired,
-            format!("expired {}s ago", now.saturating_sub(expires)),
-        ));
-    }
-    if expires.saturating_sub(created) > policy.max_validity_seconds {
-        return Err(Failure::new(
-            Reason::ValidityTooLong,
-            format!(
-                "valid for {}s, more than the {}s this verifier accepts",
-                expires.saturating_sub(created),
-                policy.max_validity_seconds
-            ),
-        ));
-    }
-    Ok(())
+    let rules = WindowRules {
+        clock_skew_seconds: policy.clock_skew_seconds,
+        max_validity_seconds: Some(policy.max_validity_seconds),
+    };
+    pipeline::check_window(created, expires, now, rules).map_err(|e| {
+        let reason = match e {
+            WindowError::NotAfterCreated => Reason::Malformed,
+            WindowError::CreatedInFuture { .. } => Reason::CreatedInFuture,
+            WindowError::Expired { .. } => Reason::Expired,
+            WindowError::TooLong { .. } => Reason::ValidityTooLong,
+        };
+        Failure::new(reason, e.to_string())
+    })
 }
 
 /// The costly part of a candidate: its signature base, then the cryptographic check.
@@ -531,7 +488,7 @@ fn check_signature(
     t: &mut Tracer<'_>,
 ) -> Result<Verified, Failure> {
     let label = c.input.label.as_str();
-    let base = signature_base(Message::Request(req), &c.input).map_err(|e| {
+    let base = pipeline::base(Message::Request(req), &c.input).map_err(|e| {
         let reason = match e {
             BaseError::MissingField(_)
             | BaseError::MissingMember { .. }
@@ -540,48 +497,44 @@ fn check_signature(
         };
         Failure::new(reason, e.to_string())
     });
-    t.step(label, "signature base", &base, |_| "built".to_string());
-    let base = base?;
-    if let Some(tr) = t.0.as_deref_mut() {
-        tr.bases.push((label.to_string(), base.clone()));
-    }
-
-    let checked = c
-        .key
-        .verify(base.as_bytes(), c.signature)
-        .map_err(|e| match e {
-            VerifyError::UnsupportedAlgorithm => {
-                Failure::new(Reason::UnsupportedAlgorithm, "unsupported key type")
-            }
-            VerifyError::BadSignature => Failure {
-                agent: Some(c.url.clone()),
-                ..Failure::new(
-                    Reason::BadSignature,
-                    "the signature does not match the signature base",
-                )
-            },
-        });
-    t.step(label, signature_check_name(c.key), &checked, |_| {
-        "valid".to_string()
+    let base = t.step(label, "signature base", base, |_| "built".to_string())?;
+    let checked = pipeline::verify(c.key, &base, c.signature).map_err(|e| match e {
+        VerifyError::UnsupportedAlgorithm => {
+            Failure::new(Reason::UnsupportedAlgorithm, "unsupported key type")
+        }
+        VerifyError::BadSignature => Failure {
+            agent: Some(c.url.clone()),
+            ..Failure::new(
+                Reason::BadSignature,
+                "the signature does not match the signature base",
+            )
+        },
     });
-    checked?;
+    t.base(label, base);
+    t.step(label, signature_check_name(c.key), checked, |_| {
+        "valid".to_string()
+    })?;
+    Ok(verified(c))
+}
 
-    Ok(Verified {
-        agent_url: c.url,
-        agent_name: c.agent_name.to_string(),
-        key_id: c.key.thumbprint.clone(),
-        label: label.to_string(),
-        covered: c.input.covered.clone(),
+/// What a request reports of the signature that verified.
+fn verified(c: Candidate<'_>) -> Verified {
+    Verified {
         covers_content_digest: c
             .input
             .components
             .iter()
             .any(|x| x.is_field("content-digest") && !x.req && !x.tr),
+        agent_url: c.url,
+        agent_name: c.agent_name.to_string(),
+        key_id: c.key.thumbprint.clone(),
+        label: c.input.label,
+        covered: c.input.covered,
         created: c.created,
         expires: c.expires,
-        nonce: c.input.params.nonce.clone(),
+        nonce: c.input.params.nonce,
         signature: c.signature.to_vec(),
-    })
+    }
 }
 
 /// The name of the cryptographic check in a trace.
@@ -616,20 +569,28 @@ impl Tracer<'_> {
         }
     }
 
-    /// Records the outcome of one step of a label's checks: `detail` describes a success, a
-    /// failure is described by its reason and detail.
+    /// Records the outcome of one step of a label's checks and passes it on: `detail`
+    /// describes a success, a failure is described by its reason and detail.
     fn step<T>(
         &mut self,
         label: &str,
         name: &'static str,
-        r: &Result<T, Failure>,
+        r: Result<T, Failure>,
         detail: impl FnOnce(&T) -> String,
-    ) {
-        match r {
+    ) -> Result<T, Failure> {
+        match &r {
             Ok(v) => self.check(Some(label), name, true, || detail(v)),
             Err(f) => self.check(Some(label), name, false, || {
                 format!("{}: {}", f.reason, f.detail)
             }),
+        }
+        r
+    }
+
+    /// Records the signature base built for `label`.
+    fn base(&mut self, label: &str, base: String) {
+        if let Some(t) = self.0.as_deref_mut() {
+            t.bases.push((label.to_string(), base));
         }
     }
 
