@@ -55,18 +55,28 @@ pub struct DirectorySettings {
 
 impl Default for DirectorySettings {
     fn default() -> Self {
-        DirectorySettings {
-            timeout_ms: 2000,
-            max_bytes: 65_536,
-            max_keys: 32,
-            min_refresh_seconds: 60,
-            max_cache_seconds: 86_400,
-            negative_cache_seconds: 60,
-            require_proof: false,
-        }
+        DEFAULT_DIRECTORY
     }
 }
 
+// The default of every option, in one place: parsing (`RawConfig::default`),
+// `Policy::default`, `DirectorySettings::default`, `wba verify`'s flags and the test that the
+// README's configuration reference shows them all read these.
+
+/// `mode`.
+pub const DEFAULT_MODE: Mode = Mode::Enforce;
+/// `header_prefix`.
+pub const DEFAULT_HEADER_PREFIX: &str = "x-web-bot-auth-";
+/// `clock_skew_seconds`: tolerated clock difference, both ways.
+pub const DEFAULT_CLOCK_SKEW_SECONDS: i64 = 60;
+/// `max_validity_seconds`: longest accepted `expires - created`.
+pub const DEFAULT_MAX_VALIDITY_SECONDS: i64 = 86_400;
+/// `require_nonce`.
+pub const DEFAULT_REQUIRE_NONCE: bool = false;
+/// `replay_protection`.
+pub const DEFAULT_REPLAY_PROTECTION: bool = true;
+/// `allow_test_keys`.
+pub const DEFAULT_ALLOW_TEST_KEYS: bool = false;
 /// Web Bot Auth signatures verified per request, at most (cheap checks first).
 pub const DEFAULT_MAX_SIGNATURES: u64 = 3;
 /// Largest body whose `Content-Digest` the filter checks: half of Envoy's default
@@ -75,6 +85,18 @@ pub const DEFAULT_MAX_SIGNATURES: u64 = 3;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 524_288;
 /// Live signatures the replay table holds (in buckets of [`crate::replay::SLOTS`]).
 pub const DEFAULT_REPLAY_CAPACITY: u64 = 65_536;
+/// `replay_store.timeout_ms`: the longest wait for the fleet's replay store.
+pub const DEFAULT_REPLAY_STORE_TIMEOUT_MS: u64 = 250;
+/// `directory`.
+pub const DEFAULT_DIRECTORY: DirectorySettings = DirectorySettings {
+    timeout_ms: 2000,
+    max_bytes: 65_536,
+    max_keys: 32,
+    min_refresh_seconds: 60,
+    max_cache_seconds: 86_400,
+    negative_cache_seconds: 60,
+    require_proof: false,
+};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,20 +136,20 @@ impl Default for RawConfig {
     fn default() -> Self {
         RawConfig {
             role: Role::Verify,
-            mode: Mode::Enforce,
-            header_prefix: "x-web-bot-auth-".into(),
-            clock_skew_seconds: 60,
-            max_validity_seconds: 86_400,
-            require_nonce: false,
-            replay_protection: true,
+            mode: DEFAULT_MODE,
+            header_prefix: DEFAULT_HEADER_PREFIX.into(),
+            clock_skew_seconds: DEFAULT_CLOCK_SKEW_SECONDS.unsigned_abs(),
+            max_validity_seconds: DEFAULT_MAX_VALIDITY_SECONDS.unsigned_abs(),
+            require_nonce: DEFAULT_REQUIRE_NONCE,
+            replay_protection: DEFAULT_REPLAY_PROTECTION,
             required_components: Vec::new(),
-            allow_test_keys: false,
+            allow_test_keys: DEFAULT_ALLOW_TEST_KEYS,
             max_signatures: DEFAULT_MAX_SIGNATURES,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             replay_capacity: DEFAULT_REPLAY_CAPACITY,
             replay_store: None,
             agents: Vec::new(),
-            directory: DirectorySettings::default(),
+            directory: DEFAULT_DIRECTORY,
         }
     }
 }
@@ -358,6 +380,69 @@ mod tests {
         assert_eq!(load("{}").expect("{}"), c);
         assert_eq!(c.role, Role::Verify);
         assert_eq!(load(r#"{"role":"hold"}"#).expect("hold").role, Role::Hold);
+    }
+
+    /// The README's configuration reference shows the defaults of this module.
+    #[test]
+    fn the_readme_shows_the_defaults() {
+        let readme = include_str!("../../../README.md");
+        let shown = |needle: String| assert!(readme.contains(&needle), "README lacks {needle}");
+        let row = |field: &str, value: String| shown(format!("| `{field}` | `{value}` |"));
+        let mode = match DEFAULT_MODE {
+            Mode::Observe => "observe",
+            Mode::Enforce => "enforce",
+            Mode::Require => "require",
+        };
+        row("mode", format!("{mode:?}"));
+        row("header_prefix", format!("{DEFAULT_HEADER_PREFIX:?}"));
+        row("clock_skew_seconds", DEFAULT_CLOCK_SKEW_SECONDS.to_string());
+        row(
+            "max_validity_seconds",
+            DEFAULT_MAX_VALIDITY_SECONDS.to_string(),
+        );
+        row("require_nonce", DEFAULT_REQUIRE_NONCE.to_string());
+        row("replay_protection", DEFAULT_REPLAY_PROTECTION.to_string());
+        row("allow_test_keys", DEFAULT_ALLOW_TEST_KEYS.to_string());
+        row("max_signatures", DEFAULT_MAX_SIGNATURES.to_string());
+        row("max_body_bytes", DEFAULT_MAX_BODY_BYTES.to_string());
+        row("replay_capacity", DEFAULT_REPLAY_CAPACITY.to_string());
+        shown(format!("default {DEFAULT_REPLAY_STORE_TIMEOUT_MS})"));
+        let d = DEFAULT_DIRECTORY;
+        for (field, value) in [
+            ("timeout_ms", d.timeout_ms.to_string()),
+            ("max_bytes", d.max_bytes.to_string()),
+            ("max_keys", d.max_keys.to_string()),
+            ("min_refresh_seconds", d.min_refresh_seconds.to_string()),
+            ("max_cache_seconds", d.max_cache_seconds.to_string()),
+            (
+                "negative_cache_seconds",
+                d.negative_cache_seconds.to_string(),
+            ),
+            ("require_proof", format!("`{}`", d.require_proof)),
+        ] {
+            shown(format!("`{field}` ({value}"));
+        }
+    }
+
+    #[test]
+    fn defaults_are_the_named_constants() {
+        let c = load("").expect("empty");
+        assert_eq!(c.mode, DEFAULT_MODE);
+        assert_eq!(c.header_prefix, DEFAULT_HEADER_PREFIX);
+        assert_eq!(c.policy.clock_skew_seconds, DEFAULT_CLOCK_SKEW_SECONDS);
+        assert_eq!(c.policy.max_validity_seconds, DEFAULT_MAX_VALIDITY_SECONDS);
+        assert_eq!(c.policy.require_nonce, DEFAULT_REQUIRE_NONCE);
+        assert_eq!(c.policy.allow_test_keys, DEFAULT_ALLOW_TEST_KEYS);
+        assert_eq!(c.policy.max_signatures as u64, DEFAULT_MAX_SIGNATURES);
+        assert_eq!(c.replay_protection, DEFAULT_REPLAY_PROTECTION);
+        assert_eq!(c.max_body_bytes as u64, DEFAULT_MAX_BODY_BYTES);
+        assert_eq!(c.replay_capacity as u64, DEFAULT_REPLAY_CAPACITY);
+        assert_eq!(c.directory, DEFAULT_DIRECTORY);
+        let store = load(r#"{"replay_store":{"cluster":"r"}}"#).expect("store");
+        assert_eq!(
+            store.replay_store.map(|s| s.timeout_ms),
+            Some(DEFAULT_REPLAY_STORE_TIMEOUT_MS)
+        );
     }
 
     #[test]

@@ -1,6 +1,10 @@
 //! The verifier's own rules on top of the protocol: clock skew, validity, required coverage.
 
 use crate::component::Component;
+use crate::config::{
+    DEFAULT_ALLOW_TEST_KEYS, DEFAULT_CLOCK_SKEW_SECONDS, DEFAULT_MAX_SIGNATURES,
+    DEFAULT_MAX_VALIDITY_SECONDS, DEFAULT_REQUIRE_NONCE,
+};
 
 /// What an accepted Web Bot Auth signature must satisfy beyond RFC 9421.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,12 +26,13 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Policy {
-            clock_skew_seconds: 60,
-            max_validity_seconds: 86_400,
+            clock_skew_seconds: DEFAULT_CLOCK_SKEW_SECONDS,
+            max_validity_seconds: DEFAULT_MAX_VALIDITY_SECONDS,
             required_components: Vec::new(),
-            allow_test_keys: false,
-            require_nonce: false,
-            max_signatures: 3,
+            allow_test_keys: DEFAULT_ALLOW_TEST_KEYS,
+            require_nonce: DEFAULT_REQUIRE_NONCE,
+            // 3 fits every usize.
+            max_signatures: usize::try_from(DEFAULT_MAX_SIGNATURES).unwrap_or(1),
         }
     }
 }

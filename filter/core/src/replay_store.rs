@@ -39,7 +39,7 @@ pub struct ReplayStoreSettings {
 }
 
 fn default_timeout_ms() -> u64 {
-    250
+    crate::config::DEFAULT_REPLAY_STORE_TIMEOUT_MS
 }
 
 /// A verified request waiting for the store's answer: nothing is annotated or forwarded yet.

@@ -152,10 +152,10 @@ enum Command {
         #[arg(long, default_value = "GET")]
         method: String,
         /// Tolerated clock difference, in seconds.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = wba_filter::config::DEFAULT_CLOCK_SKEW_SECONDS)]
         clock_skew: i64,
         /// Longest accepted expires - created, in seconds.
-        #[arg(long, default_value_t = 86_400)]
+        #[arg(long, default_value_t = wba_filter::config::DEFAULT_MAX_VALIDITY_SECONDS)]
         max_validity: i64,
         /// Accept the RFC 9421 Appendix B test keys.
         #[arg(long)]
