@@ -318,12 +318,6 @@ pub fn is_validation_mode() -> bool {
 pub struct FilterHandle(FilterEnvoyPtr);
 
 impl FilterHandle {
-    /// A handle over an arbitrary pointer (the tests' fake streams are numbered).
-    #[cfg(test)]
-    pub(crate) fn from_raw(p: FilterEnvoyPtr) -> Self {
-        FilterHandle(p)
-    }
-
     /// The request headers (pseudo-headers included), bytes decoded lossily (HTTP/1.1 allows
     /// bytes 0x80-0xFF in values; such a covered field then fails verification: the safe
     /// side). `None` when Envoy has none to give.
@@ -335,8 +329,7 @@ impl FilterHandle {
         unsafe {
             let size = (h.get_headers_size)(self.0, HeaderType::REQUEST_HEADER);
             let mut raw = vec![EnvoyHttpHeader::EMPTY; size];
-            if size > 0 && !(h.get_headers)(self.0, HeaderType::REQUEST_HEADER, raw.as_mut_ptr())
-            {
+            if size > 0 && !(h.get_headers)(self.0, HeaderType::REQUEST_HEADER, raw.as_mut_ptr()) {
                 return None;
             }
             Some(
@@ -344,8 +337,7 @@ impl FilterHandle {
                     .map(|e| {
                         (
                             String::from_utf8_lossy(lent(e.key_ptr, e.key_length)).into_owned(),
-                            String::from_utf8_lossy(lent(e.value_ptr, e.value_length))
-                                .into_owned(),
+                            String::from_utf8_lossy(lent(e.value_ptr, e.value_length)).into_owned(),
                         )
                     })
                     .collect(),
@@ -386,7 +378,13 @@ impl FilterHandle {
 
     /// Answers the request locally. May run other hooks of this stream before it returns:
     /// call it with no borrow of the stream's state held.
-    pub fn send_response(self, status: u16, headers: &[(String, String)], body: &str, details: &str) {
+    pub fn send_response(
+        self,
+        status: u16,
+        headers: &[(String, String)],
+        body: &str,
+        details: &str,
+    ) {
         let Some(h) = host() else {
             return;
         };
@@ -557,11 +555,6 @@ unsafe impl Send for ConfigHandle {}
 unsafe impl Sync for ConfigHandle {}
 
 impl ConfigHandle {
-    #[cfg(test)]
-    pub(crate) fn from_raw(p: ConfigEnvoyPtr) -> Self {
-        ConfigHandle(p)
-    }
-
     /// Defines a counter (only during `config_new`).
     pub fn define_counter(self, name: &str) -> Option<MetricId> {
         self.define(name, false)
@@ -574,7 +567,11 @@ impl ConfigHandle {
 
     fn define(self, name: &str, gauge: bool) -> Option<MetricId> {
         let h = host()?;
-        let f = if gauge { h.define_gauge } else { h.define_counter };
+        let f = if gauge {
+            h.define_gauge
+        } else {
+            h.define_counter
+        };
         let mut id: usize = 0;
         // SAFETY: live handle, main thread inside config_new; no labels; `id` is a valid
         // out-pointer; the name outlives the call.
@@ -756,7 +753,12 @@ unsafe fn copy_answer(
         let hs = unsafe { std::slice::from_raw_parts(headers, n_headers) };
         for e in hs {
             // SAFETY: each entry points to bytes valid for the call (Envoy's answer).
-            let (k, v) = unsafe { (lent(e.key_ptr, e.key_length), lent(e.value_ptr, e.value_length)) };
+            let (k, v) = unsafe {
+                (
+                    lent(e.key_ptr, e.key_length),
+                    lent(e.value_ptr, e.value_length),
+                )
+            };
             answer.headers.push((
                 String::from_utf8_lossy(k).into_owned(),
                 String::from_utf8_lossy(v).into_owned(),
@@ -773,7 +775,9 @@ unsafe fn copy_answer(
             if bytes.len() > room {
                 cut = true;
             }
-            answer.body.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            answer
+                .body
+                .extend_from_slice(&bytes[..bytes.len().min(room)]);
         }
     }
     (answer, cut)
@@ -791,7 +795,7 @@ fn guarded<R>(what: &str, fallback: R, on_panic: impl FnOnce(), f: impl FnOnce()
             let _ = catch_unwind(AssertUnwindSafe(|| {
                 log(
                     LogLevel::ERROR,
-                    &format!("web_bot_auth: internal error (panic) in {what}"),
+                    &format!("web-bot-auth: internal error (panic) in {what}"),
                 );
                 on_panic();
             }));
@@ -889,9 +893,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 ) -> ConfigModulePtr {
     // SAFETY: Envoy's buffers are valid for the duration of this call; copied before return.
     let (name, json) = unsafe { (lent(name.ptr, name.length), lent(config.ptr, config.length)) };
-    let made = guarded("config_new", None, || {}, || {
-        FilterConfig::new(ConfigHandle(config_envoy), name, json)
-    });
+    let made = guarded(
+        "config_new",
+        None,
+        || {},
+        || FilterConfig::new(ConfigHandle(config_envoy), name, json),
+    );
     match made {
         Some(c) => Box::into_raw(Box::new(c)).cast_const().cast(),
         None => std::ptr::null(),
@@ -901,7 +908,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 /// # Safety
 /// `config` is a pointer `config_new` returned, passed once.
 #[no_mangle]
-pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: ConfigModulePtr) {
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
+    config: ConfigModulePtr,
+) {
     if config.is_null() {
         return;
     }
@@ -923,9 +932,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
     let Some(config) = (unsafe { config_ref(config) }) else {
         return std::ptr::null();
     };
-    let made = guarded("filter_new", None, || {}, || {
-        Some(Stream::new(config, FilterHandle(filter_envoy)))
-    });
+    let made = guarded(
+        "filter_new",
+        None,
+        || {},
+        || Some(Stream::new(config, FilterHandle(filter_envoy))),
+    );
     match made {
         Some(s) => Box::into_raw(Box::new(s)).cast_const().cast(),
         None => std::ptr::null(),
@@ -1134,7 +1146,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     let Some(config) = (unsafe { config_ref(config) }) else {
         return;
     };
-    guarded("config_scheduled", (), || {}, || config.on_scheduled(event_id));
+    guarded(
+        "config_scheduled",
+        (),
+        || {},
+        || config.on_scheduled(event_id),
+    );
 }
 
 /// The answer to a config-level callout (a key fetch; main thread).
@@ -1160,7 +1177,621 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
     let max = config.max_directory_bytes();
     // SAFETY: the caller's contract.
     let (answer, cut) = unsafe { copy_answer(result, headers, n_headers, chunks, n_chunks, max) };
-    guarded("config_http_callout_done", (), || {}, || {
-        config.on_callout_done(callout_id, answer, cut)
-    });
+    guarded(
+        "config_http_callout_done",
+        (),
+        || {},
+        || config.on_callout_done(callout_id, answer, cut),
+    );
+}
+
+/// A fake Envoy for unit tests: the callback table over per-thread state (each test runs on
+/// its own thread), and a driver that calls the module's hooks as Envoy would. Pointers to
+/// Envoy objects are numbers (stream `n` is address `n`).
+#[cfg(test)]
+pub(crate) mod fake {
+    use super::*;
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    type Headers = Vec<(String, String)>;
+    /// A local reply: status, headers, body, details.
+    pub type Sent = (u32, Headers, String, String);
+    /// A callout: id, cluster, headers.
+    pub type Callout = (u64, String, Headers);
+
+    #[derive(Debug, Default, Clone)]
+    pub struct FakeStream {
+        pub headers: Vec<(String, String)>,
+        /// (status, headers, body, details)
+        pub sent: Vec<Sent>,
+        pub continued: u32,
+        pub filter_state: Vec<(String, String)>,
+        pub buffer_limit: u64,
+        /// The frame of the current body hook, and what Envoy buffered for the filter.
+        pub received: Vec<u8>,
+        pub buffered: Vec<u8>,
+        /// (id, cluster, headers)
+        pub callouts: Vec<Callout>,
+        /// What `http_callout` answers (0: success).
+        pub callout_init: u32,
+    }
+
+    #[derive(Debug, Default)]
+    pub struct FakeEnvoy {
+        pub streams: HashMap<usize, FakeStream>,
+        pub metric_names: Vec<String>,
+        pub values: HashMap<usize, u64>,
+        pub logs: Vec<(u32, String)>,
+        pub validation_mode: bool,
+        pub config_events: Vec<u64>,
+        /// (stream, event) committed to stream schedulers.
+        pub stream_events: Vec<(usize, u64)>,
+        /// Live stream schedulers: scheduler -> stream.
+        pub schedulers: HashMap<usize, usize>,
+        pub config_schedulers: usize,
+        /// (id, cluster, headers)
+        pub config_callouts: Vec<Callout>,
+        pub config_callout_init: u32,
+        /// Misuses of the ABI the fake noticed (a real Envoy would misbehave).
+        pub violations: Vec<String>,
+        next: usize,
+    }
+
+    impl FakeEnvoy {
+        fn next(&mut self) -> usize {
+            self.next += 1;
+            self.next
+        }
+
+        /// A stat's value by name.
+        pub fn stat(&self, name: &str) -> u64 {
+            self.metric_names
+                .iter()
+                .position(|n| n == name)
+                .and_then(|i| self.values.get(&i).copied())
+                .unwrap_or(0)
+        }
+    }
+
+    thread_local! {
+        static ENVOY: RefCell<FakeEnvoy> = RefCell::new(FakeEnvoy {
+            validation_mode: true,
+            ..FakeEnvoy::default()
+        });
+    }
+
+    pub fn with<R>(f: impl FnOnce(&mut FakeEnvoy) -> R) -> R {
+        ENVOY.with(|e| f(&mut e.borrow_mut()))
+    }
+
+    fn id(p: *mut c_void) -> usize {
+        p.addr()
+    }
+
+    fn ptr(n: usize) -> *mut c_void {
+        std::ptr::without_provenance_mut(n)
+    }
+
+    /// # Safety
+    /// `b` must be NULL or valid for its length.
+    unsafe fn text(b: ModuleBuffer) -> String {
+        // SAFETY: the caller's contract.
+        String::from_utf8_lossy(unsafe { lent(b.ptr, b.length) }).into_owned()
+    }
+
+    /// # Safety
+    /// `h` must be NULL or `n` valid headers.
+    unsafe fn pairs(h: *mut ModuleHttpHeader, n: usize) -> Vec<(String, String)> {
+        if h.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: the caller's contract.
+        let hs = unsafe { std::slice::from_raw_parts(h, n) };
+        hs.iter()
+            .map(|e| {
+                // SAFETY: the module's header views point to live strings during the call.
+                unsafe {
+                    (
+                        String::from_utf8_lossy(lent(e.key_ptr, e.key_length)).into_owned(),
+                        String::from_utf8_lossy(lent(e.value_ptr, e.value_length)).into_owned(),
+                    )
+                }
+            })
+            .collect()
+    }
+
+    unsafe extern "C" fn log(level: LogLevel, m: ModuleBuffer) {
+        // SAFETY: the module passes a valid buffer.
+        let m = unsafe { text(m) };
+        with(|e| e.logs.push((level.0, m)));
+    }
+    unsafe extern "C" fn log_enabled(_: LogLevel) -> bool {
+        true
+    }
+    unsafe extern "C" fn is_validation_mode() -> bool {
+        with(|e| e.validation_mode)
+    }
+    unsafe extern "C" fn get_headers_size(f: FilterEnvoyPtr, _: HeaderType) -> usize {
+        with(|e| e.streams.get(&id(f)).map_or(0, |s| s.headers.len()))
+    }
+    unsafe extern "C" fn get_headers(
+        f: FilterEnvoyPtr,
+        _: HeaderType,
+        out: *mut EnvoyHttpHeader,
+    ) -> bool {
+        with(|e| {
+            let Some(s) = e.streams.get(&id(f)) else {
+                return false;
+            };
+            for (i, (k, v)) in s.headers.iter().enumerate() {
+                // SAFETY: the module allocated `get_headers_size` entries; the strings live
+                // in the thread's fake until the module changes the map (it copies first).
+                unsafe {
+                    out.add(i).write(EnvoyHttpHeader {
+                        key_ptr: k.as_ptr().cast(),
+                        key_length: k.len(),
+                        value_ptr: v.as_ptr().cast(),
+                        value_length: v.len(),
+                    });
+                }
+            }
+            true
+        })
+    }
+    unsafe extern "C" fn set_header(
+        f: FilterEnvoyPtr,
+        _: HeaderType,
+        k: ModuleBuffer,
+        v: ModuleBuffer,
+    ) -> bool {
+        // SAFETY: valid buffers from the module (a NULL value means remove).
+        let (key, value) = unsafe { (text(k), (!v.ptr.is_null()).then(|| text(v))) };
+        with(|e| {
+            let Some(s) = e.streams.get_mut(&id(f)) else {
+                return false;
+            };
+            s.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&key));
+            if let Some(v) = value {
+                s.headers.push((key, v));
+            }
+            true
+        })
+    }
+    unsafe extern "C" fn send_response(
+        f: FilterEnvoyPtr,
+        status: u32,
+        h: *mut ModuleHttpHeader,
+        n: usize,
+        body: ModuleBuffer,
+        details: ModuleBuffer,
+    ) {
+        // SAFETY: valid views from the module.
+        let (h, body, details) = unsafe { (pairs(h, n), text(body), text(details)) };
+        with(|e| {
+            if let Some(s) = e.streams.get_mut(&id(f)) {
+                s.sent.push((status, h, body, details));
+            }
+        });
+    }
+    unsafe extern "C" fn continue_decoding(f: FilterEnvoyPtr) {
+        with(|e| {
+            if let Some(s) = e.streams.get_mut(&id(f)) {
+                s.continued += 1;
+            }
+        });
+    }
+    unsafe extern "C" fn get_buffer_limit(f: FilterEnvoyPtr) -> u64 {
+        with(|e| e.streams.get(&id(f)).map_or(0, |s| s.buffer_limit))
+    }
+    unsafe extern "C" fn set_buffer_limit(f: FilterEnvoyPtr, l: u64) {
+        with(|e| {
+            if let Some(s) = e.streams.get_mut(&id(f)) {
+                s.buffer_limit = l;
+            }
+        });
+    }
+    fn body_of(s: &FakeStream, kind: BodyType) -> &Vec<u8> {
+        if kind == BodyType::BUFFERED_REQUEST_BODY {
+            &s.buffered
+        } else {
+            &s.received
+        }
+    }
+    unsafe extern "C" fn get_body_chunks_size(f: FilterEnvoyPtr, kind: BodyType) -> usize {
+        with(|e| {
+            e.streams
+                .get(&id(f))
+                .map_or(0, |s| usize::from(!body_of(s, kind).is_empty()))
+        })
+    }
+    unsafe extern "C" fn get_body_chunks(
+        f: FilterEnvoyPtr,
+        kind: BodyType,
+        out: *mut EnvoyBuffer,
+    ) -> bool {
+        with(|e| {
+            let Some(s) = e.streams.get(&id(f)) else {
+                return false;
+            };
+            let b = body_of(s, kind);
+            if !b.is_empty() {
+                // SAFETY: the module allocated one entry (chunks_size); the bytes live in
+                // the fake until the driver changes them.
+                unsafe {
+                    out.write(EnvoyBuffer {
+                        ptr: b.as_ptr().cast(),
+                        length: b.len(),
+                    })
+                };
+            }
+            true
+        })
+    }
+    unsafe extern "C" fn set_filter_state_bytes(
+        f: FilterEnvoyPtr,
+        k: ModuleBuffer,
+        v: ModuleBuffer,
+    ) -> bool {
+        // SAFETY: valid buffers from the module.
+        let (k, v) = unsafe { (text(k), text(v)) };
+        with(|e| {
+            let Some(s) = e.streams.get_mut(&id(f)) else {
+                return false;
+            };
+            // Envoy's read-only filter state: a second value for a key is a bug.
+            if s.filter_state.iter().any(|(n, _)| *n == k) {
+                e.violations.push(format!("filter state {k} set twice"));
+                return false;
+            }
+            s.filter_state.push((k, v));
+            true
+        })
+    }
+    unsafe extern "C" fn define(
+        _: ConfigEnvoyPtr,
+        name: ModuleBuffer,
+        _: *mut ModuleBuffer,
+        _: usize,
+        out: *mut usize,
+    ) -> MetricsResult {
+        // SAFETY: valid buffer and out-pointer from the module.
+        let name = unsafe { text(name) };
+        let i = with(|e| {
+            e.metric_names.push(name);
+            e.metric_names.len() - 1
+        });
+        // SAFETY: valid out-pointer.
+        unsafe { out.write(i) };
+        MetricsResult::SUCCESS
+    }
+    unsafe extern "C" fn add(
+        p: *mut c_void,
+        i: usize,
+        _: *mut ModuleBuffer,
+        _: usize,
+        v: u64,
+    ) -> MetricsResult {
+        let _ = p;
+        with(|e| *e.values.entry(i).or_default() += v);
+        MetricsResult::SUCCESS
+    }
+    unsafe extern "C" fn set(
+        _: *mut c_void,
+        i: usize,
+        _: *mut ModuleBuffer,
+        _: usize,
+        v: u64,
+    ) -> MetricsResult {
+        with(|e| e.values.insert(i, v));
+        MetricsResult::SUCCESS
+    }
+    unsafe extern "C" fn http_callout(
+        f: FilterEnvoyPtr,
+        out: *mut u64,
+        cluster: ModuleBuffer,
+        h: *mut ModuleHttpHeader,
+        n: usize,
+        _: ModuleBuffer,
+        _: u64,
+    ) -> CalloutInitResult {
+        // SAFETY: valid views from the module.
+        let (cluster, h) = unsafe { (text(cluster), pairs(h, n)) };
+        let r = with(|e| {
+            let cid = e.next() as u64;
+            let s = e.streams.get_mut(&id(f))?;
+            if s.callout_init != 0 {
+                return Some((s.callout_init, 0));
+            }
+            s.callouts.push((cid, cluster, h));
+            Some((0, cid))
+        });
+        let Some((init, cid)) = r else {
+            return CalloutInitResult::CANNOT_CREATE_REQUEST;
+        };
+        // SAFETY: valid out-pointer.
+        unsafe { out.write(cid) };
+        CalloutInitResult(init)
+    }
+    unsafe extern "C" fn config_http_callout(
+        _: ConfigEnvoyPtr,
+        out: *mut u64,
+        cluster: ModuleBuffer,
+        h: *mut ModuleHttpHeader,
+        n: usize,
+        _: ModuleBuffer,
+        _: u64,
+    ) -> CalloutInitResult {
+        // SAFETY: valid views from the module.
+        let (cluster, h) = unsafe { (text(cluster), pairs(h, n)) };
+        let (init, cid) = with(|e| {
+            let cid = e.next() as u64;
+            if e.config_callout_init != 0 {
+                return (e.config_callout_init, 0);
+            }
+            e.config_callouts.push((cid, cluster, h));
+            (0, cid)
+        });
+        // SAFETY: valid out-pointer.
+        unsafe { out.write(cid) };
+        CalloutInitResult(init)
+    }
+    unsafe extern "C" fn scheduler_new(f: FilterEnvoyPtr) -> SchedulerPtr {
+        with(|e| {
+            let s = e.next();
+            e.schedulers.insert(s, id(f));
+            ptr(s)
+        })
+    }
+    unsafe extern "C" fn scheduler_commit(s: SchedulerPtr, event: u64) {
+        with(|e| match e.schedulers.get(&id(s)) {
+            Some(stream) => {
+                let stream = *stream;
+                e.stream_events.push((stream, event));
+            }
+            None => e.violations.push("commit to a deleted scheduler".into()),
+        });
+    }
+    unsafe extern "C" fn scheduler_delete(s: SchedulerPtr) {
+        with(|e| {
+            if e.schedulers.remove(&id(s)).is_none() {
+                e.violations.push("scheduler deleted twice".into());
+            }
+        });
+    }
+    unsafe extern "C" fn config_scheduler_new(_: ConfigEnvoyPtr) -> ConfigSchedulerPtr {
+        with(|e| {
+            e.config_schedulers += 1;
+            ptr(e.next())
+        })
+    }
+    unsafe extern "C" fn config_scheduler_commit(_: ConfigSchedulerPtr, event: u64) {
+        // The ticker thread commits too: its own (unused) fake state.
+        with(|e| e.config_events.push(event));
+    }
+    unsafe extern "C" fn config_scheduler_delete(_: ConfigSchedulerPtr) {
+        with(|e| e.config_schedulers -= 1);
+    }
+
+    /// Installs the fake table (once per test process) and resets this thread's fake Envoy.
+    pub fn install() {
+        let _ = super::install(HostApi {
+            log,
+            log_enabled,
+            is_validation_mode,
+            get_headers_size,
+            get_headers,
+            set_header,
+            send_response,
+            continue_decoding,
+            get_buffer_limit,
+            set_buffer_limit,
+            get_body_chunks_size,
+            get_body_chunks,
+            set_filter_state_bytes,
+            define_counter: define,
+            define_gauge: define,
+            increment_counter: add,
+            set_gauge: set,
+            config_increment_counter: add,
+            config_set_gauge: set,
+            http_callout,
+            config_http_callout,
+            scheduler_new,
+            scheduler_commit,
+            scheduler_delete,
+            config_scheduler_new,
+            config_scheduler_commit,
+            config_scheduler_delete,
+        });
+        with(|e| {
+            *e = FakeEnvoy {
+                validation_mode: true,
+                ..FakeEnvoy::default()
+            }
+        });
+    }
+
+    /// A configuration as Envoy makes it (`None`: refused).
+    pub struct Config(ConfigModulePtr);
+
+    impl Config {
+        pub fn new(name: &str, json: &str) -> Option<Config> {
+            let b = |s: &str| EnvoyBuffer {
+                ptr: s.as_ptr().cast(),
+                length: s.len(),
+            };
+            // SAFETY: buffers valid for the call.
+            let p = unsafe {
+                envoy_dynamic_module_on_http_filter_config_new(ptr(0xC0), b(name), b(json))
+            };
+            (!p.is_null()).then_some(Config(p))
+        }
+
+        pub fn scheduled(&self, event: u64) {
+            // SAFETY: alive until drop.
+            unsafe {
+                envoy_dynamic_module_on_http_filter_config_scheduled(ptr(0xC0), self.0, event)
+            }
+        }
+
+        /// Answers a config callout: status and headers, one body chunk.
+        pub fn answer(
+            &self,
+            id: u64,
+            result: CalloutResult,
+            headers: &[(&str, &str)],
+            body: &[u8],
+        ) {
+            let hs: Vec<EnvoyHttpHeader> = headers
+                .iter()
+                .map(|(k, v)| EnvoyHttpHeader {
+                    key_ptr: k.as_ptr().cast(),
+                    key_length: k.len(),
+                    value_ptr: v.as_ptr().cast(),
+                    value_length: v.len(),
+                })
+                .collect();
+            let chunk = [EnvoyBuffer {
+                ptr: body.as_ptr().cast(),
+                length: body.len(),
+            }];
+            // SAFETY: alive; views valid for the call.
+            unsafe {
+                envoy_dynamic_module_on_http_filter_config_http_callout_done(
+                    ptr(0xC0),
+                    self.0,
+                    id,
+                    result,
+                    hs.as_ptr(),
+                    hs.len(),
+                    chunk.as_ptr(),
+                    1,
+                )
+            }
+        }
+
+        pub fn stream(&self, headers: &[(&str, &str)]) -> Stream {
+            let n = with(|e| {
+                let n = e.next() + 0x1000;
+                e.streams.insert(
+                    n,
+                    FakeStream {
+                        headers: headers
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        // Below max_body_bytes, as Envoy's default can be.
+                        buffer_limit: 1024,
+                        ..FakeStream::default()
+                    },
+                );
+                n
+            });
+            // SAFETY: the config is alive.
+            let p = unsafe { envoy_dynamic_module_on_http_filter_new(self.0, ptr(n)) };
+            assert!(!p.is_null());
+            Stream { n, p }
+        }
+    }
+
+    impl Drop for Config {
+        fn drop(&mut self) {
+            // SAFETY: from config_new, destroyed once.
+            unsafe { envoy_dynamic_module_on_http_filter_config_destroy(self.0) }
+        }
+    }
+
+    /// A stream as Envoy drives it.
+    pub struct Stream {
+        pub n: usize,
+        p: FilterModulePtr,
+    }
+
+    impl Stream {
+        pub fn fake<R>(&self, f: impl FnOnce(&mut FakeStream) -> R) -> R {
+            with(|e| f(e.streams.get_mut(&self.n).expect("stream")))
+        }
+
+        pub fn headers(&self, end_of_stream: bool) -> HeadersStatus {
+            envoy_dynamic_module_on_http_filter_request_headers(ptr(self.n), self.p, end_of_stream)
+        }
+
+        /// One body frame; buffered as Envoy would when the filter says so.
+        pub fn body(&self, chunk: &[u8], end_of_stream: bool) -> BodyStatus {
+            self.fake(|s| s.received = chunk.to_vec());
+            let r = envoy_dynamic_module_on_http_filter_request_body(
+                ptr(self.n),
+                self.p,
+                end_of_stream,
+            );
+            self.fake(|s| {
+                let frame = std::mem::take(&mut s.received);
+                if r == BodyStatus::STOP_ITERATION_AND_BUFFER {
+                    s.buffered.extend(frame);
+                }
+            });
+            r
+        }
+
+        pub fn trailers(&self) -> TrailersStatus {
+            envoy_dynamic_module_on_http_filter_request_trailers(ptr(self.n), self.p)
+        }
+
+        /// Runs the scheduler events committed to this stream.
+        pub fn run_events(&self) -> usize {
+            let mine: Vec<u64> = with(|e| {
+                let (mine, rest): (Vec<_>, Vec<_>) =
+                    e.stream_events.drain(..).partition(|(s, _)| *s == self.n);
+                e.stream_events = rest;
+                mine.into_iter().map(|(_, ev)| ev).collect()
+            });
+            for ev in &mine {
+                envoy_dynamic_module_on_http_filter_scheduled(ptr(self.n), self.p, *ev);
+            }
+            mine.len()
+        }
+
+        pub fn callout_done(
+            &self,
+            id: u64,
+            result: CalloutResult,
+            status: Option<&str>,
+            body: &[u8],
+        ) {
+            let hs: Vec<EnvoyHttpHeader> = status
+                .iter()
+                .map(|v| EnvoyHttpHeader {
+                    key_ptr: ":status".as_ptr().cast(),
+                    key_length: 7,
+                    value_ptr: v.as_ptr().cast(),
+                    value_length: v.len(),
+                })
+                .collect();
+            let chunk = [EnvoyBuffer {
+                ptr: body.as_ptr().cast(),
+                length: body.len(),
+            }];
+            // SAFETY: alive; views valid for the call.
+            unsafe {
+                envoy_dynamic_module_on_http_filter_http_callout_done(
+                    ptr(self.n),
+                    self.p,
+                    id,
+                    result,
+                    hs.as_ptr(),
+                    hs.len(),
+                    chunk.as_ptr(),
+                    1,
+                )
+            }
+        }
+
+        pub fn complete(self) -> FakeStream {
+            envoy_dynamic_module_on_http_filter_stream_complete(ptr(self.n), self.p);
+            // SAFETY: from filter_new, destroyed once.
+            unsafe { envoy_dynamic_module_on_http_filter_destroy(self.p) };
+            with(|e| e.streams.remove(&self.n).expect("stream"))
+        }
+    }
 }

@@ -70,13 +70,23 @@ impl fmt::Display for AbiError {
                     f,
                     "this Envoy's ABI differs ({} missing: {}; {} unknown: {})",
                     missing.len(),
-                    if missing.is_empty() { "-".to_string() } else { some_of(missing) },
+                    if missing.is_empty() {
+                        "-".to_string()
+                    } else {
+                        some_of(missing)
+                    },
                     unknown.len(),
-                    if unknown.is_empty() { "-".to_string() } else { some_of(unknown) },
+                    if unknown.is_empty() {
+                        "-".to_string()
+                    } else {
+                        some_of(unknown)
+                    },
                 )?;
             }
         }
-        f.write_str(" -- refusing to load: use the module built for this Envoy version, or the wasm module")
+        f.write_str(
+            " -- refusing to load: use the module built for this Envoy version, or the wasm module",
+        )
     }
 }
 
@@ -141,7 +151,10 @@ mod tests {
             }
         );
         let line = err.to_string();
-        assert!(line.contains("4 missing: b, c, d and 1 more; 1 unknown: x"), "{line}");
+        assert!(
+            line.contains("4 missing: b, c, d and 1 more; 1 unknown: x"),
+            "{line}"
+        );
         assert!(!line.contains('\n'));
         let newer = compare(["a"], &set(&["a", "z"])).unwrap_err().to_string();
         assert!(newer.contains("0 missing: -; 1 unknown: z"), "{newer}");
@@ -181,6 +194,9 @@ mod tests {
     fn this_test_binary_is_refused() {
         // Not Envoy: exports none of the callbacks.
         let err = check_running_envoy().unwrap_err().to_string();
-        assert!(err.contains("781 missing") || err.contains("782 missing"), "{err}");
+        assert!(
+            err.contains("781 missing") || err.contains("782 missing"),
+            "{err}"
+        );
     }
 }
