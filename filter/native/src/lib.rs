@@ -36,3 +36,6 @@ pub mod config;
 pub mod elf;
 pub mod fetcher;
 pub mod stream;
+
+#[cfg(test)]
+mod no_panic;
