@@ -1787,6 +1787,11 @@ pub(crate) mod fake {
             }
         }
 
+        /// Envoy completes the stream (the module's state lives on until `destroy`).
+        pub fn stream_complete(&self) {
+            envoy_dynamic_module_on_http_filter_stream_complete(ptr(self.n), self.p);
+        }
+
         pub fn complete(self) -> FakeStream {
             envoy_dynamic_module_on_http_filter_stream_complete(ptr(self.n), self.p);
             // SAFETY: from filter_new, destroyed once.

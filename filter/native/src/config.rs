@@ -26,6 +26,14 @@ pub enum FilterConfig {
     Hold,
 }
 
+// Envoy hands the configuration to every worker's streams and calls its config hooks on the
+// main thread: it must be shareable across threads (checked here, since Envoy holds it as a
+// raw pointer the compiler cannot see through).
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<FilterConfig>();
+};
+
 /// Whether the "no hold companion needed" line was logged (once per process).
 static HOLD_NOTED: AtomicBool = AtomicBool::new(false);
 

@@ -85,6 +85,9 @@ pub struct Stream {
     logged: Cell<u8>,
     /// Its scheduler is registered with the fetcher.
     registered: Cell<bool>,
+    /// Envoy completed the stream (a client that went away, say): late scheduler events and
+    /// callout answers are ignored.
+    completed: Cell<bool>,
     /// A store callout is being sent: an answer that comes inside the send waits here.
     calling_out: Cell<bool>,
     early_answer: RefCell<Option<CalloutAnswer>>,
@@ -109,6 +112,7 @@ impl Stream {
             concluded: Cell::new(false),
             logged: Cell::new(0),
             registered: Cell::new(false),
+            completed: Cell::new(false),
             calling_out: Cell::new(false),
             early_answer: RefCell::new(None),
         }
@@ -227,7 +231,7 @@ impl Stream {
         let Some(shared) = self.shared.clone() else {
             return;
         };
-        if event != EVENT_KEYS {
+        if event != EVENT_KEYS || self.completed.get() {
             return;
         }
         let step = {
@@ -258,6 +262,9 @@ impl Stream {
         let Some(shared) = self.shared.clone() else {
             return;
         };
+        if self.completed.get() {
+            return;
+        }
         if self.calling_out.get() {
             // Inside the send (the hook that sends decides once it returns).
             if let Ok(mut early) = self.early_answer.try_borrow_mut() {
@@ -281,7 +288,9 @@ impl Stream {
         self.act(step, true);
     }
 
-    pub fn on_stream_complete(&self) {}
+    pub fn on_stream_complete(&self) {
+        self.completed.set(true);
+    }
 
     /// `filter_destroy`: a stream that registered a scheduler deletes it; a waiting one is
     /// forgotten by the main thread.
@@ -802,6 +811,22 @@ pub(crate) mod tests {
         config.scheduled(EVENT_WAKE);
         answer_fetch(&config, "200");
         // Nothing committed to the deleted scheduler (the fake records that as a violation).
+        no_violations();
+    }
+
+    #[test]
+    fn a_completed_stream_ignores_a_late_resume() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &fetched("enforce")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(true), HeadersStatus::STOP_ITERATION);
+        config.scheduled(EVENT_WAKE);
+        // The client goes away; Envoy completes the stream before destroying it.
+        s.stream_complete();
+        answer_fetch(&config, "200");
+        assert_eq!(s.run_events(), 1);
+        let done = s.complete();
+        assert_eq!((done.continued, done.sent.len()), (0, 0));
         no_violations();
     }
 
