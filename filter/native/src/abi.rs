@@ -1215,6 +1215,10 @@ pub(crate) mod fake {
         pub callouts: Vec<Callout>,
         /// What `http_callout` answers (0: success).
         pub callout_init: u32,
+        /// An answer (status) Envoy gives inside `http_callout`, before it returns.
+        pub inline_status: Option<String>,
+        /// The module's pointer for this stream (set by the driver).
+        module: usize,
     }
 
     #[derive(Debug, Default)]
@@ -1233,6 +1237,9 @@ pub(crate) mod fake {
         /// (id, cluster, headers)
         pub config_callouts: Vec<Callout>,
         pub config_callout_init: u32,
+        /// An answer (status) Envoy gives inside a config callout, before it returns.
+        pub config_inline_status: Option<String>,
+        config_module: usize,
         /// Misuses of the ABI the fake noticed (a real Envoy would misbehave).
         pub violations: Vec<String>,
         next: usize,
@@ -1501,14 +1508,30 @@ pub(crate) mod fake {
             let cid = e.next() as u64;
             let s = e.streams.get_mut(&id(f))?;
             if s.callout_init != 0 {
-                return Some((s.callout_init, 0));
+                return Some((s.callout_init, 0, None, 0));
             }
             s.callouts.push((cid, cluster, h));
-            Some((0, cid))
+            Some((0, cid, s.inline_status.take(), s.module))
         });
-        let Some((init, cid)) = r else {
+        let Some((init, cid, inline, module)) = r else {
             return CalloutInitResult::CANNOT_CREATE_REQUEST;
         };
+        if let Some(status) = inline {
+            let hs = [status_header(&status)];
+            // SAFETY: the stream's module pointer, alive; views valid for the call.
+            unsafe {
+                envoy_dynamic_module_on_http_filter_http_callout_done(
+                    f,
+                    std::ptr::with_exposed_provenance::<c_void>(module),
+                    cid,
+                    CalloutResult::SUCCESS,
+                    hs.as_ptr(),
+                    1,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+        }
         // SAFETY: valid out-pointer.
         unsafe { out.write(cid) };
         CalloutInitResult(init)
@@ -1524,18 +1547,43 @@ pub(crate) mod fake {
     ) -> CalloutInitResult {
         // SAFETY: valid views from the module.
         let (cluster, h) = unsafe { (text(cluster), pairs(h, n)) };
-        let (init, cid) = with(|e| {
+        let (init, cid, inline, module) = with(|e| {
             let cid = e.next() as u64;
             if e.config_callout_init != 0 {
-                return (e.config_callout_init, 0);
+                return (e.config_callout_init, 0, None, 0);
             }
             e.config_callouts.push((cid, cluster, h));
-            (0, cid)
+            (0, cid, e.config_inline_status.take(), e.config_module)
         });
+        if let Some(status) = inline {
+            let hs = [status_header(&status)];
+            // SAFETY: the config's module pointer, alive; views valid for the call.
+            unsafe {
+                envoy_dynamic_module_on_http_filter_config_http_callout_done(
+                    ptr(0xC0),
+                    std::ptr::with_exposed_provenance::<c_void>(module),
+                    cid,
+                    CalloutResult::SUCCESS,
+                    hs.as_ptr(),
+                    1,
+                    std::ptr::null(),
+                    0,
+                )
+            };
+        }
         // SAFETY: valid out-pointer.
         unsafe { out.write(cid) };
         CalloutInitResult(init)
     }
+    fn status_header(status: &str) -> EnvoyHttpHeader {
+        EnvoyHttpHeader {
+            key_ptr: ":status".as_ptr().cast(),
+            key_length: 7,
+            value_ptr: status.as_ptr().cast(),
+            value_length: status.len(),
+        }
+    }
+
     unsafe extern "C" fn scheduler_new(f: FilterEnvoyPtr) -> SchedulerPtr {
         with(|e| {
             let s = e.next();
@@ -1625,6 +1673,9 @@ pub(crate) mod fake {
             let p = unsafe {
                 envoy_dynamic_module_on_http_filter_config_new(ptr(0xC0), b(name), b(json))
             };
+            if !p.is_null() {
+                with(|e| e.config_module = p.expose_provenance());
+            }
             (!p.is_null()).then_some(Config(p))
         }
 
@@ -1691,6 +1742,7 @@ pub(crate) mod fake {
             // SAFETY: the config is alive.
             let p = unsafe { envoy_dynamic_module_on_http_filter_new(self.0, ptr(n)) };
             assert!(!p.is_null());
+            with(|e| e.streams.get_mut(&n).expect("stream").module = p.expose_provenance());
             Stream { n, p }
         }
     }

@@ -916,6 +916,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_signed_body_then_the_store() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &with_store("reject")).unwrap();
+        let body = b"pay 10";
+        let digest = content_digest::sha256(body);
+        let s = config.stream(&refs(&request(true, &[("content-digest", &digest)])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        assert_eq!(s.body(body, true), BodyStatus::STOP_ITERATION_AND_BUFFER);
+        let (id, _, _) = s.fake(|f| f.callouts.pop()).expect("the store is asked");
+        s.callout_done(id, CalloutResult::SUCCESS, Some("201"), b"");
+        let done = s.complete();
+        assert_eq!(done.continued, 1);
+        assert_eq!(header(&done, "x-web-bot-auth-result"), Some("verified"));
+        no_violations();
+    }
+
+    #[test]
     fn the_replay_store_is_asked_and_its_answer_decides() {
         fake::install();
         let config = FakeConfig::new("web_bot_auth", &with_store("reject")).unwrap();
@@ -931,6 +948,44 @@ pub(crate) mod tests {
             assert_eq!(done.continued == 1, passes, "{status}");
             assert_eq!(done.sent.len() == 1, !passes, "{status}");
         }
+        no_violations();
+    }
+
+    #[test]
+    fn a_store_answer_inside_the_callout_call_is_used() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &with_store("reject")).unwrap();
+        for (status, passes) in [("201", true), ("503", false)] {
+            let path = format!("/{status}");
+            let s = config.stream(&refs(&request(true, &[(":path", &path)])));
+            s.fake(|f| f.inline_status = Some(status.into()));
+            let expected = if passes {
+                HeadersStatus::CONTINUE
+            } else {
+                HeadersStatus::STOP_ITERATION
+            };
+            assert_eq!(s.headers(true), expected, "{status}");
+            let done = s.complete();
+            assert_eq!(done.sent.len() == 1, !passes);
+            assert_eq!(done.continued, 0, "decided in the headers hook itself");
+        }
+        no_violations();
+    }
+
+    #[test]
+    fn a_fetch_answer_inside_the_callout_call_is_used() {
+        fake::install();
+        fake::with(|e| e.config_inline_status = Some("503".into()));
+        let config = FakeConfig::new("web_bot_auth", &fetched("enforce")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(true), HeadersStatus::STOP_ITERATION);
+        config.scheduled(EVENT_WAKE);
+        assert_eq!(s.run_events(), 1, "resumed after the inline failure");
+        assert_eq!(
+            fake::with(|e| e.stat("web_bot_auth.directory.fetch_failed.status")),
+            1
+        );
+        s.complete();
         no_violations();
     }
 
