@@ -296,7 +296,11 @@ impl Stream {
     /// forgotten by the main thread.
     pub fn destroy(self) {
         if let (Some(shared), true) = (&self.shared, self.registered.get()) {
-            let waiting = matches!(self.state.borrow().phase, Phase::Waiting);
+            // Never borrowed here (the last hook); if it were, assume waiting (forget it).
+            let waiting = self
+                .state
+                .try_borrow()
+                .map_or(true, |st| matches!(st.phase, Phase::Waiting));
             shared.fetcher.stream_gone(self.token, waiting);
         }
     }
