@@ -156,7 +156,7 @@ pub struct LoadedKey {
 impl LoadedKey {
     /// The RFC 7638 thumbprint of the public key.
     pub fn thumbprint(&self) -> Result<String, JwkError> {
-        self.public_jwk.thumbprint()
+        self.public_jwk.thumbprint().map(String::from)
     }
 
     /// The signing key, or why this file cannot sign.
@@ -362,7 +362,7 @@ pub fn generate_key(algorithm: Algorithm, bits: usize) -> Result<PrivateKey, Key
 /// The public JWK of a key with `kid` set to its thumbprint.
 pub fn public_jwk(key: &PrivateKey) -> Jwk {
     let mut jwk = key.public_jwk();
-    jwk.kid = jwk.thumbprint().ok();
+    jwk.kid = jwk.thumbprint().ok().map(String::from);
     jwk
 }
 

@@ -88,7 +88,11 @@ impl ServeConfig {
                     w.push(format!("{s}: a verifier would skip this key"));
                 }
                 for k in &self.keys {
-                    let tp = k.public_jwk().thumbprint().unwrap_or_default();
+                    let tp = k
+                        .public_jwk()
+                        .thumbprint()
+                        .map(String::from)
+                        .unwrap_or_default();
                     if !listed.keys.iter().any(|l| l.thumbprint == tp) {
                         w.push(format!(
                             "signing key {tp} is not listed in the directory: its proof will not verify"

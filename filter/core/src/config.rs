@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::agent_url::AgentUrl;
 use crate::component::Component;
+use crate::header_prefix::HeaderPrefix;
 use crate::jwk::{Jwk, Key};
 use crate::policy::Policy;
 use crate::replay_store::ReplayStoreSettings;
@@ -176,8 +177,7 @@ impl AgentConfig {
 pub struct Config {
     pub role: Role,
     pub mode: Mode,
-    /// Lowercase.
-    pub header_prefix: String,
+    pub header_prefix: HeaderPrefix,
     pub policy: Policy,
     pub replay_protection: bool,
     /// Live signatures the replay table holds; a multiple of [`crate::replay::SLOTS`].
@@ -225,24 +225,7 @@ impl Config {
                 ));
             }
         }
-        let prefix = raw.header_prefix.to_ascii_lowercase();
-        if prefix.is_empty()
-            || !prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        {
-            return Err(err(format!(
-                "header_prefix {:?} must be a non-empty header name prefix",
-                raw.header_prefix
-            )));
-        }
-        for protected in ["signature", "signature-input", "signature-agent"] {
-            if crate::plan::is_owned_header(&prefix, protected) {
-                return Err(err(format!(
-                    "header_prefix {prefix:?} would remove the {protected} header"
-                )));
-            }
-        }
+        let prefix = HeaderPrefix::parse(&raw.header_prefix).map_err(|e| err(e.to_string()))?;
         let to_i64 = |v: u64, field: &str| {
             i64::try_from(v).map_err(|_| err(format!("{field} is too large")))
         };

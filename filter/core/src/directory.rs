@@ -11,7 +11,7 @@ use crate::component::{ComponentName, Derived};
 use crate::jwk::{Jwk, JwkError, Key};
 use crate::pipeline::{self, AlgorithmError, MissingParameter, Required, WindowError, WindowRules};
 use crate::request::{HttpRequest, HttpResponse};
-use crate::signature::{parse_signature_field, SignatureField};
+use crate::signature::{parse_signature_field, SignatureField, SignatureFieldError};
 use crate::signature_input::{parse_input_field, SignatureInput};
 
 /// The media type of a key directory.
@@ -75,6 +75,12 @@ pub struct SkippedKey {
 impl fmt::Display for SkippedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "key {}: {}", self.index, self.error)
+    }
+}
+
+impl std::error::Error for SkippedKey {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
     }
 }
 
@@ -169,7 +175,7 @@ pub fn build_key_set(keys: &[Jwk]) -> Result<String, JwkError> {
     let mut out = Vec::with_capacity(keys.len());
     for k in keys {
         let mut k = k.clone();
-        k.kid = Some(k.thumbprint()?);
+        k.kid = Some(k.thumbprint()?.into());
         let v: Value = serde_json::from_str(&k.to_json()).map_err(|_| JwkError::NotAnObject)?;
         out.push(v);
     }
@@ -306,11 +312,7 @@ pub fn verify_directory_response(
             ))]
         }
     };
-    let sigs = sigs.map(|s| {
-        parse_signature_field(&s)
-            .and_then(|f| f.check_all().map(|_| f))
-            .map_err(|e| e.to_string())
-    });
+    let sigs = sigs.map(|s| parse_signature_field(&s).and_then(|f| f.check_all().map(|_| f)));
     let digest = match response.header("content-digest") {
         Some(d) => check_content_digest(&d, body),
         None => Err(ProofError::MissingCoverage("content-digest")),
@@ -339,7 +341,7 @@ pub fn verify_directory_response(
 struct Proof<'a> {
     message: Message<'a>,
     /// The `Signature` field (every member a byte sequence), or why it is unusable.
-    signatures: &'a Option<Result<SignatureField, String>>,
+    signatures: &'a Option<Result<SignatureField, SignatureFieldError>>,
     /// Whether `Content-Digest` matches the body.
     digest: &'a Result<(), ProofError>,
     keys: &'a [Key],
@@ -353,7 +355,7 @@ impl Proof<'_> {
     fn check(&self, input: &SignatureInput) -> Result<(), ProofError> {
         let signature = match self.signatures {
             None => return Err(ProofError::NoSignature),
-            Some(Err(e)) => return Err(ProofError::Malformed(e.clone())),
+            Some(Err(e)) => return Err(ProofError::Malformed(e.to_string())),
             Some(Ok(sigs)) => pipeline::signature_member(sigs, &input.label)
                 .map_err(|_| ProofError::NoSignature)?,
         };
@@ -437,7 +439,7 @@ pub(crate) mod testing {
     }
 
     pub fn thumbprint(seed: u8) -> String {
-        jwk(seed).thumbprint().unwrap_or_default()
+        jwk(seed).thumbprint().map(String::from).unwrap_or_default()
     }
 
     /// One response signature: by key `seed`, naming `keyid` (the thumbprint of `seed`

@@ -8,7 +8,7 @@ use crate::directory::{
     parse_key_set, verify_directory_response, DirectoryError, KidRule, ProofCheck, SkippedKey,
     DIRECTORY_MEDIA_TYPE,
 };
-use crate::jwk::Key;
+use crate::jwk::{Key, Thumbprint};
 use crate::request::{combined, HttpRequest, HttpResponse};
 
 /// What a JWK Set URL other than the well-known directory may be served as.
@@ -116,6 +116,8 @@ impl fmt::Display for FetchFailure {
     }
 }
 
+impl std::error::Error for FetchFailure {}
+
 /// Whether the directory proved possession of a key by signing its response with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Proof {
@@ -159,7 +161,10 @@ pub enum Skipped {
     /// Not a usable public JWK.
     Unusable(SkippedKey),
     /// `require_proof` is set and this key's possession proof is not valid.
-    Unproven { thumbprint: String, proof: Proof },
+    Unproven {
+        thumbprint: Thumbprint,
+        proof: Proof,
+    },
 }
 
 impl fmt::Display for Skipped {
@@ -172,6 +177,8 @@ impl fmt::Display for Skipped {
         }
     }
 }
+
+impl std::error::Error for Skipped {}
 
 /// An accepted key set.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -623,7 +630,7 @@ mod tests {
     fn proofs(f: &Fetched) -> Vec<(String, Proof)> {
         f.keys
             .iter()
-            .map(|k| (k.key.thumbprint.clone(), k.proof))
+            .map(|k| (k.key.thumbprint.to_string(), k.proof))
             .collect()
     }
 
@@ -727,11 +734,11 @@ mod tests {
             f.skipped,
             vec![
                 Skipped::Unproven {
-                    thumbprint: thumbprint(2),
+                    thumbprint: crate::directory::testing::jwk(2).thumbprint().unwrap(),
                     proof: Proof::Invalid,
                 },
                 Skipped::Unproven {
-                    thumbprint: thumbprint(3),
+                    thumbprint: crate::directory::testing::jwk(3).thumbprint().unwrap(),
                     proof: Proof::Absent,
                 },
             ]

@@ -85,11 +85,89 @@ pub enum PublicKey {
     },
 }
 
+/// An RFC 7638 JWK thumbprint: the base64url (unpadded) SHA-256 of the key's canonical JSON.
+/// Only [`Jwk::thumbprint`] makes one, so a `Thumbprint` is always of that form; compared with
+/// a `keyid` as a string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Thumbprint(String);
+
+impl Thumbprint {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Thumbprint {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for Thumbprint {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for Thumbprint {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Thumbprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<Thumbprint> for String {
+    fn from(t: Thumbprint) -> String {
+        t.0
+    }
+}
+
+impl PartialEq<str> for Thumbprint {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Thumbprint {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for Thumbprint {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl PartialEq<Thumbprint> for str {
+    fn eq(&self, other: &Thumbprint) -> bool {
+        self == other.0
+    }
+}
+
+impl PartialEq<Thumbprint> for &str {
+    fn eq(&self, other: &Thumbprint) -> bool {
+        *self == other.0
+    }
+}
+
+impl PartialEq<Thumbprint> for String {
+    fn eq(&self, other: &Thumbprint) -> bool {
+        *self == other.0
+    }
+}
+
 /// A verified-for-shape key with its thumbprint and validity window.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key {
-    /// RFC 7638 SHA-256 thumbprint, base64url without padding.
-    pub thumbprint: String,
+    pub thumbprint: Thumbprint,
     pub public: PublicKey,
     pub jwk: Jwk,
 }
@@ -100,6 +178,17 @@ pub enum VerifyError {
     UnsupportedAlgorithm,
     BadSignature,
 }
+
+impl fmt::Display for VerifyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::UnsupportedAlgorithm => "the key is of no algorithm this verifier implements",
+            Self::BadSignature => "the signature does not match",
+        })
+    }
+}
+
+impl std::error::Error for VerifyError {}
 
 impl Jwk {
     /// Parses a public JWK; private members are refused.
@@ -221,8 +310,10 @@ impl Jwk {
     }
 
     /// The RFC 7638 SHA-256 thumbprint, base64url without padding.
-    pub fn thumbprint(&self) -> Result<String, JwkError> {
-        Ok(URL_SAFE_NO_PAD.encode(Sha256::digest(self.thumbprint_input()?.as_bytes())))
+    pub fn thumbprint(&self) -> Result<Thumbprint, JwkError> {
+        Ok(Thumbprint(URL_SAFE_NO_PAD.encode(Sha256::digest(
+            self.thumbprint_input()?.as_bytes(),
+        ))))
     }
 
     /// The key this JWK holds, checked for shape. The key type decides the algorithm; an `alg`

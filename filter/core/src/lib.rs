@@ -27,6 +27,7 @@ pub mod ed25519;
 pub mod fetch;
 pub mod fetch_coordinator;
 pub mod header_map;
+pub mod header_prefix;
 pub mod host;
 pub mod jwk;
 pub mod key_cache;

@@ -42,7 +42,7 @@ pub fn is_owned_header(prefix: &str, name: &str) -> bool {
 /// Builds the plan for `verdict`.
 pub fn plan(verdict: &Verdict, config: &Config) -> Plan {
     let p = &config.header_prefix;
-    let h = |suffix: &str, value: &str| (format!("{p}{suffix}"), value.to_string());
+    let h = |suffix: &str, value: &str| (p.header(suffix), value.to_string());
     let mut set = vec![h("result", verdict.outcome().token())];
     match verdict {
         Verdict::Verified(v) => {

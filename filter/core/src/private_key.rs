@@ -57,7 +57,10 @@ impl fmt::Debug for PrivateKey {
             f,
             "PrivateKey({}, {})",
             self.algorithm(),
-            self.public_jwk().thumbprint().unwrap_or_default()
+            self.public_jwk()
+                .thumbprint()
+                .map(String::from)
+                .unwrap_or_default()
         )
     }
 }
@@ -146,7 +149,7 @@ impl PrivateKey {
     /// set to the thumbprint).
     pub fn to_jwk(&self) -> Value {
         let mut public = self.public_jwk();
-        public.kid = public.thumbprint().ok();
+        public.kid = public.thumbprint().ok().map(String::from);
         let mut v: Value = serde_json::from_str(&public.to_json()).unwrap_or(Value::Null);
         let b64 = |b: &[u8]| Value::String(URL_SAFE_NO_PAD.encode(b));
         let mut private: Vec<(&str, Value)> = Vec::new();

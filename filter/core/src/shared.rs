@@ -22,6 +22,8 @@ impl fmt::Display for StoreError {
     }
 }
 
+impl std::error::Error for StoreError {}
+
 /// A byte map shared across workers.
 pub trait SharedStore {
     /// The value and its version (`cas`), or `(None, None)`.

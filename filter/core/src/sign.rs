@@ -218,6 +218,7 @@ pub fn sign_request<K: SignatureKey + ?Sized>(
         None => key
             .public_jwk()
             .thumbprint()
+            .map(String::from)
             .map_err(|e| SignError::Base(e.to_string()))?,
     };
     let mut params = Parameters::new();

@@ -527,7 +527,7 @@ fn verified(c: Candidate<'_>) -> Verified {
             .any(|x| x.is_field("content-digest") && !x.req && !x.tr),
         agent_url: c.url,
         agent_name: c.agent_name.to_string(),
-        key_id: c.key.thumbprint.clone(),
+        key_id: c.key.thumbprint.to_string(),
         label: c.input.label,
         covered: c.input.covered,
         created: c.created,
@@ -580,9 +580,7 @@ impl Tracer<'_> {
     ) -> Result<T, Failure> {
         match &r {
             Ok(v) => self.check(Some(label), name, true, || detail(v)),
-            Err(f) => self.check(Some(label), name, false, || {
-                format!("{}: {}", f.reason, f.detail)
-            }),
+            Err(f) => self.check(Some(label), name, false, || f.to_string()),
         }
         r
     }
@@ -658,7 +656,7 @@ mod tests {
     /// that still names the agent's key: it passes every cheap check and fails the crypto.
     fn signed(label: &str, seed: u8) -> crate::sign::SignedHeaders {
         let mut o = opts(label);
-        o.keyid = Some(ring().agents[0].keys[0].thumbprint.clone());
+        o.keyid = Some(ring().agents[0].keys[0].thumbprint.to_string());
         sign_request(&request(), &SigningKey::from_bytes(&[seed; 32]), &o).unwrap()
     }
 

@@ -231,7 +231,7 @@ fn rsa_signatures_of_the_wrong_length_or_salt_are_refused() {
     let PrivateKey::RsaPss(k) = key else { panic!() };
     use rsa::signature::{RandomizedSigner as _, SignatureEncoding as _};
     let mut o = opts();
-    o.keyid = Some(key.public_jwk().thumbprint().unwrap());
+    o.keyid = Some(key.public_jwk().thumbprint().unwrap().into());
     let base = sign_request(&request(), key, &o).unwrap().base;
     let short_salt =
         rsa::pss::BlindedSigningKey::<sha2::Sha512>::new_with_salt_len((**k).clone(), 32)
@@ -250,7 +250,11 @@ fn a_signature_by_the_short_rsa_key_finds_no_key() {
     for private in ["d", "p", "q", "dp", "dq", "qi"] {
         short.as_object_mut().unwrap().remove(private);
     }
-    let keyid = Jwk::from_value(&short).unwrap().thumbprint().unwrap();
+    let keyid: String = Jwk::from_value(&short)
+        .unwrap()
+        .thumbprint()
+        .unwrap()
+        .into();
     let mut o = opts();
     o.keyid = Some(keyid);
     // Signed with the 2048-bit key under the short key's keyid: the lookup fails first.
@@ -291,7 +295,7 @@ fn directory_proofs_by_each_key_type_verify() {
                 "expires",
                 BareItem::Integer((NOW + 300).try_into().unwrap()),
             );
-            let keyid = key.public_jwk().thumbprint().unwrap();
+            let keyid: String = key.public_jwk().thumbprint().unwrap().into();
             put(
                 "keyid",
                 BareItem::String(sfv::String::from_string(keyid).unwrap()),

@@ -147,9 +147,12 @@ fn algorithm_signers() -> Vec<PrivateKey> {
 }
 
 fn keyids() -> Vec<String> {
-    let mut v: Vec<String> = [1u8, 2, 3].iter().map(|s| public(*s).thumbprint).collect();
+    let mut v: Vec<String> = [1u8, 2, 3]
+        .iter()
+        .map(|s| public(*s).thumbprint.into())
+        .collect();
     v.push(TEST_TP.into());
-    v.push(Key::from_jwk_json(RSA_JWK).unwrap().thumbprint);
+    v.push(Key::from_jwk_json(RSA_JWK).unwrap().thumbprint.into());
     v.push("x".into());
     v.push(String::new());
     v
@@ -569,7 +572,7 @@ const AGENT_KIND: &str = "AGENTKIND";
 type Identity = (&'static str, &'static str, String);
 
 fn identities() -> Vec<Identity> {
-    let tp = |seed| public(seed).thumbprint;
+    let tp = |seed| String::from(public(seed).thumbprint);
     vec![
         ("https://agent.example", "", tp(1)),
         ("https://Agent.Example:443/", ";type=directory", tp(1)),
@@ -578,7 +581,7 @@ fn identities() -> Vec<Identity> {
         (
             "https://rsa.example",
             "",
-            Key::from_jwk_json(RSA_JWK).unwrap().thumbprint,
+            Key::from_jwk_json(RSA_JWK).unwrap().thumbprint.into(),
         ),
         ("https://w.example", "", tp(3)),
         ("https://u.example", "", tp(1)),

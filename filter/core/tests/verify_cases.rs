@@ -268,7 +268,7 @@ fn unsupported_algorithm() {
         .to_key()
         .unwrap();
     let mut o = opts();
-    o.keyid = Some(p384.thumbprint.clone());
+    o.keyid = Some(p384.thumbprint.to_string());
     o.omit_alg = true;
     r.add("p384", AgentId::parse(AGENT).unwrap(), vec![p384]);
     let v = verify_request(&signed_with(&o, 1), &Policy::default(), &r, NOW);

@@ -60,6 +60,7 @@ pub fn thumbprint(key: &SigningKey) -> String {
     Jwk::from_ed25519(key.verifying_key().as_bytes())
         .thumbprint()
         .unwrap()
+        .into()
 }
 
 /// A key ring pinning `key` for [`AGENT`] under `name`.
