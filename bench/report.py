@@ -146,14 +146,17 @@ def plot(path, native, wasm_core, summary, labels, native_core=None):
               native["web_bot_auth_crate"]["median_us"], wasm_core]
     colors = ["#888", "#2b7bba", "#e0a030", "#c0392b"]
     if native_core is not None:
-        names.append("our core natively\n(in Envoy, module)")
+        names[-1] = "our core, wasm\n(in Envoy, V8)"
+        names.append("our core, native\nmodule (in Envoy)")
         values.append(native_core)
         colors.append("#27ae60")
+        a.tick_params(axis="x", labelsize=7)
     a.bar(names, values, color=colors)
     a.set_title("Verifying one signed request (CPU µs)")
     for i, v in enumerate(values):
         a.text(i, v, f"{v:.1f}", ha="center", va="bottom")
-    a.tick_params(axis="x", labelsize=8)
+    if native_core is None:
+        a.tick_params(axis="x", labelsize=8)
 
     keys = [k for k in labels if k in summary]
     envoy = [summary[k]["envoy_cpu_us_per_req"] for k in keys]
