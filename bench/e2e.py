@@ -343,13 +343,18 @@ def run(kind, traffic, args, keys, corpora, workdir):
                      store_port=stack and stack.port, store=with_store)
     envoy = harness.Envoy(cfg, concurrency=1, log_level="warning", workdir=workdir)
     try:
-        # The harness starts Envoy with this process's environment.
+        # The harness starts Envoy with this process's environment: Envoy finds the module
+        # as $ENVOY_DYNAMIC_MODULES_SEARCH_PATH/libweb_bot_auth.so.
+        saved = os.environ.get("ENVOY_DYNAMIC_MODULES_SEARCH_PATH")
         if kind == "native":
             os.environ["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(args.native_dir)
         try:
             envoy.start()
         finally:
-            os.environ.pop("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", None)
+            if saved is None:
+                os.environ.pop("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", None)
+            else:
+                os.environ["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = saved
         port = envoy.ports["bench"]
         pid = envoy.proc.pid
         worker = thread_named(pid, "wrk:worker")

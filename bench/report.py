@@ -307,7 +307,7 @@ def main():
       "machine: all costs below are CPU time, which that does not inflate, and the end-to-end "
       "scenarios are interleaved and repeated).")
     w("")
-    w("## Targets")
+    w("## Targets (the Wasm filter)")
     w("")
     w("| target | measured | |")
     w("|---|---|---|")
