@@ -337,9 +337,12 @@ def main():
           "makes dist/libweb_bot_auth.so).")
         w("")
     elif any(f.startswith("native/") for f in failed):
-        w(f"**Some native scenarios failed every repeat** and are left out: "
-          f"{', '.join(f for f in failed if f.startswith('native/'))} (errors in results.json, "
-          "`e2e.failed`).")
+        gone = [f for f in failed if f.startswith("native/") and f not in s]
+        fewer = [f for f in failed if f.startswith("native/") and f in s]
+        w("**Some native runs failed** (Envoy did not start or wrk failed, twice; the errors are "
+          "in results.json, `e2e.failed`)"
+          + (f"; left out, every repeat failed: {', '.join(gone)}" if gone else "")
+          + (f"; measured in fewer repeats: {', '.join(fewer)}" if fewer else "") + ".")
         w("")
     nt = native_targets
 
