@@ -500,6 +500,7 @@ def main():
             for kind, traffic in scenarios:
                 d = tmp / f"{kind}-{traffic}-{rep}"
                 d.mkdir()
+                t_run = time.monotonic()
                 try:
                     r = run(kind, traffic, args, keys, corpora, d)
                 except (RuntimeError, harness.EnvoyFailed) as e:  # once more, then give up
@@ -519,6 +520,7 @@ def main():
                                        "error": str(e)[-6000:]})
                         continue
                 r["repeat"] = rep
+                r["wall_s"] = time.monotonic() - t_run  # with Envoy's start and stop
                 runs.append(r)
                 print(f"{kind}/{traffic} #{rep}: {r['rps']:.0f} req/s, "
                       f"p50 {r['latency_us']['p50']} us, p99 {r['latency_us']['p99']} us, "
@@ -546,6 +548,9 @@ def main():
             "total_cpu_us_per_req": median(rs, "total_cpu_us_per_req"),
             "problems": [p for r in rs for p in r["problems"]],
         }
+    for kind in sorted({r["kind"] for r in runs}):
+        print(f"{kind}/: {sum(r['wall_s'] for r in runs if r['kind'] == kind):.0f} s of runs",
+              flush=True)
     mem = [dict(r["memory"], scenario=f"{r['kind']}/{r['traffic']}") for r in runs]
     out = {
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

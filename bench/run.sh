@@ -8,7 +8,7 @@
 #      (bench/replay_server.sh);
 # and writes bench/results/: results.md (table, machine, targets, native targets), results.svg,
 # results.json. Never part of `make test`; asserts nothing about timings. About 25 minutes on 2
-# cores, of which the native/ scenarios (6 × 3 runs) are about 5.
+# cores, of which the native/ scenarios (6 × 3 runs, about 13 s each) are about 4.
 # WBA_BENCH_E2E_ARGS adds arguments to bench/e2e.py (e.g. "--repeats 1 --duration 3" to try it;
 # "--old-wasm FILE" adds an earlier build, measured in the same run, to check a change for
 # regressions).
