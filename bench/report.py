@@ -475,7 +475,11 @@ def main():
       "every 200 was verified; unsigned runs `enforce`. The ext_authz deployment is Envoy's "
       "`envoy.filters.http.ext_authz` (HTTP service) calling `wba-authz` (authz/: the same core "
       f"and request state machine, native, hyper 1 + tokio with {st['authz_threads']} worker "
-      "thread) on loopback.")
+      "thread) on loopback."
+      + (" The native module (native/ rows) is the same core as an Envoy dynamic module "
+         "(`dist/libweb_bot_auth.so`, `envoy.filters.http.dynamic_modules`) in place of the "
+         "Wasm filter, with the same configuration, and no hold companion (it buffers a signed "
+         "body itself)." if any(k.startswith("native/") for k in s) else ""))
     w("")
     w("CPU µs/request is the CPU time the process used during the measured run divided by the "
       "requests completed (from /proc; robust to sharing the 2 cores with wrk and other work). "
