@@ -219,6 +219,43 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    /// Every error type of the core can be shown and boxed as a `std::error::Error`.
+    #[test]
+    fn every_error_type_is_an_error() {
+        fn error<E: std::error::Error + 'static>() {}
+        error::<Failure>();
+        error::<crate::agent_url::UrlError>();
+        error::<crate::base::BaseError>();
+        error::<crate::component::ComponentError>();
+        error::<crate::config::ConfigError>();
+        error::<crate::content_digest::DigestError>();
+        error::<crate::directory::DirectoryError>();
+        error::<crate::directory::ProofError>();
+        error::<crate::directory::SkippedKey>();
+        error::<crate::ed25519::Ed25519KeyError>();
+        error::<crate::fetch::FetchFailure>();
+        error::<crate::fetch::Skipped>();
+        error::<crate::header_prefix::HeaderPrefixError>();
+        error::<crate::host::HeadersUnavailable>();
+        error::<crate::jwk::JwkError>();
+        error::<crate::jwk::VerifyError>();
+        error::<crate::pipeline::MemberError>();
+        error::<crate::pipeline::MissingParameter>();
+        error::<crate::pipeline::WindowError>();
+        error::<crate::pipeline::AlgorithmError>();
+        error::<crate::private_key::PrivateKeyError>();
+        #[cfg(feature = "rsa")]
+        error::<crate::rsa_pss::RsaKeyError>();
+        error::<crate::sf_dictionary::DictionaryError>();
+        error::<crate::shared::StoreError>();
+        error::<crate::sign::SignError>();
+        error::<crate::signature::SignatureFieldError>();
+        error::<crate::signature_agent::AgentFieldError>();
+        error::<crate::signature_input::InputError>();
+        let f = Failure::new(Reason::Expired, "expired 5s ago");
+        assert_eq!(f.to_string(), "expired: expired 5s ago");
+    }
+
     #[test]
     fn tokens_and_outcomes() {
         assert_eq!(Reason::ALL.len(), 18);

@@ -209,8 +209,7 @@ struct Candidate<'a> {
     signature: &'a [u8],
     key: &'a Key,
     agent_name: &'a str,
-    /// The agent as shown ([`AgentId::shown`]).
-    url: String,
+    agent: AgentId,
     created: i64,
     expires: i64,
 }
@@ -258,55 +257,33 @@ impl<'a> Screen<'a> {
         t.step(label, "freshness", fresh, |_| {
             format!("created {created}, expires {expires}, now {}", self.now)
         })?;
-        let resolved = self.resolve_key(member, keyid);
-        let (url, key, agent_name) =
-            t.step(label, "key lookup (agent, keyid)", resolved, |(u, _, _)| {
-                format!("{u} / {keyid}")
+        let resolved = agent_id(member).and_then(|id| self.resolve_key(id, keyid));
+        let (agent, key, agent_name) =
+            t.step(label, "key lookup (agent, keyid)", resolved, |(a, _, _)| {
+                format!("{a} / {keyid}")
             })?;
-        let algorithm = key_algorithm(key, input.params.alg.as_deref(), &url);
+        let algorithm = key_algorithm(key, input.params.alg.as_deref(), &agent);
         t.step(label, "key algorithm", algorithm, |a| a.name().to_string())?;
         Ok(Candidate {
             input,
             signature,
             key,
             agent_name,
-            url,
+            agent,
             created,
             expires,
         })
     }
 
-    /// The key of (agent URL, keyid), usable under the policy at this time.
+    /// The key of (agent, keyid), usable under the policy at this time.
     fn resolve_key(
         &self,
-        member: Option<&AgentMember>,
+        id: AgentId,
         keyid: &str,
-    ) -> Result<(String, &'a Key, &'a str), Failure> {
-        // No header at all: nothing says where the key is, which is not evidence of anything.
-        let member = member.ok_or_else(|| {
-            Failure::new(
-                Reason::UnknownAgent,
-                "there is no Signature-Agent header: no URL to find the key at",
-            )
-        })?;
-        if let MemberParams::Ignored(params) = &member.params {
-            let name = member.key.as_deref().unwrap_or("(legacy string)");
-            return Err(Failure::new(
-                Reason::UnknownAgent,
-                format!(
-                    "Signature-Agent member {name} was ignored: it carries parameters ({params}), which draft -01 forbids"
-                ),
-            ));
-        }
-        let id = AgentId::parse(&member.url).map_err(|e| {
-            Failure::new(
-                agent_url_reason(&e),
-                format!("Signature-Agent {:?}: {e}", member.url),
-            )
-        })?;
-        let url = id.shown().to_string();
+    ) -> Result<(AgentId, &'a Key, &'a str), Failure> {
+        let url = id.shown();
         let with_agent = |reason, detail: String| Failure {
-            agent: Some(url.clone()),
+            agent: Some(url.to_string()),
             ..Failure::new(reason, detail)
         };
         let (key, agent_name) = match self.keys.lookup(&id, keyid) {
@@ -342,8 +319,34 @@ impl<'a> Screen<'a> {
                 format!("key {keyid:?} is outside its nbf/exp window"),
             ));
         }
-        Ok((url, key, agent_name))
+        Ok((id, key, agent_name))
     }
+}
+
+/// The agent the covered `Signature-Agent` member names.
+fn agent_id(member: Option<&AgentMember>) -> Result<AgentId, Failure> {
+    // No header at all: nothing says where the key is, which is not evidence of anything.
+    let member = member.ok_or_else(|| {
+        Failure::new(
+            Reason::UnknownAgent,
+            "there is no Signature-Agent header: no URL to find the key at",
+        )
+    })?;
+    if let MemberParams::Ignored(params) = &member.params {
+        let name = member.key.as_deref().unwrap_or("(legacy string)");
+        return Err(Failure::new(
+            Reason::UnknownAgent,
+            format!(
+                "Signature-Agent member {name} was ignored: it carries parameters ({params}), which draft -01 forbids"
+            ),
+        ));
+    }
+    AgentId::parse(&member.url).map_err(|e| {
+        Failure::new(
+            agent_url_reason(&e),
+            format!("Signature-Agent {:?}: {e}", member.url),
+        )
+    })
 }
 
 /// A member URL that is not https at all is evidence of a bad signer (`invalid`); one that is
@@ -445,7 +448,7 @@ fn covered_agent<'a>(
 /// The key's algorithm, which its type decides: a key of no algorithm this verifier
 /// implements is `unsupported_algorithm`; an `alg` parameter that names another algorithm than
 /// the key's is `bad_signature` (the signature cannot be this key's, RFC 9421 section 3.2).
-fn key_algorithm(key: &Key, alg: Option<&str>, url: &str) -> Result<Algorithm, Failure> {
+fn key_algorithm(key: &Key, alg: Option<&str>, agent: &AgentId) -> Result<Algorithm, Failure> {
     pipeline::key_algorithm(key, alg).map_err(|e| {
         let (reason, detail) = match e {
             AlgorithmError::Unimplemented => (
@@ -458,7 +461,7 @@ fn key_algorithm(key: &Key, alg: Option<&str>, url: &str) -> Result<Algorithm, F
             AlgorithmError::Contradicts { .. } => (Reason::BadSignature, e.to_string()),
         };
         Failure {
-            agent: Some(url.to_string()),
+            agent: Some(agent.shown().to_string()),
             ..Failure::new(reason, detail)
         }
     })
@@ -503,7 +506,7 @@ fn check_signature(
             Failure::new(Reason::UnsupportedAlgorithm, "unsupported key type")
         }
         VerifyError::BadSignature => Failure {
-            agent: Some(c.url.clone()),
+            agent: Some(c.agent.shown().to_string()),
             ..Failure::new(
                 Reason::BadSignature,
                 "the signature does not match the signature base",
@@ -525,7 +528,7 @@ fn verified(c: Candidate<'_>) -> Verified {
             .components
             .iter()
             .any(|x| x.is_field("content-digest") && !x.req && !x.tr),
-        agent_url: c.url,
+        agent_url: c.agent.shown().to_string(),
         agent_name: c.agent_name.to_string(),
         key_id: c.key.thumbprint.to_string(),
         label: c.input.label,
