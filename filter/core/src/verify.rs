@@ -5,7 +5,9 @@
 //! Then, for every label tagged `web-bot-auth` and only for those, the cheap checks: its member,
 //! parameters, coverage, freshness, key lookup; a problem there is that label's. Last, the
 //! signature base and the cryptographic check, for at most `max_signatures` of the labels that
-//! passed: the work a request can cause is bounded whatever its number of labels.
+//! passed: the work a request can cause is bounded whatever its number of labels. The RFC 9421
+//! steps themselves (select, parameters, window, algorithm, base, verify) are
+//! [`crate::pipeline`]'s, shared with key directories' possession proofs.
 
 use crate::agent_url::{AgentId, UrlError};
 use crate::algorithm::Algorithm;
@@ -64,26 +66,12 @@ pub fn verify_traced(
         Ok(None) => return Verdict::Unsigned,
         Err(f) => return t.fail(f),
     };
-    let selected: Vec<_> = pipeline::select(&inputs, WEB_BOT_AUTH_TAG).collect();
-    if selected.is_empty() {
-        t.check(None, "select tag=\"web-bot-auth\"", false, || {
-            "no label carries the web-bot-auth tag"
-        });
+    let Some(selected) = select(&inputs, &mut t) else {
         return Verdict::Unsigned;
-    }
-    t.check(None, "select tag=\"web-bot-auth\"", true, || {
-        selected
-            .iter()
-            .map(|(l, _)| *l)
-            .collect::<Vec<_>>()
-            .join(", ")
-    });
-    let agent = match req.header("signature-agent") {
-        None => None,
-        Some(v) => match parse_signature_agent(&v) {
-            Ok(a) => Some(a),
-            Err(e) => return t.fail(malformed(e.to_string())),
-        },
+    };
+    let agent = match signature_agent_field(req) {
+        Ok(agent) => agent,
+        Err(f) => return t.fail(f),
     };
     // Every label's cheap checks first, so that the bound below spends the costly checks on
     // labels that could verify.
@@ -150,6 +138,38 @@ fn signature_fields(
     pair_labels(&inputs, &signatures)?;
     t.check(None, "pair labels", true, || "each label in both fields");
     Ok(Some((inputs, signatures)))
+}
+
+/// The labels tagged `web-bot-auth`, each with its member parsed on its own; `None` when there
+/// is none (the request is unsigned as far as this profile goes).
+fn select<'a>(
+    inputs: &'a InputField,
+    t: &mut Tracer<'_>,
+) -> Option<Vec<(&'a str, Result<SignatureInput, InputError>)>> {
+    let selected: Vec<_> = pipeline::select(inputs, WEB_BOT_AUTH_TAG).collect();
+    let name = "select tag=\"web-bot-auth\"";
+    if selected.is_empty() {
+        t.check(None, name, false, || {
+            "no label carries the web-bot-auth tag"
+        });
+        return None;
+    }
+    t.check(None, name, true, || {
+        selected
+            .iter()
+            .map(|(l, _)| *l)
+            .collect::<Vec<_>>()
+            .join(", ")
+    });
+    Some(selected)
+}
+
+/// The `Signature-Agent` field, when the request has one; a field that cannot be read is the
+/// request's failure.
+fn signature_agent_field(req: &HttpRequest) -> Result<Option<SignatureAgent>, Failure> {
+    req.header("signature-agent")
+        .map(|v| parse_signature_agent(&v).map_err(|e| malformed(e.to_string())))
+        .transpose()
 }
 
 /// RFC 9421 section 4: every label is in both fields. Checked for every label, selected or
