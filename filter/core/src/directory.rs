@@ -317,7 +317,7 @@ pub fn verify_directory_response(
         Some(d) => check_content_digest(&d, body),
         None => Err(ProofError::MissingCoverage("content-digest")),
     };
-    let proof = Proof {
+    let proofs = Proofs {
         message: Message::Response { request, response },
         signatures: &sigs,
         digest: &digest,
@@ -329,7 +329,7 @@ pub fn verify_directory_response(
         .map(|(_, input)| match input {
             Ok(input) => ProofCheck {
                 keyid: input.params.keyid.clone(),
-                result: proof.check(&input),
+                result: proofs.check(&input),
             },
             // Not reached: every member parsed above.
             Err(e) => ProofCheck::unattributed(ProofError::Malformed(e.to_string())),
@@ -338,7 +338,7 @@ pub fn verify_directory_response(
 }
 
 /// What each possession proof of a response is checked against.
-struct Proof<'a> {
+struct Proofs<'a> {
     message: Message<'a>,
     /// The `Signature` field (every member a byte sequence), or why it is unusable.
     signatures: &'a Option<Result<SignatureField, SignatureFieldError>>,
@@ -349,7 +349,7 @@ struct Proof<'a> {
     clock_skew_seconds: i64,
 }
 
-impl Proof<'_> {
+impl Proofs<'_> {
     /// One proof, as the steps of RFC 9421 verification with the directory's coverage and
     /// key lookup between them.
     fn check(&self, input: &SignatureInput) -> Result<(), ProofError> {
