@@ -17,24 +17,20 @@ from harness import (
     raw_request,
     request,
     sign,
-    wasm_path,
 )
 
 DIRECTORY_CLUSTER = "agent_example_directory"
 
 
-def minimal_config(upstream_port, directory_port):
-    """envoy/minimal.yaml on loopback: ephemeral ports, this build's module, and the agent's
-    directory cluster pointed at a local directory server (plain HTTP; TLS is the only change)."""
-    config = yaml.safe_load((ROOT / "envoy" / "minimal.yaml").read_text())
+def minimal_config(front, upstream_port, directory_port):
+    """envoy/minimal.yaml on loopback: ephemeral ports, this build's module (for native: the
+    dynamic module in place of the Wasm filter and its hold companion, same plugin
+    configuration), and the agent's directory cluster pointed at a local directory server
+    (plain HTTP; TLS is the only change)."""
+    config = front.adapt(yaml.safe_load((ROOT / "envoy" / "minimal.yaml").read_text()))
     config["admin"]["address"]["socket_address"]["port_value"] = 0
     for listener in config["static_resources"]["listeners"]:
         listener["address"]["socket_address"].update(address="127.0.0.1", port_value=0)
-        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        for f in hcm["http_filters"]:
-            vm = f["typed_config"].get("config", {}).get("vm_config")
-            if vm:
-                vm["code"]["local"]["filename"] = wasm_path()
     for cluster in config["static_resources"]["clusters"]:
         endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         if cluster["name"] == "app":
@@ -47,11 +43,12 @@ def minimal_config(upstream_port, directory_port):
     return config
 
 
-def test_minimal_yaml_loads_and_verifies_with_fetched_keys():
+def test_minimal_yaml_loads_and_verifies_with_fetched_keys(front):
     agent = Key()
     with EchoUpstream() as upstream, DirectoryServer() as directory:
         directory.keys["agent.example"] = [agent]
-        with Envoy(yaml.safe_dump(minimal_config(upstream.port, directory.port)), concurrency=1) as envoy:
+        config = minimal_config(front, upstream.port, directory.port)
+        with Envoy(yaml.safe_dump(config), concurrency=1, front=front) as envoy:
             port = envoy.ports["public"]
             h = sign(agent, "GET", f"127.0.0.1:{port}", "/", agent="https://agent.example").headers
             seen = request(port, headers=h).seen()
