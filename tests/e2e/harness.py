@@ -479,7 +479,7 @@ class Front:
     STATS_PREFIX = {"wasm": "wasmcustom.", "native": "dynamicmodulescustom."}
     LOAD_FAILURE = {
         "wasm": r"Plugin web_bot_auth failed to load|Unable to create Wasm plugin",
-        "native": r"Failed to initialize dynamic module|[Dd]ynamic module",
+        "native": r"Failed to initialize dynamic module",
     }
 
     def __init__(self, name, artifact=None):
