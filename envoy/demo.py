@@ -77,7 +77,7 @@ def main():
     front = Front(front_name)
     for tool, path in (("wba", WBA), ("envoy", os.environ.get("WBA_ENVOY", "")), (f"{front} filter", front.artifact)):
         if path and not Path(path).exists():
-            sys.exit(f"{tool} not found at {path}: run `make demo`")
+            sys.exit(f"{tool} not found at {path}: run `make demo{'' if front.name == 'wasm' else ' FRONT=native'}`")
     with tempfile.TemporaryDirectory(prefix="wba-demo-") as tmp:
         tmp = Path(tmp)
         print(f"{BOLD}Web Bot Auth for Envoy: a demo{RESET}")

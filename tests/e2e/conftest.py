@@ -5,7 +5,7 @@ Front ends: every test that runs an Envoy takes the session fixture `front` (dir
 through `envoy` and the test modules' own Envoy fixtures), so runs once per front end, with ids
 `wasm` and `native` (`pytest -k native`). WBA_FRONTS=wasm (or native; comma-separated) selects
 front ends. When the native module is missing (WBA_NATIVE unset and no dist/libweb_bot_auth.so)
-its runs are skipped, or fail with WBA_REQUIRE_NATIVE=1 (`make e2e`, CI).
+its runs are skipped, or fail with WBA_REQUIRE_NATIVE=1 (`make e2e`, CI) or when WBA_FRONTS names it.
 Tests about the Wasm artifact itself carry `@pytest.mark.wasm_only("why")`: their native runs
 are skipped with that reason.
 """
@@ -100,7 +100,8 @@ def front(request):
     if not f.available():
         build = "run `make build`" if f.name == "wasm" else "run `make build` or set WBA_NATIVE"
         message = f"{f.name} front end: {f.artifact} missing ({build})"
-        if f.name == "wasm" or os.environ.get("WBA_REQUIRE_NATIVE") == "1":
+        # Wasm is always required; native when CI says so, or when it was asked for by name.
+        if f.name == "wasm" or os.environ.get("WBA_REQUIRE_NATIVE") == "1" or os.environ.get("WBA_FRONTS"):
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
     return f
