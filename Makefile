@@ -11,6 +11,9 @@ WASM_TARGET := wasm32-unknown-unknown
 # wasm-bindgen-cli must match the wasm-bindgen in Cargo.lock exactly.
 WASM_BINDGEN_VERSION := $(shell awk '/^name = "wasm-bindgen"$$/{getline; gsub(/[^0-9.]/,""); print}' Cargo.lock)
 WASM := dist/web_bot_auth.wasm
+# The native front end: an Envoy dynamic module for Envoy 1.40 (Linux x86-64). Its profile
+# unwinds panics (the workspace's release profile aborts), so every hook can catch them.
+NATIVE := dist/libweb_bot_auth.so
 # Binaryen's wasm-opt (npm package, pinned) shrinks the module after rustc: -Oz keeps the speed
 # of the opt-level 3 crypto and brings the module under 400 KiB (bench/results).
 BINARYEN_VERSION := 132.0.0
@@ -20,10 +23,13 @@ WASM_OPT_FLAGS := -Oz --enable-bulk-memory --enable-sign-ext --enable-mutable-gl
 NODE_INTEROP := tests/interop/node
 # A test-only build whose host adapter can never read request headers (tests/e2e/test_host_errors.py).
 FAULT_WASM := target/e2e/web_bot_auth_unreadable_headers.wasm
+# Test-only native builds (debug): one panics on a marked request, one expects an ABI no Envoy has.
+FAULT_NATIVE_DIR := target/e2e/native-panic
+MISMATCH_NATIVE_DIR := target/e2e/native-abi-mismatch
 # Where the e2e tests and the demo find the built parts.
 # WBA_BIN: `make demo` runs the release build of `wba`; `make e2e` the debug one, which `make unit`
 # has already compiled (its dependencies, tokio, hyper and redis, take minutes to build again).
-PARTS = WBA_WASM=$(CURDIR)/$(WASM) WBA_ENVOY=$(CURDIR)/$(ENVOY) WBA_BIN=$(CURDIR)/target/$(WBA_PROFILE)/wba WBA_FAULT_WASM=$(CURDIR)/$(FAULT_WASM)
+PARTS = WBA_WASM=$(CURDIR)/$(WASM) WBA_NATIVE=$(CURDIR)/$(NATIVE) WBA_ENVOY=$(CURDIR)/$(ENVOY) WBA_BIN=$(CURDIR)/target/$(WBA_PROFILE)/wba WBA_FAULT_WASM=$(CURDIR)/$(FAULT_WASM) WBA_FAULT_NATIVE_DIR=$(CURDIR)/$(FAULT_NATIVE_DIR) WBA_MISMATCH_NATIVE_DIR=$(CURDIR)/$(MISMATCH_NATIVE_DIR)
 WBA_PROFILE := release
 PY_REQS := tests/e2e/requirements.txt $(wildcard tests/interop/python/requirements.txt)
 # `make oci`: the module as an OCI image layout for Istio and Envoy Gateway (tools/oci.py), tagged
@@ -93,6 +99,9 @@ build: rust-deps
 	@mkdir -p dist
 	$(WASM_OPT) $(WASM_OPT_FLAGS) target/$(WASM_TARGET)/release/wba_filter_wasm.wasm -o $(WASM)
 	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes ($$(( $$(stat -c %s $(WASM)) / 1024 )) KiB)"
+	cargo build -p wba-filter-native --profile native
+	cp target/native/libweb_bot_auth.so $(NATIVE)
+	@echo "$(NATIVE): $$(stat -c %s $(NATIVE)) bytes ($$(( $$(stat -c %s $(NATIVE)) / 1024 )) KiB)"
 
 # Python 3, standard library only: the project's venv (created bare when missing).
 oci: build
@@ -117,6 +126,11 @@ fault-build: rust-deps
 	cargo build -p wba-filter-wasm --target $(WASM_TARGET) --features fault-unreadable-headers
 	@mkdir -p $(dir $(FAULT_WASM))
 	cp target/$(WASM_TARGET)/debug/wba_filter_wasm.wasm $(FAULT_WASM)
+	cargo build -p wba-filter-native --features fault-panic
+	@mkdir -p $(FAULT_NATIVE_DIR) $(MISMATCH_NATIVE_DIR)
+	cp target/debug/libweb_bot_auth.so $(FAULT_NATIVE_DIR)/
+	cargo build -p wba-filter-native --features abi-mismatch-test
+	cp target/debug/libweb_bot_auth.so $(MISMATCH_NATIVE_DIR)/
 
 e2e: WBA_PROFILE := debug
 e2e: build fault-build deps redis-deps oci k8s-deps

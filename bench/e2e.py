@@ -1,4 +1,4 @@
-"""`make bench`, parts 2-5: the filter inside Envoy (V8), end to end, against ext_authz.
+"""`make bench`, parts 2-5: the filter inside Envoy (V8 and native), end to end, against ext_authz.
 
 Envoy runs with one worker (`--concurrency 1`) on loopback and answers every request itself
 (a `direct_response` route), so what is measured is Envoy plus what sits in front of the
@@ -23,6 +23,13 @@ Scenarios, each with a fresh Envoy (and service) and run `--repeats` times, inte
                                    regression check of a change, measured in the same run)
   store/signed                     the filter with the fleet's replay store: `wba replay-server`
                                    (one instance, 2 threads) and a local redis-server, on loopback
+  native/unsigned, native/signed, native/signed-ecdsa, native/signed-rsa
+                                   the native front end: the same core as an Envoy dynamic
+                                   module (dist/libweb_bot_auth.so, `--native`), alone
+  native/body                      the native module, the signed-body traffic of hold/body (it
+                                   buffers the body itself: no hold companion)
+  native/store                     the native module with the replay store of store/signed
+                                   (signed traffic, the same replay server and Redis)
   authz/unsigned, authz/signed     envoy.filters.http.ext_authz + the wba-authz HTTP service
 
 Signed runs use `mode: require`, so a request the verifier did not verify is a 403 and shows in
@@ -32,7 +39,10 @@ whole Envoy process and the ext_authz service (from /proc, so the figures do not
 the two cores were shared with wrk). After each run: the resident memory of the Envoy process
 and of each Wasm VM's linear memory (V8 reserves each one as a multi-GiB mapping, so its RSS is
 what that VM's module uses; with one worker there are two VMs, the main thread's and the
-worker's).
+worker's; the native module has none).
+
+Without the native module (`--native` missing, e.g. before `make build` makes it), the native/
+scenarios are left out with a note, and the output says so (`native_missing`).
 
 Writes JSON (all runs, medians) to `--out`.
 """
@@ -62,6 +72,16 @@ AUTHORITY = "shop.bench.example"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LUA = ROOT / "bench" / "wrk" / "corpus.lua"
 
+# Where each front end's counters are (Envoy adds the prefix to the filter's own
+# `web_bot_auth.outcome.<outcome>`): proxy-wasm's `wasmcustom.`, dynamic modules'
+# `dynamicmodulescustom.` (their default metrics_namespace).
+OUTCOME_STATS = {"wasm": "wasmcustom.web_bot_auth.outcome",
+                 "native": "dynamicmodulescustom.web_bot_auth.outcome"}
+# The file name Envoy looks for in $ENVOY_DYNAMIC_MODULES_SEARCH_PATH for the module named
+# "web_bot_auth" (dynamic_module_config.name).
+NATIVE_NAME = "web_bot_auth"
+NATIVE_FILE = f"lib{NATIVE_NAME}.so"
+
 
 # ---------------------------------------------------------------------------- corpus
 
@@ -72,6 +92,12 @@ BODY = json.dumps({"order": {"items": [{"sku": f"sku-{i}", "qty": 1} for i in ra
 # The alg parameter each signed traffic sends.
 ALGS = {"signed": "ed25519", "body": "ed25519", "signed-ecdsa": "ecdsa-p256-sha256",
         "signed-rsa": "rsa-pss-sha512"}
+
+
+def corpus_of(traffic):
+    """The corpus (and key) a traffic sends: "store" (native/store) is the signed traffic, sent
+    to a filter with the replay store."""
+    return "signed" if traffic == "store" else traffic
 
 
 def write_corpus(path, key, n, signed, body=False, alg="ed25519"):
@@ -124,6 +150,27 @@ def plugin_config(key, mode, old=False):
     return cfg
 
 
+def native_filter(plugin_config):
+    """The `envoy.filters.http.dynamic_modules` entry for the native front end (Envoy loads
+    $ENVOY_DYNAMIC_MODULES_SEARCH_PATH/libweb_bot_auth.so)."""
+    return {
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": NATIVE_NAME, "do_not_close": True},
+            "filter_name": "web_bot_auth",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                              "value": json.dumps(plugin_config)},
+        },
+    }
+
+
+def store_config(key, mode):
+    """The filter's configuration with the fleet's replay store (cluster wba_replay)."""
+    return dict(plugin_config(key, mode),
+                replay_store={"cluster": "wba_replay", "timeout_ms": 250, "on_error": "reject"})
+
+
 def ext_authz_filter():
     patterns = [{"exact": h} for h in ("signature", "signature-input", "signature-agent")]
     return {
@@ -165,7 +212,7 @@ class ReplayStack:
         self.redis.stop()
 
 
-def config_for(kind, key, mode, authz_port=None, wasm=None, store_port=None):
+def config_for(kind, key, mode, authz_port=None, wasm=None, store_port=None, store=False):
     if kind == "envoy":
         return bootstrap.bootstrap([direct_listener([])], [])
     if kind in ("wasm", "old"):
@@ -175,11 +222,15 @@ def config_for(kind, key, mode, authz_port=None, wasm=None, store_port=None):
         return bootstrap.bootstrap(
             [direct_listener(bootstrap.wasm_filters(wasm, plugin_config(key, mode)))], [])
     if kind == "store":
-        cfg = dict(plugin_config(key, mode),
-                   replay_store={"cluster": "wba_replay", "timeout_ms": 250, "on_error": "reject"})
         return bootstrap.bootstrap(
-            [direct_listener([bootstrap.wasm_filter(wasm, cfg)])],
+            [direct_listener([bootstrap.wasm_filter(wasm, store_config(key, mode))])],
             [bootstrap.cluster("wba_replay", store_port, timeout="1s")])
+    if kind == "native" and store:
+        return bootstrap.bootstrap(
+            [direct_listener([native_filter(store_config(key, mode))])],
+            [bootstrap.cluster("wba_replay", store_port, timeout="1s")])
+    if kind == "native":
+        return bootstrap.bootstrap([direct_listener([native_filter(plugin_config(key, mode))])], [])
     if kind == "authz":
         return bootstrap.bootstrap(
             [direct_listener([ext_authz_filter()])],
@@ -279,19 +330,31 @@ def load_average():
 
 def run(kind, traffic, args, keys, corpora, workdir):
     signed = traffic != "unsigned"
-    key = keys[traffic]
+    key = keys[corpus_of(traffic)]
     mode = "require" if signed else "enforce"
-    corpus, size = corpora[traffic]
+    corpus, size = corpora[corpus_of(traffic)]
+    with_store = kind == "store" or (kind == "native" and traffic == "store")
     authz = None
     if kind == "authz":
         authz = Authz(args.authz, plugin_config(key, mode), args.authz_threads, workdir)
     wasm = args.old_wasm if kind == "old" else args.wasm
-    stack = ReplayStack(args.wba, workdir) if kind == "store" else None
+    stack = ReplayStack(args.wba, workdir) if with_store else None
     cfg = config_for(kind, key, mode, authz_port=authz and authz.port, wasm=wasm,
-                     store_port=stack and stack.port)
+                     store_port=stack and stack.port, store=with_store)
     envoy = harness.Envoy(cfg, concurrency=1, log_level="warning", workdir=workdir)
     try:
-        envoy.start()
+        # The harness starts Envoy with this process's environment: Envoy finds the module
+        # as $ENVOY_DYNAMIC_MODULES_SEARCH_PATH/libweb_bot_auth.so.
+        saved = os.environ.get("ENVOY_DYNAMIC_MODULES_SEARCH_PATH")
+        if kind == "native":
+            os.environ["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(args.native_dir)
+        try:
+            envoy.start()
+        finally:
+            if saved is None:
+                os.environ.pop("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", None)
+            else:
+                os.environ["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = saved
         port = envoy.ports["bench"]
         pid = envoy.proc.pid
         worker = thread_named(pid, "wrk:worker")
@@ -302,6 +365,11 @@ def run(kind, traffic, args, keys, corpora, workdir):
         measure_start, measure_n = (warm_n, size - warm_n) if signed else (0, size)
         w = wrk(port, corpus, 0, warm_n, args.warmup, args.connections, warm)
         w.communicate()
+        filtered = kind in ("wasm", "hold", "old", "store", "native")
+        prefix = OUTCOME_STATS["native" if kind == "native" else "wasm"]
+        # The outcome counters before the measured run, so that the check below sees only its
+        # requests (not the warm-up's).
+        stats0 = envoy.stats(prefix) if filtered else {}
         load_before = load_average()
         out = Path(workdir) / "wrk.json"
         c0 = (cpu_seconds(pid), cpu_seconds(pid, worker) if worker else 0.0,
@@ -316,8 +384,8 @@ def run(kind, traffic, args, keys, corpora, workdir):
             raise RuntimeError(f"wrk failed: {stdout}")
         r = json.loads(out.read_text())
         n = r["requests"]
-        filtered = kind in ("wasm", "hold", "old", "store")
-        stats = envoy.stats("wasmcustom.web_bot_auth.outcome") if filtered else {}
+        stats = envoy.stats(prefix) if filtered else {}
+        measured = {k: v - stats0.get(k, 0) for k, v in stats.items()}
         authz_stats = envoy.stats("http.bench.ext_authz") if kind == "authz" else {}
         result = {
             "kind": kind, "traffic": traffic, "mode": mode,
@@ -335,6 +403,7 @@ def run(kind, traffic, args, keys, corpora, workdir):
             "load_before": load_before,
             "load_after": load_average(),
             "filter_outcomes": stats,
+            "measured_outcomes": measured,
             "ext_authz_stats": authz_stats,
         }
         result["total_cpu_us_per_req"] = (result["envoy_cpu_us_per_req"]
@@ -347,10 +416,13 @@ def run(kind, traffic, args, keys, corpora, workdir):
         if r["wrapped"] and signed and kind != "envoy":
             problems.append("corpus exhausted: signatures were replayed")
         if filtered:
-            want = "verified" if signed else "unsigned"
-            got = stats.get(f"wasmcustom.web_bot_auth.outcome.{want}", 0)
-            if got < n:
-                problems.append(f"only {got} of {n} requests were {want}: {stats}")
+            # Every request of the measured run had the expected outcome, and no other (Envoy
+            # may count a few more than wrk completed: those in flight when wrk stopped).
+            want = f"{prefix}.{'verified' if signed else 'unsigned'}"
+            other = {k: v for k, v in measured.items() if k != want and v}
+            if measured.get(want, 0) < n or other:
+                problems.append(f"of {n} requests, {measured.get(want, 0)} were "
+                                f"{want.rsplit('.', 1)[1]}; other outcomes: {other} (measured run)")
         result["problems"] = problems
         return result
     finally:
@@ -382,13 +454,23 @@ def main():
                     help="requests in the signed-ecdsa and signed-rsa corpora")
     ap.add_argument("--old-wasm", help="an earlier build: adds old/unsigned and old/signed")
     ap.add_argument("--wba", default=str(ROOT / "target" / "release" / "wba"))
+    ap.add_argument("--native", default=str(ROOT / "dist" / NATIVE_FILE),
+                    help="the native front end (an Envoy dynamic module) for the native/ scenarios")
     ap.add_argument("--scenarios", default="envoy/unsigned,envoy/signed,wasm/unsigned,"
-                    "wasm/signed,wasm/signed-ecdsa,wasm/signed-rsa,hold/unsigned,hold/signed,hold/body,store/signed,authz/unsigned,"
-                    "authz/signed")
+                    "wasm/signed,wasm/signed-ecdsa,wasm/signed-rsa,hold/unsigned,hold/signed,"
+                    "hold/body,store/signed,native/unsigned,native/signed,native/signed-ecdsa,"
+                    "native/signed-rsa,native/body,native/store,authz/unsigned,authz/signed")
     args = ap.parse_args()
     scenarios = [tuple(s.split("/")) for s in args.scenarios.split(",")]
     if args.old_wasm:
         scenarios += [("old", "unsigned"), ("old", "signed")]
+    native_missing = False
+    if any(kind == "native" for kind, _ in scenarios) and not Path(args.native).is_file():
+        print(f"note: {args.native} does not exist (`make build` makes it): the native/ "
+              "scenarios are left out", flush=True)
+        scenarios = [(kind, traffic) for kind, traffic in scenarios if kind != "native"]
+        native_missing = True
+    native_bytes = os.path.getsize(args.native) if Path(args.native).is_file() else None
 
     key = harness.Key()
     keys = {"unsigned": key, "signed": key, "body": key,
@@ -396,29 +478,49 @@ def main():
     with tempfile.TemporaryDirectory(prefix="wba-bench-") as tmp:
         tmp = Path(tmp)
         t = time.monotonic()
+        if native_bytes is not None:
+            # A copy under the file name Envoy looks for (whatever --native is called), so that
+            # a rebuild during the run does not change what is measured.
+            args.native_dir = tmp / "native"
+            args.native_dir.mkdir()
+            (args.native_dir / NATIVE_FILE).write_bytes(Path(args.native).read_bytes())
         corpora = {}
         for traffic, n in (("unsigned", 50_000), ("signed", args.signed_corpus),
                            ("body", args.signed_corpus), ("signed-ecdsa", args.alg_corpus),
                            ("signed-rsa", args.alg_corpus)):
-            if any(tr == traffic for _, tr in scenarios):
+            if any(corpus_of(tr) == traffic for _, tr in scenarios):
                 write_corpus(tmp / f"{traffic}.txt", keys[traffic], n, traffic != "unsigned",
                              body=traffic == "body", alg=ALGS.get(traffic, "ed25519"))
                 corpora[traffic] = (tmp / f"{traffic}.txt", n)
         print(f"corpus: {sum(n for _, n in corpora.values())} requests in "
               f"{time.monotonic() - t:.1f}s", flush=True)
         runs = []
+        failed = []
         for rep in range(args.repeats):
             for kind, traffic in scenarios:
                 d = tmp / f"{kind}-{traffic}-{rep}"
                 d.mkdir()
+                t_run = time.monotonic()
                 try:
                     r = run(kind, traffic, args, keys, corpora, d)
                 except (RuntimeError, harness.EnvoyFailed) as e:  # once more, then give up
                     print(f"{kind}/{traffic} #{rep}: {e}; again", flush=True)
                     d = tmp / f"{kind}-{traffic}-{rep}-again"
                     d.mkdir()
-                    r = run(kind, traffic, args, keys, corpora, d)
+                    try:
+                        r = run(kind, traffic, args, keys, corpora, d)
+                    except (RuntimeError, harness.EnvoyFailed) as e:
+                        # The native module is the newest part: one that does not load must not
+                        # cost the rest of the run. Other scenarios fail the run, as before.
+                        if kind != "native":
+                            raise
+                        print(f"{kind}/{traffic} #{rep}: failed twice, left out: "
+                              f"{str(e)[-2000:]}", flush=True)
+                        failed.append({"scenario": f"{kind}/{traffic}", "repeat": rep,
+                                       "error": str(e)[-6000:]})
+                        continue
                 r["repeat"] = rep
+                r["wall_s"] = time.monotonic() - t_run  # with Envoy's start and stop
                 runs.append(r)
                 print(f"{kind}/{traffic} #{rep}: {r['rps']:.0f} req/s, "
                       f"p50 {r['latency_us']['p50']} us, p99 {r['latency_us']['p99']} us, "
@@ -432,6 +534,8 @@ def main():
     summary = {}
     for kind, traffic in scenarios:
         rs = [r for r in runs if r["kind"] == kind and r["traffic"] == traffic]
+        if not rs:  # every repeat failed (see "failed")
+            continue
         summary[f"{kind}/{traffic}"] = {
             "runs": len(rs),
             "rps": median(rs, "rps"),
@@ -444,10 +548,16 @@ def main():
             "total_cpu_us_per_req": median(rs, "total_cpu_us_per_req"),
             "problems": [p for r in rs for p in r["problems"]],
         }
+    for kind in sorted({r["kind"] for r in runs}):
+        print(f"{kind}/: {sum(r['wall_s'] for r in runs if r['kind'] == kind):.0f} s of runs",
+              flush=True)
     mem = [dict(r["memory"], scenario=f"{r['kind']}/{r['traffic']}") for r in runs]
     out = {
-        "settings": {k: v for k, v in vars(args).items()},
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
         "wasm_bytes": os.path.getsize(args.wasm),
+        "native_bytes": native_bytes,
+        "native_missing": native_missing,
+        "failed": failed,
         "body_bytes": len(BODY),
         "summary": summary,
         "memory_after_runs": mem,
@@ -456,7 +566,8 @@ def main():
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
     print(f"wrote {args.out}")
-    return 1 if any(s["problems"] for s in summary.values()) else 0
+    return 1 if (native_missing or failed
+                 or any(s["problems"] for s in summary.values())) else 0
 
 
 if __name__ == "__main__":

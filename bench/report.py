@@ -13,6 +13,10 @@ ROOT = Path(__file__).resolve().parents[1]
 KIB = 1024
 # Issue 12 (three algorithms) raised the bound from 400 KiB to 600 KiB.
 SIZE_TARGET = 600 * KIB
+# Issue 13's targets for the native front end (the dynamic module, native/ scenarios).
+NATIVE_UNSIGNED_TARGET_US = 3.0      # added Envoy CPU per unsigned request
+NATIVE_SIGNED_TARGET_X_FLOOR = 1.3   # added Envoy CPU per signed request, × the native floor
+NATIVE_THROUGHPUT_TARGET_X = 2.0     # signed req/s, × the ext_authz deployment's
 
 
 # What was tried to make signed verification cheaper and the module smaller, measured while
@@ -129,7 +133,7 @@ def met(ok):
     return "**met**" if ok else "**not met**"
 
 
-def plot(path, native, wasm_core, summary, labels):
+def plot(path, native, wasm_core, summary, labels, native_core=None):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -140,11 +144,19 @@ def plot(path, native, wasm_core, summary, labels):
              "our core in wasm\n(in Envoy, V8)"]
     values = [native["ed25519_floor"]["median_us"], native["ours"]["median_us"],
               native["web_bot_auth_crate"]["median_us"], wasm_core]
-    a.bar(names, values, color=["#888", "#2b7bba", "#e0a030", "#c0392b"])
+    colors = ["#888", "#2b7bba", "#e0a030", "#c0392b"]
+    if native_core is not None:
+        names[-1] = "our core, wasm\n(in Envoy, V8)"
+        names.append("our core, native\nmodule (in Envoy)")
+        values.append(native_core)
+        colors.append("#27ae60")
+        a.tick_params(axis="x", labelsize=7)
+    a.bar(names, values, color=colors)
     a.set_title("Verifying one signed request (CPU µs)")
     for i, v in enumerate(values):
         a.text(i, v, f"{v:.1f}", ha="center", va="bottom")
-    a.tick_params(axis="x", labelsize=8)
+    if native_core is None:
+        a.tick_params(axis="x", labelsize=8)
 
     keys = [k for k in labels if k in summary]
     envoy = [summary[k]["envoy_cpu_us_per_req"] for k in keys]
@@ -197,6 +209,9 @@ def main():
     def via_rps(a, b):
         return 1e6 / s[a]["rps"] - 1e6 / s[b]["rps"]
 
+    def has(*keys):
+        return all(k in s for k in keys)
+
     unsigned_added = cpu("wasm/unsigned") - cpu("envoy/unsigned")
     signed_added = cpu("wasm/signed") - cpu("envoy/signed")
     wasm_core = signed_added - unsigned_added
@@ -213,6 +228,35 @@ def main():
         return statistics.median(m["process_rss_kib"] for m in mem[scenario])
 
     wasm_mems = [w for m in mem.get("wasm/signed", []) for w in m["wasm_memories"]]
+
+    # The native front end (dist/libweb_bot_auth.so): the same figures from the same run.
+    native_bytes = e2e.get("native_bytes")
+    n_unsigned_added = (cpu("native/unsigned") - cpu("envoy/unsigned")
+                        if has("native/unsigned", "envoy/unsigned") else None)
+    n_signed_added = (cpu("native/signed") - cpu("envoy/signed")
+                      if has("native/signed", "envoy/signed") else None)
+    native_core = (cpu("native/signed") - cpu("native/unsigned")
+                   - (cpu("envoy/signed") - cpu("envoy/unsigned"))
+                   if has("native/signed", "native/unsigned", "envoy/signed", "envoy/unsigned")
+                   else None)
+    n_throughput_ratio = (s["native/signed"]["rps"] / s["authz/signed"]["rps"]
+                          if has("native/signed", "authz/signed") else None)
+    native_targets = {
+        "unsigned_added_us": {
+            "value": n_unsigned_added, "target": NATIVE_UNSIGNED_TARGET_US,
+            "met": None if n_unsigned_added is None
+            else n_unsigned_added <= NATIVE_UNSIGNED_TARGET_US},
+        "signed_added_over_floor": {
+            "value": None if n_signed_added is None else n_signed_added / floor,
+            "target": NATIVE_SIGNED_TARGET_X_FLOOR,
+            "met": None if n_signed_added is None
+            else n_signed_added / floor <= NATIVE_SIGNED_TARGET_X_FLOOR},
+        "signed_throughput_over_ext_authz": {
+            "value": n_throughput_ratio, "target": NATIVE_THROUGHPUT_TARGET_X,
+            "met": None if n_throughput_ratio is None
+            else n_throughput_ratio >= NATIVE_THROUGHPUT_TARGET_X},
+        "native_bytes": {"value": native_bytes, "target": None, "met": None},
+    }
     targets = {
         "unsigned_added_us": {"value": unsigned_added, "target": 5.0,
                               "met": unsigned_added <= 5.0},
@@ -227,12 +271,20 @@ def main():
     labels = {
         "envoy/unsigned": "Envoy\nunsigned", "envoy/signed": "Envoy\nsigned",
         "wasm/unsigned": "filter\nunsigned", "wasm/signed": "filter\nsigned",
+        "native/unsigned": "native\nunsigned", "native/signed": "native\nsigned",
         "authz/unsigned": "ext_authz\nunsigned", "authz/signed": "ext_authz\nsigned",
     }
-    plot(out / "results.svg", native, wasm_core, s, labels)
+    plot(out / "results.svg", native, wasm_core, s, labels, native_core)
+    labels = {k: labels[k] for k in ("envoy/unsigned", "envoy/signed", "wasm/unsigned",
+                                     "wasm/signed")}
     labels.update({
         "hold/unsigned": "filter + hold\nunsigned", "hold/signed": "filter + hold\nsigned",
         "hold/body": "filter + hold\nsigned body", "store/signed": "filter + replay store\nsigned",
+        "native/unsigned": "native module\nunsigned", "native/signed": "native module\nsigned",
+        "native/signed-ecdsa": "native module\nsigned ECDSA P-256",
+        "native/signed-rsa": "native module\nsigned RSA-PSS 2048",
+        "native/body": "native module\nsigned body", "native/store": "native module + replay store\nsigned",
+        "authz/unsigned": "ext_authz\nunsigned", "authz/signed": "ext_authz\nsigned",
         "old/unsigned": "earlier build\nunsigned",
         "old/signed": "earlier build\nsigned",
     })
@@ -255,7 +307,7 @@ def main():
       "machine: all costs below are CPU time, which that does not inflate, and the end-to-end "
       "scenarios are interleaved and repeated).")
     w("")
-    w("## Targets")
+    w("## Targets (the Wasm filter)")
     w("")
     w("| target | measured | |")
     w("|---|---|---|")
@@ -271,6 +323,53 @@ def main():
       f"{met(t['signed_throughput_over_ext_authz']['met'])} |")
     w(f"| dist/web_bot_auth.wasm < 600 KiB | {wasm_bytes:,} bytes = {wasm_bytes / KIB:.1f} KiB | "
       f"{met(t['wasm_bytes']['met'])} |")
+    w("")
+    w("## Native targets (the dynamic module)")
+    w("")
+    w("The native front end: the same core as an Envoy dynamic module "
+      "(`dist/libweb_bot_auth.so`, `envoy.filters.http.dynamic_modules`), measured in this run "
+      "next to the Wasm filter, ext_authz and Envoy alone (native/ scenarios, section 3). "
+      "Added cost is Envoy CPU per request over Envoy without a filter, as for the Wasm filter.")
+    w("")
+    failed = sorted({f["scenario"] for f in e2e.get("failed", [])})
+    if e2e.get("native_missing"):
+        w("**Not measured:** the run had no native module (`--native` missing; `make build` "
+          "makes dist/libweb_bot_auth.so).")
+        w("")
+    elif any(f.startswith("native/") for f in failed):
+        gone = [f for f in failed if f.startswith("native/") and f not in s]
+        fewer = [f for f in failed if f.startswith("native/") and f in s]
+        w("**Some native runs failed** (Envoy did not start or wrk failed, twice; the errors are "
+          "in results.json, `e2e.failed`)"
+          + (f"; left out, every repeat failed: {', '.join(gone)}" if gone else "")
+          + (f"; measured in fewer repeats: {', '.join(fewer)}" if fewer else "") + ".")
+        w("")
+    nt = native_targets
+
+    def verdict(target):
+        return "**not measured**" if target["met"] is None else met(target["met"])
+
+    w("| target | measured | |")
+    w("|---|---|---|")
+    w(f"| unsigned traffic: added cost ≤ {fmt(NATIVE_UNSIGNED_TARGET_US, 0)} µs/request "
+      f"(native/unsigned − envoy/unsigned) | "
+      + (f"{fmt(n_unsigned_added, 2)} µs" if n_unsigned_added is not None else "n/a")
+      + " | "
+      f"{verdict(nt['unsigned_added_us'])} |")
+    w(f"| signed traffic: added cost ≤ {NATIVE_SIGNED_TARGET_X_FLOOR} × one native `verify_strict` "
+      f"(the floor, section 1: ≤ {fmt(NATIVE_SIGNED_TARGET_X_FLOOR * floor)} µs; "
+      f"native/signed − envoy/signed) | "
+      + (f"{fmt(n_signed_added)} µs = {n_signed_added / floor:.2f} × {fmt(floor)} µs"
+         if n_signed_added is not None else "n/a")
+      + f" | {verdict(nt['signed_added_over_floor'])} |")
+    w(f"| signed traffic: ≥ {fmt(NATIVE_THROUGHPUT_TARGET_X, 0)} × the requests/s of the ext_authz "
+      f"deployment (native/signed vs authz/signed) | "
+      + (f"{n_throughput_ratio:.2f} × ({fmt(s['native/signed']['rps'], 0)} vs "
+         f"{fmt(s['authz/signed']['rps'], 0)} req/s)" if n_throughput_ratio is not None else "n/a")
+      + f" | {verdict(nt['signed_throughput_over_ext_authz'])} |")
+    w("| size (no target): dist/libweb_bot_auth.so, next to dist/web_bot_auth.wasm | "
+      + (f"{native_bytes:,} bytes = {native_bytes / KIB:,.1f} KiB" if native_bytes else "n/a")
+      + f", Wasm {wasm_bytes:,} bytes = {wasm_bytes / KIB:.1f} KiB | |")
     w("")
     w("## 1. Core, native (criterion, median CPU time per verification)")
     w("")
@@ -305,7 +404,7 @@ def main():
     w("")
     alg_rows = [(t, n, f) for t, n, f in (("signed-ecdsa", "ecdsa_p256", "ECDSA P-256 (ecdsa-p256-sha256)"),
                                           ("signed-rsa", "rsa_pss_2048", "RSA-PSS 2048 (rsa-pss-sha512)"))
-                if f"wasm/{t}" in s or f"ours_{n}" in native]
+                if f"wasm/{t}" in s or f"native/{t}" in s or f"ours_{n}" in native]
     alg_costs = {}
     if alg_rows:
         w("### 2b. The other algorithms")
@@ -316,10 +415,13 @@ def main():
           "unsigned requests (an RSA signature is 256 bytes instead of 64: a few hundred bytes "
           "more header to parse, not counted in that baseline).")
         w("")
-        w("| algorithm | native, our core (µs) | native, the key's check alone (µs) | in Envoy (µs/request) | req/s in Envoy |")
-        w("|---|---|---|---|---|")
+        w("The native module's columns are the same differences with native/ scenarios.")
+        w("")
+        w("| algorithm | native, our core (µs) | native, the key's check alone (µs) | in Envoy, wasm (µs/request) | req/s in Envoy, wasm | in Envoy, native module (µs/request) | req/s in Envoy, native module |")
+        w("|---|---|---|---|---|---|---|")
         ed_row = (native["ours"]["median_us"], floor, wasm_core, s["wasm/signed"]["rps"] if "wasm/signed" in s else None)
-        w(f"| Ed25519 (ed25519) | {fmt(ed_row[0], 2)} | {fmt(ed_row[1], 2)} | {fmt(ed_row[2])} | {fmt(ed_row[3], 0)} |")
+        w(f"| Ed25519 (ed25519) | {fmt(ed_row[0], 2)} | {fmt(ed_row[1], 2)} | {fmt(ed_row[2])} | {fmt(ed_row[3], 0)} | "
+          f"{fmt(native_core)} | {fmt(s['native/signed']['rps'] if 'native/signed' in s else None, 0)} |")
         envoy_baseline = (cpu("envoy/signed") - cpu("envoy/unsigned")
                           if "envoy/signed" in s and "envoy/unsigned" in s else None)
         for traffic, name, label in alg_rows:
@@ -331,12 +433,36 @@ def main():
                 if envoy_baseline is not None:
                     in_envoy -= envoy_baseline
             rps = s[f"wasm/{traffic}"]["rps"] if f"wasm/{traffic}" in s else None
+            n_in_envoy = n_rps = None
+            if has(f"native/{traffic}", "native/unsigned"):
+                n_in_envoy = cpu(f"native/{traffic}") - cpu("native/unsigned")
+                if envoy_baseline is not None:
+                    n_in_envoy -= envoy_baseline
+                n_rps = s[f"native/{traffic}"]["rps"]
             alg_costs[traffic] = {"native_ours_us": ours_n, "native_floor_us": floor_n,
-                                  "envoy_us": in_envoy, "rps": rps}
-            w(f"| {label} | {fmt(ours_n, 2)} | {fmt(floor_n, 2)} | {fmt(in_envoy)} | {fmt(rps, 0)} |")
+                                  "envoy_us": in_envoy, "rps": rps,
+                                  "native_module_envoy_us": n_in_envoy, "native_module_rps": n_rps}
+            w(f"| {label} | {fmt(ours_n, 2)} | {fmt(floor_n, 2)} | {fmt(in_envoy)} | {fmt(rps, 0)} | "
+              f"{fmt(n_in_envoy)} | {fmt(n_rps, 0)} |")
         w("")
 
-    w("## 3 and 4. End to end: Envoy, the filter, and ext_authz")
+    if native_core is not None:
+        w("### 2c. Core natively, inside Envoy (the dynamic module)")
+        w("")
+        w("The same difference for the native module: native/signed − native/unsigned − "
+          "(envoy/signed − envoy/unsigned), Envoy CPU per request.")
+        w("")
+        w("| | µs/request |")
+        w("|---|---|")
+        w(f"| native module, signed − unsigned | {fmt(cpu('native/signed') - cpu('native/unsigned'))} |")
+        w(f"| Envoy without filter, signed − unsigned | {fmt(cpu('envoy/signed') - cpu('envoy/unsigned'))} |")
+        w(f"| **verification in the native module** | **{fmt(native_core)}** |")
+        w(f"| ratio to the native floor ({fmt(floor)} µs) | **{native_core / floor:.2f} ×** |")
+        w(f"| ratio to our core natively ({fmt(native['ours']['median_us'])} µs) | "
+          f"{native_core / native['ours']['median_us']:.2f} × |")
+        w(f"| ratio to the verification in wasm ({fmt(wasm_core)} µs) | {native_core / wasm_core:.2f} × |")
+        w("")
+    w("## 3 and 4. End to end: Envoy, the filter (Wasm and native), and ext_authz")
     w("")
     w(f"Envoy {machine['envoy']} with `--concurrency 1`, a loopback listener whose route answers "
       "200 itself (`direct_response`: no upstream, so only Envoy and what sits before the router "
@@ -349,7 +475,11 @@ def main():
       "every 200 was verified; unsigned runs `enforce`. The ext_authz deployment is Envoy's "
       "`envoy.filters.http.ext_authz` (HTTP service) calling `wba-authz` (authz/: the same core "
       f"and request state machine, native, hyper 1 + tokio with {st['authz_threads']} worker "
-      "thread) on loopback.")
+      "thread) on loopback."
+      + (" The native module (native/ rows) is the same core as an Envoy dynamic module "
+         "(`dist/libweb_bot_auth.so`, `envoy.filters.http.dynamic_modules`) in place of the "
+         "Wasm filter, with the same configuration, and no hold companion (it buffers a signed "
+         "body itself)." if any(k.startswith("native/") for k in s) else ""))
     w("")
     w("CPU µs/request is the CPU time the process used during the measured run divided by the "
       "requests completed (from /proc; robust to sharing the 2 cores with wrk and other work). "
@@ -372,6 +502,11 @@ def main():
       f"deployment adds {fmt(authz_signed_added)} µs (Envoy's ext_authz call plus the service), "
       f"{cpu_ratio:.2f} × as much. Unsigned: {fmt(unsigned_added, 2)} µs vs "
       f"{fmt(authz_unsigned_added)} µs.")
+    if n_signed_added is not None and n_unsigned_added is not None:
+        w(f"The native module adds {fmt(n_signed_added)} µs per signed request "
+          f"({authz_signed_added / n_signed_added:.2f} × less than ext_authz, "
+          f"{signed_added / n_signed_added:.2f} × less than the Wasm filter) and "
+          f"{fmt(n_unsigned_added, 2)} µs per unsigned one.")
     w("")
     if "hold/body" in s:
         w("## 4b. The hold companion and signed bodies")
@@ -389,6 +524,17 @@ def main():
           f"{fmt(cpu('hold/signed') - cpu('wasm/signed'), 2)} |")
         w(f"| signed body over a signed GET, both with the hold (hold/body − hold/signed) | "
           f"{fmt(cpu('hold/body') - cpu('hold/signed'), 2)} |")
+        if has("native/body", "native/signed"):
+            w(f"| signed body over a signed GET, native module, no companion "
+              f"(native/body − native/signed) | {fmt(cpu('native/body') - cpu('native/signed'), 2)} |")
+        w("")
+    elif has("native/body", "native/signed"):
+        w("## 4b. Signed bodies")
+        w("")
+        w("| | Envoy CPU µs/request |")
+        w("|---|---|")
+        w(f"| signed body over a signed GET, native module (native/body − native/signed) | "
+          f"{fmt(cpu('native/body') - cpu('native/signed'), 2)} |")
         w("")
     if "store/signed" in s:
         w("## 4d. The fleet's replay store")
@@ -399,7 +545,8 @@ def main():
         w("")
         w("| | req/s | Envoy CPU µs/req | replay server + Redis CPU µs/req | p50 µs | p99 µs |")
         w("|---|---|---|---|---|---|")
-        for k in ("wasm/signed", "store/signed"):
+        for k in [k for k in ("wasm/signed", "store/signed", "native/signed", "native/store")
+                  if k in s]:
             w(f"| {labels[k].replace(chr(10), ' ')} | {fmt(s[k]['rps'], 0)} | {fmt(cpu(k))} | "
               f"{fmt(s[k].get('store_cpu_us_per_req', 0.0))} | {fmt(s[k]['p50_us'], 0)} | "
               f"{fmt(s[k]['p99_us'], 0)} |")
@@ -410,6 +557,12 @@ def main():
           "deployment's call costs Envoy about as much) plus "
           f"{fmt(s['store/signed'].get('store_cpu_us_per_req', 0.0))} µs in the replay server "
           "and Redis, and one loopback round trip of latency.")
+        if has("native/store", "native/signed"):
+            w(f"With the native module the store adds "
+              f"{fmt(cpu('native/store') - cpu('native/signed'))} µs of Envoy CPU per signed request "
+              f"(native/store − native/signed), plus "
+              f"{fmt(s['native/store'].get('store_cpu_us_per_req', 0.0))} µs in the replay server "
+              "and Redis.")
         w("")
     sizing = Path(args.replay_server).read_text() if args.replay_server else ""
     if "====" in sizing:
@@ -437,7 +590,9 @@ def main():
         w("")
     w("## 5. Memory and size")
     w("")
-    w(f"- dist/web_bot_auth.wasm: {wasm_bytes:,} bytes ({wasm_bytes / KIB:.1f} KiB).")
+    w(f"- dist/web_bot_auth.wasm: {wasm_bytes:,} bytes ({wasm_bytes / KIB:.1f} KiB)"
+      + (f"; dist/libweb_bot_auth.so (the native module): {native_bytes:,} bytes "
+         f"({native_bytes / KIB:.1f} KiB)." if native_bytes else "."))
     sizes = json.loads(Path(args.sizes).read_text()) if args.sizes and Path(args.sizes).exists() else None
     if sizes:
         base = sizes["ed25519"]
@@ -447,23 +602,31 @@ def main():
           f"+{sizes['rsa'] - base:,} bytes; both {sizes['all']:,} bytes "
           f"(+{sizes['all'] - base:,}).")
     if wasm_mems:
-        sizes = sorted({m["size_kib"] for m in wasm_mems})
+        grown = sorted({m["size_kib"] for m in wasm_mems})
         rss = [m["rss_kib"] for m in wasm_mems]
         per_envoy = len(wasm_mems) // max(1, len(mem["wasm/signed"]))
         w(f"- Wasm linear memory per VM after the signed runs ({per_envoy} Wasm memories in an "
-          f"Envoy with one worker): {', '.join(str(x) for x in sizes)} KiB grown, "
+          f"Envoy with one worker): {', '.join(str(x) for x in grown)} KiB grown, "
           f"{min(rss)}–{max(rss)} KiB resident.")
     if "wasm/signed" in mem and "envoy/signed" in mem:
         d = med_rss("wasm/signed") - med_rss("envoy/signed")
         w(f"- Envoy process RSS after the signed run: {med_rss('wasm/signed') / KIB:.1f} MiB with "
           f"the filter, {med_rss('envoy/signed') / KIB:.1f} MiB without: the filter's VMs (V8 "
           f"isolates, compiled code, linear memories) and the replay table cost {d / KIB:.1f} MiB.")
+    if "native/signed" in mem and "envoy/signed" in mem:
+        d = med_rss("native/signed") - med_rss("envoy/signed")
+        w(f"- With the native module instead: {med_rss('native/signed') / KIB:.1f} MiB after the "
+          f"signed run, {d / KIB:.1f} MiB more than Envoy alone (the mapped module, its "
+          "configuration and the replay table).")
     w("")
     lines.extend(STEPS.strip("\n").splitlines())
     w("")
     (out / "results.md").write_text("\n".join(lines) + "\n")
     (out / "results.json").write_text(json.dumps({
         "machine": machine, "native": native, "targets": targets,
+        "native_targets": native_targets, "native_module_core_us": native_core,
+        "native_module_signed_added_us": n_signed_added,
+        "native_module_unsigned_added_us": n_unsigned_added, "native_bytes": native_bytes,
         "wasm_core_us": wasm_core, "signed_added_us": signed_added,
         "unsigned_added_us": unsigned_added, "ext_authz_signed_added_us": authz_signed_added,
         "algorithms": alg_costs, "module_sizes": sizes,

@@ -2,10 +2,13 @@
 # `make bench` (after `make build` and `make py-deps`): measures, in one run on this machine,
 #   1. verification natively: our core, the crates.io web-bot-auth crate, bare ed25519-dalek
 #      (criterion, filter/core/benches/verify.rs);
-#   2-5. the filter in Envoy (V8), end to end with wrk, against the ext_authz deployment
-#      (bench/e2e.py), memory and size; the sizing of `wba replay-server` (bench/replay_server.sh);
-# and writes bench/results/: results.md (table, machine, targets), results.svg, results.json.
-# Never part of `make test`; asserts nothing about timings. About 8 minutes on 2 cores.
+#   2-5. the filter in Envoy, end to end with wrk: the Wasm filter (V8) and the native front end
+#      (the dynamic module, dist/libweb_bot_auth.so), against Envoy alone and the ext_authz
+#      deployment (bench/e2e.py), memory and size; the sizing of `wba replay-server`
+#      (bench/replay_server.sh);
+# and writes bench/results/: results.md (table, machine, targets, native targets), results.svg,
+# results.json. Never part of `make test`; asserts nothing about timings. About 25 minutes on 2
+# cores, of which the native/ scenarios (6 × 3 runs, about 13 s each) are about 4.
 # WBA_BENCH_E2E_ARGS adds arguments to bench/e2e.py (e.g. "--repeats 1 --duration 3" to try it;
 # "--old-wasm FILE" adds an earlier build, measured in the same run, to check a change for
 # regressions).
@@ -15,6 +18,7 @@ ROOT=$PWD
 PY=$ROOT/.venv/bin/python
 OUT=$ROOT/bench/results
 WASM=$ROOT/dist/web_bot_auth.wasm
+NATIVE=$ROOT/dist/libweb_bot_auth.so   # without it, e2e.py leaves the native/ scenarios out
 TMP=$(mktemp -d /tmp/wba-bench.XXXXXX)
 trap 'rm -rf "$TMP"' EXIT
 
@@ -27,7 +31,7 @@ fi
 if ! $PY -c 'import matplotlib' 2>/dev/null; then
   $PY -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 fi
-[ -f "$WASM" ] || make build
+[ -f "$WASM" ] && [ -f "$NATIVE" ] || make build
 cargo build --quiet -p wba-authz --release
 cargo build --quiet -p wba-keys --release   # wba replay-server, for the store/ scenario
 command -v redis-server >/dev/null || make redis-deps
@@ -54,7 +58,7 @@ wait_quiet
 LOAD_E2E=$(load)
 
 # ---- 2-5. end to end
-$PY bench/e2e.py --wasm "$WASM" --authz "$ROOT/target/release/wba-authz" --out "$TMP/e2e.json" \
+$PY bench/e2e.py --wasm "$WASM" --native "$NATIVE" --authz "$ROOT/target/release/wba-authz" --out "$TMP/e2e.json" \
   ${WBA_BENCH_E2E_ARGS:-} || echo "note: some end-to-end runs reported problems (see results.json)"
 
 # ---- 4e. sizing of wba replay-server (Redis memory per live record, req/s of one server)

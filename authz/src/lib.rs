@@ -17,22 +17,18 @@
 //! The configuration is the filter's plugin JSON. Keys must be pinned: this service does not
 //! fetch key directories (an agent known only by its `cluster` is `directory_unavailable`).
 //! Replay protection uses one in-process table shared by the service's threads.
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use wba_filter::config::{Config, ConfigError};
 use wba_filter::host::{HeadersUnavailable, Host};
 use wba_filter::key_cache::KeyCache;
-use wba_filter::replay::{ReplayTable, SECRET_BYTES};
+use wba_filter::replay::{MemoryReplay, SECRET_BYTES};
 use wba_filter::replay_store::StoreAnswer;
 use wba_filter::request_filter::{
     on_request_body, on_request_headers, on_store_answer, Action, Body,
 };
-use wba_filter::shared::{MemoryStore, SharedStore, StoreError};
 use wba_filter::stats::Counter;
 
 /// The response header through which Envoy's ext_authz removes headers from the request.
@@ -50,8 +46,7 @@ pub struct Answer {
 #[derive(Debug)]
 pub struct Service {
     pub config: Config,
-    replay: Mutex<MemoryStore>,
-    table: ReplayTable,
+    replay: MemoryReplay,
     counters: Vec<AtomicU64>,
 }
 
@@ -60,13 +55,9 @@ impl Service {
         let mut secret = [0u8; SECRET_BYTES];
         getrandom::getrandom(&mut secret)
             .map_err(|e| ConfigError(format!("no random bytes for the replay table: {e}")))?;
-        let mut store = MemoryStore::default();
-        let table = ReplayTable::open(&mut store, config.replay_capacity, secret)
-            .map_err(|e| ConfigError(format!("cannot create the replay table: {e}")))?;
         Ok(Service {
+            replay: MemoryReplay::new(config.replay_capacity, secret),
             config,
-            replay: Mutex::new(store),
-            table,
             counters: Counter::all().iter().map(|_| AtomicU64::new(0)).collect(),
         })
     }
@@ -123,28 +114,14 @@ impl Service {
             sent: None,
             counters: &self.counters,
         };
-        let mut store = Replay(&self.replay);
+        let mut replay = &self.replay;
         // `may_wait` false: there is no key fetch to wait for, the keys are pinned.
-        let mut action = on_request_headers(
-            &mut host,
-            &self.config,
-            cache,
-            &self.table,
-            &mut store,
-            false,
-        );
+        let mut action = on_request_headers(&mut host, &self.config, cache, &mut replay, false);
         if let Action::NeedBody(pending) = &action {
             // Envoy does not send this service the request body (no `with_request_body`), so a
             // signature that covers Content-Digest cannot be checked here: refused.
             let body = Body::TooLarge(0);
-            action = on_request_body(
-                &mut host,
-                &self.config,
-                &self.table,
-                &mut store,
-                pending,
-                body,
-            );
+            action = on_request_body(&mut host, &self.config, &mut replay, pending, body);
         }
         if let Action::AskStore(query) = &action {
             // This baseline has no client for the fleet's replay store: `on_error` decides.
@@ -222,25 +199,6 @@ impl Host for CheckHost<'_> {
     }
 
     fn set_log_value(&mut self, _key: &str, _value: &str) {}
-}
-
-/// The replay table, shared by the service's threads (Envoy's shared data for the filter).
-struct Replay<'a>(&'a Mutex<MemoryStore>);
-
-impl SharedStore for Replay<'_> {
-    fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-        match self.0.lock() {
-            Ok(s) => s.get(key),
-            Err(_) => (None, None),
-        }
-    }
-
-    fn set(&mut self, key: &str, value: &[u8], cas: Option<u32>) -> Result<(), StoreError> {
-        match self.0.lock() {
-            Ok(mut s) => s.set(key, value, cas),
-            Err(_) => Err(StoreError::Unavailable),
-        }
-    }
 }
 
 #[cfg(test)]

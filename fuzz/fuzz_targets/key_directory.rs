@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wba_filter::directory::KidRule;
 use wba_filter::directory::parse_key_set;
+use wba_filter::directory::KidRule;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte splits the input: a directory body, then signature bytes.
@@ -19,7 +19,10 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         for key in &set.keys {
-            assert_eq!(key.jwk.thumbprint().ok().as_deref(), Some(key.thumbprint.as_str()));
+            assert_eq!(
+                key.jwk.thumbprint().ok().as_deref(),
+                Some(key.thumbprint.as_str())
+            );
             // Nothing verifies by accident over the body itself with a random signature: it may
             // be refused for any reason, but must not panic.
             let _ = key.verify(body, sig);

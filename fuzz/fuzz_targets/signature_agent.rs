@@ -22,7 +22,12 @@ fuzz_target!(|data: &[u8]| {
             // Normalization is idempotent, whatever the bytes.
             assert_eq!(AgentId::parse(u.id().as_str()).as_ref(), Ok(u.id()));
             assert_eq!(AgentId::parse(u.id().shown()).as_ref(), Ok(u.id()));
-            assert_eq!(AgentUrl::parse(u.fetch_url()).map(|f| f.id().clone()).as_ref(), Ok(u.id()));
+            assert_eq!(
+                AgentUrl::parse(u.fetch_url())
+                    .map(|f| f.id().clone())
+                    .as_ref(),
+                Ok(u.id())
+            );
             let _ = u.fetch_target();
         }
         if let Some(key) = &m.key {

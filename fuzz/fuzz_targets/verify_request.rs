@@ -51,15 +51,15 @@ fn config(store: bool) -> Option<&'static Config> {
 
 fn load(store: &str) -> Option<Config> {
     Config::from_json(
-                format!(
-                    r#"{{"allow_test_keys":true,{store}"agents":[
+        format!(
+            r#"{{"allow_test_keys":true,{store}"agents":[
                     {{"name":"vectors","url":"https://signature-agent.test","keys":[{TEST_KEY}]}},
                     {{"name":"jwks","url":"https://jwks.example/keys.json","keys":[{TEST_KEY}]}},
                     {{"name":"remote","url":"https://remote.example","cluster":"remote"}}]}}"#
-                )
-                .as_bytes(),
-            )
-            .ok()
+        )
+        .as_bytes(),
+    )
+    .ok()
 }
 
 fn test_key() -> Option<Key> {
@@ -157,18 +157,35 @@ fuzz_target!(|data: &[u8]| {
     let mut host = RecordingHost::new(headers, now);
     // Twice over one store, the second time as after a key fetch: a verified signature is then
     // a replay.
-    let _ = on_request_headers(&mut host, &config, &mut keys, &replay, &mut store, true);
+    let _ = on_request_headers(
+        &mut host,
+        &config,
+        &mut keys,
+        &mut replay.guard(&mut store),
+        true,
+    );
     host.headers = first;
-    let action = on_request_headers(&mut host, &config, &mut keys, &replay, &mut store, false);
+    let action = on_request_headers(
+        &mut host,
+        &config,
+        &mut keys,
+        &mut replay.guard(&mut store),
+        false,
+    );
     if let Action::NeedBody(pending) = &action {
         // The request's own header text stands in for a body.
         let body = Body::Complete(data);
-        let _ = on_request_body(&mut host, &config, &replay, &mut store, pending, body);
         let _ = on_request_body(
             &mut host,
             &config,
-            &replay,
-            &mut store,
+            &mut replay.guard(&mut store),
+            pending,
+            body,
+        );
+        let _ = on_request_body(
+            &mut host,
+            &config,
+            &mut replay.guard(&mut store),
             pending,
             Body::TooLarge(1),
         );

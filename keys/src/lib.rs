@@ -2,8 +2,6 @@
 //! and explain why a request does or does not verify; and `wba replay-server`, replay protection
 //! across a fleet of Envoys on Redis. Every protocol step is the verifier
 //! core's (`wba_filter`); this crate reads files, talks HTTP and prints.
-#![deny(clippy::unwrap_used)]
-#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod directory;
 pub mod explain;

@@ -1,5 +1,6 @@
 //! The `wba` binary, command by command, including its refusals. Every signature it makes is
 //! checked with the verifier core.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

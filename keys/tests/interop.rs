@@ -10,6 +10,7 @@
 //! with the `key` parameter, against RFC 9421 section 2.1.2 (pinned in
 //! `filter/core/tests/interop_node.rs`), so with node only the legacy form (`--legacy-agent`)
 //! interoperates. The Python package follows the RFC: both forms are checked with it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 #[path = "../../filter/core/tests/common/interop.rs"]

@@ -5,6 +5,7 @@
 //!
 //! Without `redis-server` on the PATH these tests skip with a message, unless
 //! `WBA_REQUIRE_REDIS=1` (as `make unit` sets), which makes them fail.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;

@@ -58,7 +58,7 @@ pub trait Host {
 /// let mut keys = KeyCache::new(&config);
 /// let mut store = MemoryStore::default();
 /// let replay = ReplayTable::open(&mut store, config.replay_capacity, [7; 32]).unwrap();
-/// let action = on_request_headers(&mut host, &config, &mut keys, &replay, &mut store, true);
+/// let action = on_request_headers(&mut host, &config, &mut keys, &mut replay.guard(&mut store), true);
 /// assert_eq!(action, Action::Stop);
 /// assert_eq!(host.sent.map(|r| r.status), Some(403));
 /// ```

@@ -196,13 +196,30 @@ fn update(
 /// One trusted agent in this VM.
 #[derive(Debug, Clone)]
 pub struct CachedAgent {
-    pub config: AgentConfig,
+    pub(crate) config: AgentConfig,
     /// Where its entry lives in shared data.
-    pub store_key: String,
+    store_key: String,
     /// Decoded keys of `entry`, with their proofs (empty until a fetch succeeded).
-    pub fetched: Vec<FetchedKey>,
+    fetched: Vec<FetchedKey>,
     /// The shared entry as last read, without its key texts.
-    pub entry: DirectoryEntry,
+    pub(crate) entry: DirectoryEntry,
+}
+
+impl CachedAgent {
+    /// The agent as configured.
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// Its fetched keys in use, with their possession proofs.
+    pub fn fetched(&self) -> &[FetchedKey] {
+        &self.fetched
+    }
+
+    /// When its next fetch may happen at the earliest (unix seconds; 0: any time).
+    pub fn retry_at(&self) -> i64 {
+        self.entry.retry_at
+    }
 }
 
 impl CachedAgent {
@@ -233,7 +250,7 @@ pub struct Recorded {
 /// Every trusted agent's keys, as this VM sees them.
 #[derive(Debug, Clone, Default)]
 pub struct KeyCache {
-    pub agents: Vec<CachedAgent>,
+    agents: Vec<CachedAgent>,
 }
 
 impl KeyCache {

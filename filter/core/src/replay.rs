@@ -143,16 +143,13 @@ impl ReplayTable {
         format!("{PREFIX}{}.{bucket}", self.buckets)
     }
 
-    /// The bucket of `id`: a keyed hash, so that signers cannot choose it.
     fn bucket_of(&self, id: &ReplayId) -> usize {
-        let digest = Sha256::new()
-            .chain_update(self.secret)
-            .chain_update(id.0)
-            .finalize();
-        let mut head = [0u8; 8];
-        head.copy_from_slice(&digest[..8]);
-        let bucket = u64::from_be_bytes(head) % self.buckets as u64;
-        usize::try_from(bucket).unwrap_or(0)
+        bucket_of(&self.secret, self.buckets, id)
+    }
+
+    /// This table over `store`, as the request path checks signatures against it.
+    pub fn guard<'a>(&'a self, store: &'a mut dyn SharedStore) -> InStore<'a> {
+        InStore { table: self, store }
     }
 
     /// Checks whether `id` was seen and records it until `until` (unix seconds).
@@ -184,6 +181,109 @@ impl ReplayTable {
             }
         }
         ReplayCheck::Unavailable
+    }
+}
+
+/// The bucket of `id` among `buckets`: a keyed hash, so that signers cannot choose it.
+fn bucket_of(secret: &[u8; SECRET_BYTES], buckets: usize, id: &ReplayId) -> usize {
+    let digest = Sha256::new()
+        .chain_update(secret)
+        .chain_update(id.0)
+        .finalize();
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    let bucket = u64::from_be_bytes(head) % buckets.max(1) as u64;
+    usize::try_from(bucket).unwrap_or(0)
+}
+
+/// Where the request path records verified signatures: the shared-data table (proxy-wasm),
+/// the process's own table (native), or nothing.
+pub trait ReplayGuard {
+    /// Checks whether `id` was seen and records it until `until` (unix seconds).
+    fn check_and_record(&mut self, id: ReplayId, until: i64, now: i64) -> ReplayCheck;
+}
+
+/// A [`ReplayTable`] in a [`SharedStore`] (Envoy's shared data, for the proxy-wasm module).
+pub struct InStore<'a> {
+    table: &'a ReplayTable,
+    store: &'a mut dyn SharedStore,
+}
+
+impl ReplayGuard for InStore<'_> {
+    fn check_and_record(&mut self, id: ReplayId, until: i64, now: i64) -> ReplayCheck {
+        self.table.check_and_record(self.store, id, until, now)
+    }
+}
+
+/// For a configuration without replay protection: never consulted by the request path, and
+/// refusing if it were (nothing is recorded, so nothing may pass as fresh).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoReplay;
+
+impl ReplayGuard for NoReplay {
+    fn check_and_record(&mut self, _id: ReplayId, _until: i64, _now: i64) -> ReplayCheck {
+        ReplayCheck::Unavailable
+    }
+}
+
+/// The replay table in process memory, shared by every thread (the native module): the same
+/// buckets and answers as [`ReplayTable`] (keyed bucket choice, no eviction of a live record,
+/// [`ReplayCheck::Full`]), each bucket behind its own lock, with no bytes to encode.
+pub struct MemoryReplay {
+    secret: [u8; SECRET_BYTES],
+    buckets: Vec<std::sync::Mutex<Vec<Record>>>,
+}
+
+/// A live record: the identity and its expiry (unix seconds).
+type Record = ([u8; ID_BYTES], i64);
+
+impl std::fmt::Debug for MemoryReplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryReplay")
+            .field("buckets", &self.buckets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryReplay {
+    /// A table of `capacity` records (whole buckets of [`SLOTS`]), buckets chosen under
+    /// `secret` (random bytes, drawn once per configuration).
+    pub fn new(capacity: usize, secret: [u8; SECRET_BYTES]) -> Self {
+        let buckets = (capacity / SLOTS).max(1);
+        MemoryReplay {
+            secret,
+            // Empty until used: a table of a million records costs 2 MiB until traffic fills it.
+            buckets: (0..buckets)
+                .map(|_| std::sync::Mutex::new(Vec::new()))
+                .collect(),
+        }
+    }
+
+    /// Live records the table holds at most.
+    pub fn capacity(&self) -> usize {
+        self.buckets.len() * SLOTS
+    }
+}
+
+impl ReplayGuard for &MemoryReplay {
+    fn check_and_record(&mut self, id: ReplayId, until: i64, now: i64) -> ReplayCheck {
+        let i = bucket_of(&self.secret, self.buckets.len(), &id);
+        let Some(bucket) = self.buckets.get(i) else {
+            return ReplayCheck::Unavailable;
+        };
+        // A poisoned bucket is still a consistent list (each change is one push or retain).
+        let mut records = bucket
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        records.retain(|(_, exp)| *exp >= now);
+        if records.iter().any(|(rid, _)| *rid == id.0) {
+            return ReplayCheck::Replayed;
+        }
+        if records.len() >= SLOTS {
+            return ReplayCheck::Full;
+        }
+        records.push((id.0, until));
+        ReplayCheck::Fresh
     }
 }
 
@@ -243,6 +343,36 @@ mod tests {
 
     fn table(store: &mut MemoryStore, capacity: usize, secret: u8) -> ReplayTable {
         ReplayTable::open(store, capacity, [secret; SECRET_BYTES]).unwrap()
+    }
+
+    #[test]
+    fn memory_table_answers_as_the_shared_one() {
+        let mut s = MemoryStore::default();
+        let shared = table(&mut s, 32, 3);
+        let memory = MemoryReplay::new(32, [3; SECRET_BYTES]);
+        assert_eq!(memory.capacity(), shared.capacity());
+        let mut m = &memory;
+        // The same secret and bucket count put every id in the same bucket, so the two
+        // tables fill, refuse and expire identically.
+        for i in 0..200 {
+            let id = nonce_id("https://a", &format!("n{i}"));
+            let now = NOW + i / 50;
+            let until = now + 2;
+            assert_eq!(
+                m.check_and_record(id, until, now),
+                shared.check_and_record(&mut s, id, until, now),
+                "id {i}"
+            );
+            assert_eq!(
+                m.check_and_record(id, until, now),
+                shared.check_and_record(&mut s, id, until, now),
+                "id {i}, again"
+            );
+        }
+        assert_eq!(
+            NoReplay.check_and_record(nonce_id("https://a", "x"), NOW, NOW),
+            ReplayCheck::Unavailable
+        );
     }
 
     #[test]

@@ -7,12 +7,11 @@
 use crate::config::Config;
 use crate::content_digest::{self, BodyHasher};
 use crate::host::Host;
-use crate::key_cache::KeyCache;
+use crate::keys::Keys;
 use crate::plan::{is_owned_header, plan, problem};
-use crate::replay::{ReplayCheck, ReplayId, ReplayTable};
+use crate::replay::{ReplayCheck, ReplayGuard, ReplayId};
 use crate::replay_store::{OnError, StoreAnswer, StoreQuery};
 use crate::request::HttpRequest;
-use crate::shared::SharedStore;
 use crate::stats::Counter;
 use crate::verdict::{Failure, Reason, Verdict, Verified};
 use crate::verify::verify_request;
@@ -81,9 +80,8 @@ pub const PROOF_LOG_KEY: &str = "wba.directory_proof";
 pub fn on_request_headers(
     host: &mut dyn Host,
     config: &Config,
-    keys: &mut KeyCache,
-    replay: &ReplayTable,
-    store: &mut dyn SharedStore,
+    keys: &mut dyn Keys,
+    replay: &mut dyn ReplayGuard,
     may_wait: bool,
 ) -> Action {
     let Ok(headers) = host.request_headers() else {
@@ -108,26 +106,29 @@ pub fn on_request_headers(
     let signed = req.header_values("signature-input").next().is_some()
         || req.header_values("signature").next().is_some();
     let now = if signed { host.now() } else { 0 };
-    let mut verdict = verify_request(&req, &config.policy, keys, now);
+    let mut verdict = verify_request(&req, &config.policy, keys.cache(), now);
     if let Verdict::Failed(f) = &verdict {
-        if let Some(url) = keys.wants_fetch(f, &config.directory, now) {
-            // Another worker may have fetched already: this VM's copy is refreshed on ticks,
-            // so look at the shared entry before waiting for a fetch.
-            if keys.sync(store, &url) {
-                verdict = verify_request(&req, &config.policy, keys, now);
+        if let Some(url) = keys.cache().wants_fetch(f, &config.directory, now) {
+            // Another worker may have fetched already (this view is refreshed on ticks), so
+            // look at the shared state before waiting for a fetch.
+            if keys.refresh(&url) {
+                verdict = verify_request(&req, &config.policy, keys.cache(), now);
             }
         }
     }
     if may_wait {
         if let Verdict::Failed(f) = &verdict {
-            if let Some(url) = keys.wants_fetch(f, &config.directory, now) {
+            if let Some(url) = keys.cache().wants_fetch(f, &config.directory, now) {
                 host.increment(Counter::Waited);
                 return Action::Wait(url);
             }
         }
     }
     let proof = match &verdict {
-        Verdict::Verified(v) => keys.proof_of(&v.agent_url, &v.key_id).map(str::to_string),
+        Verdict::Verified(v) => keys
+            .cache()
+            .proof_of(&v.agent_url, &v.key_id)
+            .map(str::to_string),
         _ => None,
     };
     if let Verdict::Verified(v) = &verdict {
@@ -143,19 +144,14 @@ pub fn on_request_headers(
                 .and_then(|l| l.trim().parse::<u64>().ok())
                 .filter(|l| *l > config.max_body_bytes as u64);
             return match announced {
-                Some(length) => on_request_body(
-                    host,
-                    config,
-                    replay,
-                    store,
-                    &pending,
-                    Body::TooLarge(length),
-                ),
+                Some(length) => {
+                    on_request_body(host, config, replay, &pending, Body::TooLarge(length))
+                }
                 None => Action::NeedBody(Box::new(pending)),
             };
         }
     }
-    decide(host, config, replay, store, verdict, proof.as_deref(), now)
+    decide(host, config, replay, verdict, proof.as_deref(), now)
 }
 
 /// Decides a request held for its body ([`Action::NeedBody`]): the body must match the
@@ -164,8 +160,7 @@ pub fn on_request_headers(
 pub fn on_request_body(
     host: &mut dyn Host,
     config: &Config,
-    replay: &ReplayTable,
-    store: &mut dyn SharedStore,
+    replay: &mut dyn ReplayGuard,
     pending: &PendingBody,
     body: Body<'_>,
 ) -> Action {
@@ -187,15 +182,7 @@ pub fn on_request_body(
         Body::Hashed(hasher) => judged(hasher.check(&pending.content_digest)),
     };
     let now = host.now();
-    decide(
-        host,
-        config,
-        replay,
-        store,
-        verdict,
-        pending.proof.as_deref(),
-        now,
-    )
+    decide(host, config, replay, verdict, pending.proof.as_deref(), now)
 }
 
 /// The last steps for a decided verdict: replay check (this Envoy's table, then the fleet's
@@ -203,13 +190,12 @@ pub fn on_request_body(
 fn decide(
     host: &mut dyn Host,
     config: &Config,
-    replay: &ReplayTable,
-    store: &mut dyn SharedStore,
+    replay: &mut dyn ReplayGuard,
     verdict: Verdict,
     proof: Option<&str>,
     now: i64,
 ) -> Action {
-    let verdict = check_replay(host, config, replay, store, verdict, now);
+    let verdict = check_replay(host, config, replay, verdict, now);
     match verdict {
         Verdict::Verified(v) if config.replay_protection && config.replay_store.is_some() => {
             let until = v.expires.saturating_add(config.policy.clock_skew_seconds);
@@ -275,8 +261,7 @@ fn conclude(
 fn check_replay(
     host: &mut dyn Host,
     config: &Config,
-    replay: &ReplayTable,
-    store: &mut dyn SharedStore,
+    replay: &mut dyn ReplayGuard,
     verdict: Verdict,
     now: i64,
 ) -> Verdict {
@@ -288,7 +273,7 @@ fn check_replay(
     }
     // Kept as long as the signature is accepted: until `expires` plus the clock skew.
     let until = v.expires.saturating_add(config.policy.clock_skew_seconds);
-    let detail = match replay.check_and_record(store, ReplayId::of(v), until, now) {
+    let detail = match replay.check_and_record(ReplayId::of(v), until, now) {
         ReplayCheck::Fresh => return verdict,
         ReplayCheck::Replayed => match &v.nonce {
             Some(_) => "this nonce was already used",
@@ -417,7 +402,10 @@ mod tests {
     use crate::fetch::Fetched;
     use crate::host::RecordingHost;
     use crate::jwk::Jwk;
+    use crate::key_cache::KeyCache;
+    use crate::keys::StoreSynced;
     use crate::plan::Rejection;
+    use crate::replay::ReplayTable;
     use crate::shared::MemoryStore;
     use crate::sign::{sign_request, SignOptions};
     use ed25519_dalek::SigningKey;
@@ -460,7 +448,13 @@ mod tests {
     fn run(h: &mut RecordingHost, c: &Config) -> Action {
         let mut store = MemoryStore::default();
         let replay = table(&mut store, c);
-        on_request_headers(h, c, &mut KeyCache::new(c), &replay, &mut store, true)
+        on_request_headers(
+            h,
+            c,
+            &mut KeyCache::new(c),
+            &mut replay.guard(&mut store),
+            true,
+        )
     }
 
     fn table(store: &mut MemoryStore, c: &Config) -> ReplayTable {
@@ -574,7 +568,7 @@ mod tests {
 
     fn held(h: &mut RecordingHost, c: &Config, store: &mut MemoryStore) -> Box<PendingBody> {
         let replay = table(store, c);
-        match on_request_headers(h, c, &mut KeyCache::new(c), &replay, store, true) {
+        match on_request_headers(h, c, &mut KeyCache::new(c), &mut replay.guard(store), true) {
             Action::NeedBody(p) => p,
             other => panic!("not held for the body: {other:?}"),
         }
@@ -591,13 +585,13 @@ mod tests {
         assert!(h.counters.is_empty() && h.sent.is_none());
         let replay = table(&mut store, &c);
         let body = Body::Complete(b"{\"qty\":1}");
-        let action = on_request_body(&mut h, &c, &replay, &mut store, &pending, body);
+        let action = on_request_body(&mut h, &c, &mut replay.guard(&mut store), &pending, body);
         assert_eq!(action, Action::Continue);
         assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
         // Recorded only now: the same request again is a replay.
         let mut again = body_host(b"{\"qty\":1}", b"{\"qty\":1}", &[]);
         let p2 = held(&mut again, &c, &mut store);
-        let action = on_request_body(&mut again, &c, &replay, &mut store, &p2, body);
+        let action = on_request_body(&mut again, &c, &mut replay.guard(&mut store), &p2, body);
         assert_eq!(action, Action::Stop);
         assert_eq!(again.sent.map(|s| s.status), Some(429));
     }
@@ -612,8 +606,7 @@ mod tests {
         let action = on_request_body(
             &mut h,
             &c,
-            &replay,
-            &mut store,
+            &mut replay.guard(&mut store),
             &pending,
             Body::Complete(b"{\"qty\":9}"),
         );
@@ -635,8 +628,7 @@ mod tests {
         let action = on_request_body(
             &mut h,
             &c,
-            &replay,
-            &mut store,
+            &mut replay.guard(&mut store),
             &pending,
             Body::Complete(b"x"),
         );
@@ -662,8 +654,7 @@ mod tests {
             &mut h,
             &c,
             &mut KeyCache::new(&c),
-            &replay,
-            &mut store,
+            &mut replay.guard(&mut store),
             true,
         );
         assert_eq!(action, Action::Stop);
@@ -676,8 +667,7 @@ mod tests {
         let action = on_request_body(
             &mut h,
             &c,
-            &replay,
-            &mut store,
+            &mut replay.guard(&mut store),
             &pending,
             Body::TooLarge(10),
         );
@@ -712,7 +702,7 @@ mod tests {
                 sign_request(&req, &SigningKey::from_bytes(&[5; 32]), &opts).expect("sign");
             h.headers.retain(|(n, _)| !n.starts_with("signature"));
             h.headers.extend(signed.pairs());
-            on_request_headers(&mut h, &c, &mut cache, &replay, &mut store, true);
+            on_request_headers(&mut h, &c, &mut cache, &mut replay.guard(&mut store), true);
             statuses.push(h.sent.as_ref().map(|s| s.status));
             if i >= 16 {
                 assert!(h.counters.contains(&Counter::ReplayFull), "{i}");
@@ -724,7 +714,7 @@ mod tests {
 
     fn asked(h: &mut RecordingHost, c: &Config, store: &mut MemoryStore) -> Box<StoreQuery> {
         let replay = table(store, c);
-        match on_request_headers(h, c, &mut KeyCache::new(c), &replay, store, true) {
+        match on_request_headers(h, c, &mut KeyCache::new(c), &mut replay.guard(store), true) {
             Action::AskStore(q) => q,
             other => panic!("the store was not asked: {other:?}"),
         }
@@ -765,8 +755,7 @@ mod tests {
             &mut again,
             &c,
             &mut KeyCache::new(&c),
-            &replay,
-            &mut store,
+            &mut replay.guard(&mut store),
             true,
         );
         assert_eq!(action, Action::Stop);
@@ -909,14 +898,16 @@ mod tests {
         let replay = table(&mut store, &c);
         let forged = [("x-web-bot-auth-result", "verified")];
         let mut h = host(true, &forged);
-        let action = on_request_headers(&mut h, &c, &mut cache, &replay, &mut store, true);
+        let action =
+            on_request_headers(&mut h, &c, &mut cache, &mut replay.guard(&mut store), true);
         assert_eq!(action, Action::Wait("https://a.example".into()));
         // Paused: nothing decided yet, but the forgery is already gone.
         assert!(h.header_values("x-web-bot-auth-result").is_empty());
         assert!(h.sent.is_none());
         assert!(h.counters.contains(&Counter::Waited));
         record_fetched(&mut cache, &mut store, &c);
-        let action = on_request_headers(&mut h, &c, &mut cache, &replay, &mut store, false);
+        let action =
+            on_request_headers(&mut h, &c, &mut cache, &mut replay.guard(&mut store), false);
         assert_eq!(action, Action::Continue);
         assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
         assert!(h.log.contains(&(PROOF_LOG_KEY.into(), "absent".into())));
@@ -931,7 +922,7 @@ mod tests {
         let replay = table(&mut store, &c);
         let mut h = host(true, &[]);
         assert!(matches!(
-            on_request_headers(&mut h, &c, &mut cache, &replay, &mut store, true),
+            on_request_headers(&mut h, &c, &mut cache, &mut replay.guard(&mut store), true),
             Action::Wait(_)
         ));
         let failure = Err(crate::fetch::FetchFailure {
@@ -941,7 +932,7 @@ mod tests {
         });
         cache.record(&mut store, "https://a.example", &failure, &c.directory, NOW);
         assert_eq!(
-            on_request_headers(&mut h, &c, &mut cache, &replay, &mut store, false),
+            on_request_headers(&mut h, &c, &mut cache, &mut replay.guard(&mut store), false),
             Action::Stop
         );
         assert_eq!(
@@ -952,7 +943,7 @@ mod tests {
         // Negative-cached: the next request does not wait.
         let mut h = host(true, &[]);
         assert_eq!(
-            on_request_headers(&mut h, &c, &mut cache, &replay, &mut store, true),
+            on_request_headers(&mut h, &c, &mut cache, &mut replay.guard(&mut store), true),
             Action::Stop
         );
     }
@@ -968,11 +959,23 @@ mod tests {
         let mut first = host(true, &[]);
         let mut again = RecordingHost::new(first.headers.clone(), NOW + 1);
         assert_eq!(
-            on_request_headers(&mut first, &c, &mut cache, &replay, &mut store, true),
+            on_request_headers(
+                &mut first,
+                &c,
+                &mut cache,
+                &mut replay.guard(&mut store),
+                true
+            ),
             Action::Continue
         );
         assert_eq!(
-            on_request_headers(&mut again, &c, &mut cache, &replay, &mut store, true),
+            on_request_headers(
+                &mut again,
+                &c,
+                &mut cache,
+                &mut replay.guard(&mut store),
+                true
+            ),
             Action::Stop
         );
         let Rejection { status, body, .. } = again.sent.clone().expect("sent");
@@ -982,7 +985,13 @@ mod tests {
         let c = directory_config(r#""replay_protection":false,"#);
         let mut twice = RecordingHost::new(first.headers.clone(), NOW + 1);
         assert_eq!(
-            on_request_headers(&mut twice, &c, &mut cache, &replay, &mut store, true),
+            on_request_headers(
+                &mut twice,
+                &c,
+                &mut cache,
+                &mut replay.guard(&mut store),
+                true
+            ),
             Action::Continue
         );
     }
@@ -994,10 +1003,16 @@ mod tests {
         let mut this_worker = KeyCache::new(&c);
         let mut store = MemoryStore::default();
         this_worker.prepare(&mut store).expect("prepare");
-        let replay = table(&mut store, &c);
+        let mut replay_store = MemoryStore::default();
+        let replay = table(&mut replay_store, &c);
         record_fetched(&mut other_worker, &mut store, &c);
         let mut h = host(true, &[]);
-        let action = on_request_headers(&mut h, &c, &mut this_worker, &replay, &mut store, true);
+        let mut keys = StoreSynced {
+            cache: &mut this_worker,
+            store: &store,
+        };
+        let mut guard = replay.guard(&mut replay_store);
+        let action = on_request_headers(&mut h, &c, &mut keys, &mut guard, true);
         assert_eq!(action, Action::Continue);
         assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
         assert!(!h.counters.contains(&Counter::Waited));

@@ -1474,11 +1474,11 @@ proptest! {
         for may_wait in [true, false] {
             let mut host = RecordingHost::new(headers.clone(), now);
             let mut action =
-                on_request_headers(&mut host, &config, &mut keys, &replay, &mut store, may_wait);
+                on_request_headers(&mut host, &config, &mut keys, &mut replay.guard(&mut store), may_wait);
             if let Action::NeedBody(pending) = &action {
                 prop_assert!(host.sent.is_none() && host.counters.is_empty());
                 let body = Body::Complete(b"{}");
-                action = on_request_body(&mut host, &config, &replay, &mut store, pending, body);
+                action = on_request_body(&mut host, &config, &mut replay.guard(&mut store), pending, body);
             }
             if let Action::AskStore(query) = &action {
                 action = on_store_answer(&mut host, &config, query, &StoreAnswer::Fresh);

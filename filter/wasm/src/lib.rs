@@ -14,7 +14,6 @@
 
 // Envoy runs this module as wasm32 only; natively (`cargo test --workspace`) the crate is empty.
 #![cfg(target_arch = "wasm32")]
-#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -27,10 +26,11 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 
 use wba_filter::config::{Config, Role};
 use wba_filter::content_digest::BodyHasher;
-use wba_filter::fetch::{evaluate, fetch_request, FailureKind, FetchFailure, FetchResponse};
+use wba_filter::fetch::FetchResponse;
+use wba_filter::fetch_coordinator::{Command, Coordinator, BUSY_TICK_MS, IDLE_TICK_MS};
 use wba_filter::header_map::decode_header_map;
 use wba_filter::host::{HeadersUnavailable, Host};
-use wba_filter::key_cache::{Claim, KeyCache};
+use wba_filter::keys::StoreSynced;
 use wba_filter::replay::{ReplayTable, SECRET_BYTES};
 use wba_filter::replay_store::{StoreAnswer, StoreQuery};
 use wba_filter::request_filter::{self, Action as FilterAction, Body, PendingBody};
@@ -42,17 +42,10 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> { Box::new(Root::new(id)) });
 }}
 
-/// Tick while requests wait or fetches are in flight (to notice other workers' results).
-const BUSY_TICK: Duration = Duration::from_millis(10);
-/// Tick otherwise: background refresh checks.
-const IDLE_TICK: Duration = Duration::from_millis(1000);
-/// Upper bound of the refresh jitter, seconds before freshness ends.
-const MAX_JITTER_SECONDS: u64 = 30;
-
-/// A paused request.
+/// A request paused for its agent's keys.
+#[derive(Debug, Clone, Copy)]
 struct Waiter {
     context_id: u32,
-    since_ms: i64,
     /// The request has no body (its headers ended the stream).
     end_of_stream: bool,
 }
@@ -74,15 +67,12 @@ thread_local! {
 /// Everything a VM's contexts share.
 struct Vm {
     config: Config,
-    cache: KeyCache,
+    /// The key cache (synced from shared data), the paused requests and this VM's fetches.
+    fetcher: Coordinator<Waiter>,
     replay: ReplayTable,
     /// Metric ids, indexed by [`Counter::index`].
     metrics: Rc<[u32]>,
     keys_gauge: Option<u32>,
-    /// Paused requests per agent URL.
-    waiters: HashMap<String, Vec<Waiter>>,
-    /// Fetches this root dispatched: token -> agent URL.
-    in_flight: HashMap<u32, String>,
     /// Requests whose verdict waits for their body, by (verify filter) context id.
     held: HashMap<u32, Held>,
     /// Whether the missing hold filter was already logged.
@@ -110,10 +100,7 @@ struct Held {
 
 impl Vm {
     fn busy(&self) -> bool {
-        !self.waiters.is_empty()
-            || !self.in_flight.is_empty()
-            || !self.held.is_empty()
-            || !self.store_queries.is_empty()
+        self.fetcher.busy() || !self.held.is_empty() || !self.store_queries.is_empty()
     }
 }
 
@@ -142,9 +129,14 @@ fn now_ms() -> i64 {
 }
 
 fn count(metrics: &[u32], counter: Counter) {
+    add(metrics, counter, 1);
+}
+
+/// Adds `n` in one host call (a fetched set may hold dozens of keys).
+fn add(metrics: &[u32], counter: Counter, n: u64) {
     if let Some(&id) = metrics.get(counter.index()) {
-        if id != u32::MAX {
-            let _ = hostcalls::increment_metric(id, 1);
+        if id != u32::MAX && n > 0 {
+            let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 }
@@ -192,15 +184,6 @@ fn random_secret() -> Option<[u8; SECRET_BYTES]> {
     (errno == 0 && secret != [0u8; SECRET_BYTES]).then_some(secret)
 }
 
-/// A small, stable per-(agent, worker) jitter so workers do not refresh in lockstep.
-fn jitter(url: &str, salt: u32) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ u64::from(salt);
-    for b in url.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    i64::try_from(h % MAX_JITTER_SECONDS).unwrap_or(0)
-}
-
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _: usize) {
         let Some(vm) = self.vm.clone() else { return };
@@ -208,13 +191,13 @@ impl Context for Root {
             let _ = hostcalls::set_effective_context(self.id);
             return;
         }
-        let url = {
+        let commands = {
             let Ok(mut vm) = vm.try_borrow_mut() else {
                 return;
             };
-            let Some(url) = vm.in_flight.remove(&token) else {
+            if !vm.fetcher.is_fetch(u64::from(token)) {
                 return;
-            };
+            }
             let headers = header_pairs(MapType::HttpCallResponseHeaders).unwrap_or_default();
             let status = headers
                 .iter()
@@ -236,87 +219,76 @@ impl Context for Root {
                 body,
                 too_large,
             };
-            let now = now_ms() / 1000;
-            let vm = &mut *vm;
-            let Some(agent) = vm.cache.agent(&url).map(|a| a.config.clone()) else {
-                return;
-            };
-            let result = evaluate(
-                &agent,
-                &response,
-                &vm.config.directory,
-                vm.config.policy.clock_skew_seconds,
-                now,
-            );
-            record(vm, &url, &result, now);
-            url
+            vm.fetcher
+                .answered(&mut EnvoyStore, u64::from(token), &response, now_ms())
         };
-        self.finish_waiters(&vm, &url);
-    }
-}
-
-/// Stores a fetch result for every worker, counts it, and logs failures (one line each).
-fn record(
-    vm: &mut Vm,
-    url: &str,
-    result: &Result<wba_filter::fetch::Fetched, FetchFailure>,
-    now: i64,
-) {
-    let mut store = EnvoyStore;
-    let settings = vm.config.directory.clone();
-    let r = vm.cache.record(&mut store, url, result, &settings, now);
-    // Counted by `n` in one host call each (a set may hold dozens of keys).
-    let add = |counter: Counter, n: usize| {
-        if let Some(&id) = vm.metrics.get(counter.index()) {
-            if id != u32::MAX && n > 0 {
-                let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
-            }
-        }
-    };
-    match result {
-        Ok(f) => {
-            count(&vm.metrics, Counter::FetchOk);
-            // Per key in use: its own possession proof.
-            for p in wba_filter::fetch::Proof::ALL {
-                add(
-                    Counter::Proof(p),
-                    f.keys.iter().filter(|k| k.proof == p).count(),
-                );
-            }
-            // Not a failure: counted, not logged (`wba explain --directory` says why).
-            add(Counter::KeySkipped, f.skipped.len());
-            add(Counter::BareJwk, usize::from(f.bare_jwk));
-        }
-        Err(e) => {
-            count(&vm.metrics, Counter::FetchFailed(e.kind));
-            let retry = vm.cache.agent(url).map_or(0, |a| a.entry.retry_at - now);
-            let _ = hostcalls::log(
-                LogLevel::Warn,
-                &format!(
-                    "web-bot-auth: key fetch for {url} failed ({e}); keeping {} cached keys; next attempt in {retry}s",
-                    r.keys_after
-                ),
-            );
-        }
-    }
-    if let Some(g) = vm.keys_gauge {
-        let held = u64::try_from(vm.cache.keys_held()).unwrap_or(0);
-        let _ = hostcalls::record_metric(g, held);
+        self.execute(&vm, commands);
     }
 }
 
 impl Root {
-    /// Finishes the requests waiting for `url`'s keys, each in its own context, then resumes
-    /// the ones that were not answered locally.
-    fn finish_waiters(&self, vm: &Rc<RefCell<Vm>>, url: &str) {
-        let waiters = match vm.try_borrow_mut() {
-            Ok(mut v) => v.waiters.remove(url).unwrap_or_default(),
-            Err(_) => return,
-        };
-        for w in &waiters {
-            self.finish(vm, w);
+    /// Carries out what the fetch coordinator asks: sends fetches (owned by the root, so a
+    /// fetch outlives the request that caused it), finishes paused requests each in its own
+    /// context, counts and logs.
+    fn execute(&self, vm: &Rc<RefCell<Vm>>, commands: Vec<Command<Waiter>>) {
+        let mut queue = std::collections::VecDeque::from(commands);
+        while let Some(command) = queue.pop_front() {
+            match command {
+                Command::Resume(waiters) => {
+                    for w in &waiters {
+                        self.finish(vm, w);
+                    }
+                    let _ = hostcalls::set_effective_context(self.id);
+                }
+                Command::Dispatch { agent, request } => {
+                    let _ = hostcalls::set_effective_context(self.id);
+                    let headers: Vec<(&str, &str)> = request
+                        .headers
+                        .iter()
+                        .map(|(n, v)| (n.as_str(), v.as_str()))
+                        .collect();
+                    let sent = hostcalls::dispatch_http_call(
+                        &request.cluster,
+                        headers,
+                        None,
+                        Vec::new(),
+                        Duration::from_millis(request.timeout_ms),
+                    );
+                    let Ok(mut v) = vm.try_borrow_mut() else {
+                        continue;
+                    };
+                    match sent {
+                        Ok(token) => v.fetcher.dispatched(&agent, u64::from(token)),
+                        Err(status) => {
+                            let detail = format!(
+                                "cannot dispatch to cluster {:?}: {status:?}",
+                                request.cluster
+                            );
+                            let more = v.fetcher.dispatch_failed(
+                                &mut EnvoyStore,
+                                &agent,
+                                detail,
+                                now_ms(),
+                            );
+                            queue.extend(more);
+                        }
+                    }
+                }
+                Command::Count(counter, n) => {
+                    if let Ok(v) = vm.try_borrow() {
+                        add(&v.metrics, counter, n);
+                    }
+                }
+                Command::KeysHeld(n) => {
+                    if let Some(g) = vm.try_borrow().ok().and_then(|v| v.keys_gauge) {
+                        let _ = hostcalls::record_metric(g, n);
+                    }
+                }
+                Command::Warn(line) => {
+                    let _ = hostcalls::log(LogLevel::Warn, &line);
+                }
+            }
         }
-        let _ = hostcalls::set_effective_context(self.id);
     }
 
     fn finish(&self, vm: &Rc<RefCell<Vm>>, waiter: &Waiter) {
@@ -330,12 +302,15 @@ impl Root {
             };
             let v = &mut *v;
             let mut host = EnvoyHost::deferred(&v.metrics);
+            let mut keys = StoreSynced {
+                cache: v.fetcher.cache_mut(),
+                store: &EnvoyStore,
+            };
             let mut action = request_filter::on_request_headers(
                 &mut host,
                 &v.config,
-                &mut v.cache,
-                &v.replay,
-                &mut EnvoyStore,
+                &mut keys,
+                &mut v.replay.guard(&mut EnvoyStore),
                 false,
             );
             if let FilterAction::NeedBody(pending) = action {
@@ -395,8 +370,7 @@ impl Root {
                 let action = request_filter::on_request_body(
                     &mut host,
                     &v.config,
-                    &v.replay,
-                    &mut EnvoyStore,
+                    &mut v.replay.guard(&mut EnvoyStore),
                     &held.pending,
                     body,
                 );
@@ -410,107 +384,19 @@ impl Root {
 
     /// Dispatches fetches that are due and this worker may make; finishes requests that waited
     /// too long or whose keys another worker fetched.
+    /// Decides held bodies that are complete, then lets the fetch coordinator look at shared
+    /// data, waits and due refreshes.
     fn tick(&self, vm: &Rc<RefCell<Vm>>) {
-        let now_ms = now_ms();
-        let now = now_ms / 1000;
         self.release_held(vm);
-        let mut ready: Vec<String> = Vec::new();
-        let mut expired: Vec<Waiter> = Vec::new();
-        {
-            let Ok(mut v) = vm.try_borrow_mut() else {
-                return;
-            };
-            let v = &mut *v;
-            // Results other workers stored since the last tick.
-            for url in v.cache.sync_all(&EnvoyStore) {
-                if v.waiters.contains_key(&url) {
-                    ready.push(url);
-                }
-            }
-            let limit = i64::try_from(v.config.directory.timeout_ms)
-                .unwrap_or(i64::MAX)
-                .saturating_mul(2)
-                .saturating_add(1000);
-            for list in v.waiters.values_mut() {
-                expired.extend(list.extract_if(.., |w| now_ms.saturating_sub(w.since_ms) > limit));
-            }
-            v.waiters.retain(|_, l| !l.is_empty());
-            let salt = self.id;
-            let mut due = v.cache.due_for_refresh(now, |u| jitter(u, salt));
-            for url in v.waiters.keys() {
-                if !due.contains(url) && !ready.contains(url) {
-                    due.push(url.clone());
-                }
-            }
-            let lease_ms = i64::try_from(v.config.directory.timeout_ms)
-                .unwrap_or(i64::MAX)
-                .saturating_add(500);
-            for url in due {
-                if v.in_flight.values().any(|u| *u == url) {
-                    continue;
-                }
-                match v.cache.claim(&mut EnvoyStore, &url, now, now_ms, lease_ms) {
-                    Claim::Claimed => {
-                        if let Err(e) = self.dispatch(v, &url) {
-                            record(v, &url, &Err(e), now);
-                            ready.push(url);
-                        }
-                    }
-                    Claim::Busy => {}
-                    Claim::Refused => {
-                        if v.waiters.contains_key(&url) {
-                            ready.push(url);
-                        }
-                    }
-                }
-            }
-        }
-        for url in ready {
-            self.finish_waiters(vm, &url);
-        }
-        for w in &expired {
-            self.finish(vm, w);
-        }
+        let commands = match vm.try_borrow_mut() {
+            Ok(mut v) => v.fetcher.tick(&mut EnvoyStore, now_ms()),
+            Err(_) => return,
+        };
+        self.execute(vm, commands);
         let _ = hostcalls::set_effective_context(self.id);
         let busy = vm.try_borrow().map(|v| v.busy()).unwrap_or(true);
-        let _ = hostcalls::set_tick_period(if busy { BUSY_TICK } else { IDLE_TICK });
-    }
-
-    fn dispatch(&self, vm: &mut Vm, url: &str) -> Result<(), FetchFailure> {
-        let fail = |detail: String| FetchFailure {
-            kind: FailureKind::Unreachable,
-            detail,
-            retry_after: None,
-        };
-        let agent = vm
-            .cache
-            .agent(url)
-            .map(|a| a.config.clone())
-            .ok_or_else(|| fail("not a configured agent".into()))?;
-        let req = fetch_request(&agent, &vm.config.directory)
-            .ok_or_else(|| fail("no cluster configured".into()))?;
-        // Owned by the root, so the fetch survives the request that caused it.
-        let _ = hostcalls::set_effective_context(self.id);
-        let headers: Vec<(&str, &str)> = req
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let token = hostcalls::dispatch_http_call(
-            &req.cluster,
-            headers,
-            None,
-            Vec::new(),
-            Duration::from_millis(req.timeout_ms),
-        )
-        .map_err(|s| {
-            fail(format!(
-                "cannot dispatch to cluster {:?}: {s:?}",
-                req.cluster
-            ))
-        })?;
-        vm.in_flight.insert(token, url.to_string());
-        Ok(())
+        let period = if busy { BUSY_TICK_MS } else { IDLE_TICK_MS };
+        let _ = hostcalls::set_tick_period(Duration::from_millis(period));
     }
 }
 
@@ -556,23 +442,21 @@ impl RootContext for Root {
         } else {
             ReplayTable::unused()
         };
-        let cache = KeyCache::new(&config);
-        if let Err(e) = cache.prepare(&mut EnvoyStore) {
+        let fetcher = Coordinator::new(&config, self.id);
+        if let Err(e) = fetcher.prepare(&mut EnvoyStore) {
             let _ = hostcalls::log(
                 LogLevel::Error,
                 &format!("invalid web-bot-auth configuration: cannot create the shared key cache entries: {e}"),
             );
             return false;
         }
-        let fetches = cache.fetched_agents().next().is_some();
+        let fetches = fetcher.fetches();
         self.vm = Some(Rc::new(RefCell::new(Vm {
             config,
-            cache,
+            fetcher,
             replay,
             metrics,
             keys_gauge,
-            waiters: HashMap::new(),
-            in_flight: HashMap::new(),
             held: HashMap::new(),
             warned_no_holder: false,
             store_queries: HashMap::new(),
@@ -581,7 +465,7 @@ impl RootContext for Root {
         let _ = hostcalls::set_tick_period(if fetches {
             Duration::from_millis(1)
         } else {
-            IDLE_TICK
+            Duration::from_millis(IDLE_TICK_MS)
         });
         true
     }
@@ -618,10 +502,7 @@ impl Context for Request {
     fn on_done(&mut self) -> bool {
         // A paused request that goes away stops waiting (Envoy cancels its calls).
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
-            for list in vm.waiters.values_mut() {
-                list.retain(|w| w.context_id != self.id);
-            }
-            vm.waiters.retain(|_, l| !l.is_empty());
+            vm.fetcher.forget(|w| w.context_id == self.id);
             vm.held.remove(&self.id);
             vm.store_queries.retain(|_, c| c.owner != self.id);
         }
@@ -643,9 +524,11 @@ impl HttpContext for Request {
         let action = request_filter::on_request_headers(
             &mut host,
             &vm.config,
-            &mut vm.cache,
-            &vm.replay,
-            &mut EnvoyStore,
+            &mut StoreSynced {
+                cache: vm.fetcher.cache_mut(),
+                store: &EnvoyStore,
+            },
+            &mut vm.replay.guard(&mut EnvoyStore),
             true,
         );
         let action = match action {
@@ -661,11 +544,11 @@ impl HttpContext for Request {
                 Action::Pause
             }
             FilterAction::Wait(url) => {
-                vm.waiters.entry(url).or_default().push(Waiter {
+                let waiter = Waiter {
                     context_id: self.id,
-                    since_ms: now_ms(),
                     end_of_stream,
-                });
+                };
+                vm.fetcher.wait(url, waiter, now_ms());
                 // Wake the root now rather than at its next idle tick.
                 let _ = hostcalls::set_tick_period(Duration::from_millis(1));
                 Action::Pause
@@ -728,8 +611,7 @@ fn body_needed(
         return request_filter::on_request_body(
             host,
             config,
-            &vm.replay,
-            &mut EnvoyStore,
+            &mut vm.replay.guard(&mut EnvoyStore),
             &pending,
             body,
         );
