@@ -135,7 +135,7 @@ fault-build: rust-deps
 e2e: WBA_PROFILE := debug
 e2e: build fault-build deps redis-deps oci k8s-deps
 	cargo build -p wba-keys
-	$(PARTS) WBA_NATIVE=$(CURDIR)/dist/libweb_bot_auth.so WBA_REQUIRE_NATIVE=1 $(PY) -m pytest -q tests/e2e
+	$(PARTS) WBA_REQUIRE_NATIVE=1 $(PY) -m pytest -q tests/e2e
 
 test: lint unit wasm-test e2e
 
@@ -145,7 +145,7 @@ test: lint unit wasm-test e2e
 FRONT ?= wasm
 demo: build py-deps
 	cargo build -p wba-keys --release --quiet
-	$(PARTS) WBA_FRONT=$(FRONT) WBA_NATIVE=$(CURDIR)/dist/libweb_bot_auth.so $(PY) envoy/demo.py
+	$(PARTS) WBA_FRONT=$(FRONT) $(PY) envoy/demo.py
 
 fuzz:
 	fuzz/run.sh

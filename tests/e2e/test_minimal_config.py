@@ -1,6 +1,9 @@
-"""The README's minimal Envoy configuration (envoy/minimal.yaml) works as written, and no shipped
-or documented configuration trusts a published key."""
+"""The README's minimal Envoy configurations work as written: envoy/minimal.yaml (the Wasm module)
+and envoy/minimal-native.yaml (the native dynamic module), which is the same configuration with
+the native filter in place of the Wasm filter and its hold companion; and no shipped or
+documented configuration trusts a published key."""
 
+import json
 import re
 import time
 
@@ -12,6 +15,7 @@ from harness import (
     DirectoryServer,
     EchoUpstream,
     Envoy,
+    Front,
     Key,
     parse_raw_response,
     raw_request,
@@ -20,14 +24,15 @@ from harness import (
 )
 
 DIRECTORY_CLUSTER = "agent_example_directory"
+# Each front end's minimal configuration, as shipped.
+MINIMAL = {"wasm": "minimal.yaml", "native": "minimal-native.yaml"}
 
 
 def minimal_config(front, upstream_port, directory_port):
-    """envoy/minimal.yaml on loopback: ephemeral ports, this build's module (for native: the
-    dynamic module in place of the Wasm filter and its hold companion, same plugin
-    configuration), and the agent's directory cluster pointed at a local directory server
-    (plain HTTP; TLS is the only change)."""
-    config = front.adapt(yaml.safe_load((ROOT / "envoy" / "minimal.yaml").read_text()))
+    """The front end's minimal configuration on loopback: ephemeral ports, this build's module
+    (wasm: its path; native: found through the search path, as written), and the agent's
+    directory cluster pointed at a local directory server (plain HTTP; TLS is the only change)."""
+    config = front.adapt(yaml.safe_load((ROOT / "envoy" / MINIMAL[front.name]).read_text()))
     config["admin"]["address"]["socket_address"]["port_value"] = 0
     for listener in config["static_resources"]["listeners"]:
         listener["address"]["socket_address"].update(address="127.0.0.1", port_value=0)
@@ -74,6 +79,23 @@ def test_minimal_yaml_loads_and_verifies_with_fetched_keys(front):
                 in log
             )
             assert "wba_result=unsigned wba_reason=-" in log
+
+
+def test_minimal_native_yaml_is_minimal_yaml_with_the_native_filter():
+    """Nothing but the filter entries differs: same listener, access log, clusters, plugin
+    configuration (compared parsed: the JSON is laid out differently)."""
+
+    def parsed(config):
+        for listener in config["static_resources"]["listeners"]:
+            for f in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]:
+                value = f["typed_config"].get("filter_config", {}).get("value")
+                if value:
+                    f["typed_config"]["filter_config"]["value"] = json.loads(value)
+        return config
+
+    wasm = yaml.safe_load((ROOT / "envoy" / MINIMAL["wasm"]).read_text())
+    native = yaml.safe_load((ROOT / "envoy" / MINIMAL["native"]).read_text())
+    assert parsed(Front("native").adapt(wasm)) == parsed(native)
 
 
 def shipped_texts():
