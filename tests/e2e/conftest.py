@@ -6,8 +6,8 @@ through `envoy` and the test modules' own Envoy fixtures), so runs once per fron
 `wasm` and `native` (`pytest -k native`). WBA_FRONTS=wasm (or native; comma-separated) selects
 front ends. When the native module is missing (WBA_NATIVE unset and no dist/libweb_bot_auth.so)
 its runs are skipped, or fail with WBA_REQUIRE_NATIVE=1 (`make e2e`, CI) or when WBA_FRONTS names it.
-Tests about the Wasm artifact itself carry `@pytest.mark.wasm_only("why")`: their native runs
-are skipped with that reason.
+Tests about one front end's artifact itself carry `@pytest.mark.wasm_only("why")` or
+`@pytest.mark.native_only("why")`: their runs for the other front end are skipped with that reason.
 """
 
 import os
@@ -72,25 +72,31 @@ def selected_fronts():
     return names
 
 
+# Marker -> the one front end its tests are about.
+ONLY = {"wasm_only": "wasm", "native_only": "native"}
+
+
 def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "wasm_only(reason): about the Wasm artifact itself; the native runs are skipped"
-    )
+    for marker, name in ONLY.items():
+        config.addinivalue_line(
+            "markers", f"{marker}(reason): about the {name} artifact itself; the other front end's runs are skipped"
+        )
 
 
 def pytest_collection_modifyitems(config, items):
     fronts = selected_fronts()
     for item in items:
-        marker = item.get_closest_marker("wasm_only")
-        if marker is None:
-            continue
-        reason = marker.args[0] if marker.args else marker.kwargs.get("reason", "about the Wasm module")
-        callspec = getattr(item, "callspec", None)
-        front = callspec.params.get("front") if callspec else None
-        # Parametrized by front end: the native run skips. Not (no Envoy: the .wasm file, a
-        # manifest): runs unless the wasm front end is deselected.
-        if front == "native" or (front is None and "wasm" not in fronts):
-            item.add_marker(pytest.mark.skip(reason=f"wasm only: {reason}"))
+        for marker_name, only in ONLY.items():
+            marker = item.get_closest_marker(marker_name)
+            if marker is None:
+                continue
+            reason = marker.args[0] if marker.args else marker.kwargs.get("reason", f"about the {only} module")
+            callspec = getattr(item, "callspec", None)
+            front = callspec.params.get("front") if callspec else None
+            # Parametrized by front end: the other front end's run skips. Not (no Envoy: the .wasm
+            # file, a manifest): runs unless its front end is deselected.
+            if (front is not None and front != only) or (front is None and only not in fronts):
+                item.add_marker(pytest.mark.skip(reason=f"{only} only: {reason}"))
 
 
 @pytest.fixture(scope="session", params=selected_fronts())
