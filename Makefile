@@ -135,15 +135,17 @@ fault-build: rust-deps
 e2e: WBA_PROFILE := debug
 e2e: build fault-build deps redis-deps oci k8s-deps
 	cargo build -p wba-keys
-	$(PARTS) $(PY) -m pytest -q tests/e2e
+	$(PARTS) WBA_REQUIRE_NATIVE=1 $(PY) -m pytest -q tests/e2e
 
 test: lint unit wasm-test e2e
 
 ## ---- the rest ----
 
+# `make demo FRONT=native`: the same demo with the Envoy dynamic module instead of the Wasm module.
+FRONT ?= wasm
 demo: build py-deps
 	cargo build -p wba-keys --release --quiet
-	$(PARTS) $(PY) envoy/demo.py
+	$(PARTS) WBA_FRONT=$(FRONT) $(PY) envoy/demo.py
 
 fuzz:
 	fuzz/run.sh

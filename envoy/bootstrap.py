@@ -1,5 +1,10 @@
 """Builds Envoy bootstrap configurations for the demo, the end-to-end tests and the benchmarks.
 
+Two front ends of the same filter: `wasm` (the proxy-wasm module, dist/web_bot_auth.wasm, in
+`envoy.filters.http.wasm`) and `native` (the Envoy dynamic module, dist/libweb_bot_auth.so, in
+`envoy.filters.http.dynamic_modules`, which Envoy finds in $ENVOY_DYNAMIC_MODULES_SEARCH_PATH).
+`filters(front, ...)` gives either's filter entries for the same plugin configuration.
+
 Every listener and the admin interface bind to port 0 on loopback; the harness reads the
 ports Envoy chose from the admin API, so runs never collide. `minimal.yaml` next to this file
 is the same shape, written out by hand for operators to copy.
@@ -19,7 +24,9 @@ ACCESS_LOG_FORMAT = (
 
 
 def wasm_filter(wasm_path, plugin_config, name="web_bot_auth"):
-    """The `envoy.filters.http.wasm` entry for the Web Bot Auth filter."""
+    """The `envoy.filters.http.wasm` entry for the Web Bot Auth filter. `plugin_config` may be a
+    string (passed on as is)."""
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
     return {
         "name": "envoy.filters.http.wasm",
         "typed_config": {
@@ -29,7 +36,7 @@ def wasm_filter(wasm_path, plugin_config, name="web_bot_auth"):
                 "root_id": "web_bot_auth",
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": json.dumps(plugin_config),
+                    "value": value,
                 },
                 # Fail closed: a filter that cannot load must not let traffic through unchecked.
                 "fail_open": False,
@@ -51,6 +58,43 @@ def wasm_filters(wasm_path, plugin_config, name="web_bot_auth"):
         wasm_filter(wasm_path, plugin_config, name=name),
         wasm_filter(wasm_path, {"role": "hold"}, name=f"{name}_hold"),
     ]
+
+
+# The native module's name: Envoy loads lib<NATIVE_MODULE>.so from the search path.
+NATIVE_MODULE = "web_bot_auth"
+FRONTS = ("wasm", "native")
+
+
+def native_filter(plugin_config, module=NATIVE_MODULE):
+    """The `envoy.filters.http.dynamic_modules` entry for the Web Bot Auth filter, with the same
+    JSON configuration as the Wasm plugin's. It buffers a body it must check itself: one entry,
+    no companion. `plugin_config` may be a string (passed on as is)."""
+    value = plugin_config if isinstance(plugin_config, str) else json.dumps(plugin_config)
+    return {
+        "name": "envoy.filters.http.dynamic_modules",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+            "dynamic_module_config": {"name": module, "do_not_close": True},
+            "filter_name": "web_bot_auth",
+            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": value},
+        },
+    }
+
+
+def filters(front, plugin_config, name="web_bot_auth", wasm_path=None, hold=True):
+    """The Web Bot Auth filter entries for front end `front` ("wasm" or "native"): for wasm, the
+    filter and its hold companion (`hold=False`: the filter alone), from the module at
+    `wasm_path`; for native, the one dynamic module filter (`name` is the Wasm plugin's name, so
+    has no counterpart there; the module is found by its file name)."""
+    if front == "wasm":
+        if not wasm_path:
+            raise ValueError("the wasm front end needs the module's path")
+        if hold:
+            return wasm_filters(wasm_path, plugin_config, name=name)
+        return [wasm_filter(wasm_path, plugin_config, name=name)]
+    if front == "native":
+        return [native_filter(plugin_config)]
+    raise ValueError(f"unknown front end {front!r}: one of {', '.join(FRONTS)}")
 
 
 def listener(name, cluster, http_filters, access_log_path=None, underscores="REJECT_REQUEST"):

@@ -1,8 +1,9 @@
 """`make demo`: Envoy with the Web Bot Auth filter in front of a demo app, an AI agent that signs
 its requests with the `wba` tool, and the agent's key directory served by `wba serve`.
 
-Everything it starts, it stops. Needs WBA_BIN (the wba binary), WBA_WASM and WBA_ENVOY
-(the Makefile sets them).
+Everything it starts, it stops. Needs WBA_BIN (the wba binary), WBA_ENVOY, and the filter:
+WBA_WASM, or with WBA_FRONT=native (`make demo FRONT=native`) the Envoy dynamic module at
+WBA_NATIVE (the Makefile sets them).
 """
 
 import json
@@ -16,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
-from harness import EchoUpstream, Envoy, bootstrap, request, wait_for, wasm_path  # noqa: E402
+from harness import EchoUpstream, Envoy, Front, bootstrap, request, wait_for  # noqa: E402
 
 WBA = os.environ.get("WBA_BIN") or str(ROOT / "target" / "release" / "wba")
 AGENT = "https://agent.demo"
@@ -70,9 +71,13 @@ def show(n, title, explain, response):
 
 
 def main():
-    for tool, path in (("wba", WBA), ("envoy", os.environ.get("WBA_ENVOY", "")), ("filter", wasm_path())):
+    front_name = os.environ.get("WBA_FRONT") or "wasm"
+    if front_name not in bootstrap.FRONTS:
+        sys.exit(f"WBA_FRONT={front_name}: one of {', '.join(bootstrap.FRONTS)}")
+    front = Front(front_name)
+    for tool, path in (("wba", WBA), ("envoy", os.environ.get("WBA_ENVOY", "")), (f"{front} filter", front.artifact)):
         if path and not Path(path).exists():
-            sys.exit(f"{tool} not found at {path}: run `make demo`")
+            sys.exit(f"{tool} not found at {path}: run `make demo{'' if front.name == 'wasm' else ' FRONT=native'}`")
     with tempfile.TemporaryDirectory(prefix="wba-demo-") as tmp:
         tmp = Path(tmp)
         print(f"{BOLD}Web Bot Auth for Envoy: a demo{RESET}")
@@ -107,19 +112,21 @@ def main():
                         bootstrap.listener(
                             "demo",
                             "app",
-                            bootstrap.wasm_filters(wasm_path(), plugin),
+                            front.filters(plugin),
                             access_log_path=str(tmp / "access.log"),
                         )
                     ],
                     [bootstrap.cluster("app", app.port), bootstrap.cluster("demo_agent_directory", dir_port)],
                 )
-                envoy = Envoy(config, concurrency=2, workdir=str(tmp))
+                envoy = Envoy(config, concurrency=2, workdir=str(tmp), front=front)
                 envoy.start()
                 port = envoy.ports["demo"]
                 base = f"http://127.0.0.1:{port}"
-                print(f"   Envoy on 127.0.0.1:{port} (2 workers), demo app on 127.0.0.1:{app.port}{RESET}")
+                kind = "Wasm module" if front.name == "wasm" else "native dynamic module"
+                print(f"   Envoy on 127.0.0.1:{port} (2 workers), the filter as {kind} {front.artifact}")
+                print(f"   demo app on 127.0.0.1:{app.port}{RESET}")
                 wait_for(
-                    lambda: envoy.stats().get("wasmcustom.web_bot_auth.directory.fetch_ok", 0) >= 1,
+                    lambda: envoy.counter("directory.fetch_ok") >= 1,
                     what="the filter to fetch the agent's key directory",
                 )
                 say()
@@ -169,10 +176,10 @@ def main():
                      "and the app decides (mode require would reject it).",
                      request(port, path="/articles/42", headers=sh))
 
-                print(f"\n{BOLD}What Envoy counted{RESET} {DIM}(admin /stats, wasmcustom.web_bot_auth.*){RESET}")
-                for name, value in sorted(envoy.stats().items()):
+                print(f"\n{BOLD}What Envoy counted{RESET} {DIM}(admin /stats, {front.counters}*){RESET}")
+                for name, value in sorted(envoy.counters().items()):
                     if value:
-                        print(f"   {name.replace('wasmcustom.web_bot_auth.', '')}: {value}")
+                        print(f"   {name}: {value}")
                 print(f"\n{BOLD}Envoy's access log{RESET} {DIM}(the verdict is in filter state){RESET}")
                 log = tmp / "access.log"
                 wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 7, what="access log")

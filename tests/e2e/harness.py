@@ -385,6 +385,9 @@ class QuietHandler(BaseHTTPRequestHandler):
     """An HTTP/1.1 request handler that logs nothing and answers with `_send`."""
 
     protocol_version = "HTTP/1.1"
+    # TCP_NODELAY: the headers and the body go out as two writes; with Nagle the body waits for
+    # Envoy's delayed ACK of the headers (tens of ms per response on keep-alive connections).
+    disable_nagle_algorithm = True
 
     def _send(self, status, body, media, extra=()):
         """A complete response: status, Content-Type `media`, `extra` headers, `body` (bytes)."""
@@ -457,6 +460,113 @@ def wasm_path():
     return os.environ.get("WBA_WASM") or str(ROOT / "dist" / "web_bot_auth.wasm")
 
 
+def native_path():
+    return os.environ.get("WBA_NATIVE") or str(ROOT / "dist" / "libweb_bot_auth.so")
+
+
+class Front:
+    """One front end of the filter, what differs between them in one place: the artifact, the
+    filter entries (`filters`, `filter`), the Envoy process environment (`env`), the prefix
+    Envoy gives the filter's counters (`stats_prefix`), and how Envoy says a plugin
+    configuration was refused (`load_failure`).
+
+    - wasm: dist/web_bot_auth.wasm (WBA_WASM) in `envoy.filters.http.wasm`, with its `hold`
+      companion; counters under `wasmcustom.`.
+    - native: dist/libweb_bot_auth.so (WBA_NATIVE), an Envoy dynamic module found through
+      ENVOY_DYNAMIC_MODULES_SEARCH_PATH; one filter; counters under `dynamicmodulescustom.`.
+    """
+
+    STATS_PREFIX = {"wasm": "wasmcustom.", "native": "dynamicmodulescustom."}
+    LOAD_FAILURE = {
+        "wasm": r"Plugin web_bot_auth failed to load|Unable to create Wasm plugin",
+        "native": r"Failed to initialize dynamic module",
+    }
+
+    def __init__(self, name, artifact=None):
+        if name not in bootstrap.FRONTS:
+            raise ValueError(f"unknown front end {name!r}: one of {', '.join(bootstrap.FRONTS)}")
+        self.name = name
+        self.artifact = artifact or (wasm_path() if name == "wasm" else native_path())
+        self.stats_prefix = self.STATS_PREFIX[name]
+        self.load_failure = re.compile(self.LOAD_FAILURE[name])
+        self._search_dir = None
+
+    def __repr__(self):
+        return self.name
+
+    @property
+    def counters(self):
+        """The full name prefix of the filter's counters (`<stats_prefix>web_bot_auth.`)."""
+        return self.stats_prefix + "web_bot_auth."
+
+    def available(self):
+        return Path(self.artifact).is_file()
+
+    def filters(self, plugin_config, name="web_bot_auth", artifact=None):
+        """The filter entries for one listener (wasm: the filter and its hold companion)."""
+        return bootstrap.filters(self.name, plugin_config, name=name, wasm_path=artifact or self.artifact)
+
+    def filter(self, plugin_config, name="web_bot_auth", artifact=None):
+        """The filter alone, for listeners that never check a body (wasm: no hold companion;
+        native: the same single entry as `filters`)."""
+        return bootstrap.filters(self.name, plugin_config, name=name, wasm_path=artifact or self.artifact,
+                                 hold=False)[0]
+
+    def search_dir(self):
+        """A directory holding the module as lib<name>.so (a symlink when the file is named
+        otherwise, say a colleague's target/debug/libwba_filter_native.so)."""
+        if self._search_dir is None:
+            wanted = f"lib{bootstrap.NATIVE_MODULE}.so"
+            artifact = Path(self.artifact).resolve()
+            if artifact.name == wanted:
+                self._search_dir = str(artifact.parent)
+            else:
+                import atexit
+                import shutil
+
+                self._search_dir = tempfile.mkdtemp(prefix="wba-native-")
+                os.symlink(artifact, Path(self._search_dir) / wanted)
+                atexit.register(shutil.rmtree, self._search_dir, ignore_errors=True)
+        return self._search_dir
+
+    def env(self):
+        """What the Envoy process needs in its environment for this front end."""
+        if self.name == "native":
+            return {"ENVOY_DYNAMIC_MODULES_SEARCH_PATH": self.search_dir()}
+        return {}
+
+    def adapt(self, config):
+        """A written configuration (minimal.yaml, a recipe: Wasm filter entries pointing at some
+        module path) made to load this build: wasm entries point at this module; for native,
+        each Web Bot Auth filter becomes the dynamic module with the same plugin configuration
+        and its hold companion goes. Changes `config` in place and returns it."""
+        for listener in config["static_resources"]["listeners"]:
+            for chain in listener["filter_chains"]:
+                for nf in chain["filters"]:
+                    hcm = nf.get("typed_config", {})
+                    if "http_filters" not in hcm:
+                        continue
+                    out = []
+                    for f in hcm["http_filters"]:
+                        vm = f.get("typed_config", {}).get("config", {}).get("vm_config")
+                        if not vm:
+                            out.append(f)
+                            continue
+                        if self.name == "wasm":
+                            vm["code"]["local"]["filename"] = self.artifact
+                            out.append(f)
+                            continue
+                        value = f["typed_config"]["config"]["configuration"]["value"]
+                        if json.loads(value) == {"role": "hold"}:
+                            continue  # the native module holds a body itself
+                        out.append(bootstrap.native_filter(value))
+                    hcm["http_filters"] = out
+        return config
+
+
+WASM = Front("wasm")
+
+
 class EnvoyFailed(Exception):
     def __init__(self, message, log):
         super().__init__(f"{message}\n--- envoy log ---\n{log[-6000:]}")
@@ -466,8 +576,10 @@ class EnvoyFailed(Exception):
 class Envoy:
     """An Envoy process on loopback with ephemeral ports; a context manager."""
 
-    def __init__(self, config, concurrency=2, log_level="info", workdir=None):
+    def __init__(self, config, concurrency=2, log_level="info", workdir=None, front=None):
         self.config = config
+        # The front end whose filter `config` loads: its environment, its counters' prefix.
+        self.front = front or WASM
         self.concurrency = concurrency
         self.log_level = log_level
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="wba-envoy-")
@@ -503,6 +615,7 @@ class Envoy:
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            env={**os.environ, **self.front.env()},
         )
         deadline = time.time() + timeout
         while time.time() < deadline:
@@ -529,14 +642,27 @@ class Envoy:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=10) as r:
             return r.read().decode()
 
-    def stats(self, prefix="wasmcustom.web_bot_auth"):
-        """Counter values whose names start with `prefix` (Envoy's `wasmcustom.` for ours)."""
+    def stats(self, prefix=None):
+        """Counter values whose names start with `prefix`, by full name; by default the filter's
+        own (`wasmcustom.web_bot_auth.*` or `dynamicmodulescustom.web_bot_auth.*`)."""
+        if prefix is None:
+            prefix = self.front.counters
         out = {}
         for line in self.admin(f"/stats?filter=^{re.escape(prefix)}").splitlines():
             name, _, value = line.partition(": ")
             if value.strip().isdigit():
                 out[name] = int(value)
         return out
+
+    def counters(self, prefix=""):
+        """The filter's counters whose names start with `prefix`, by name without the front
+        end's prefix: {"outcome.verified": 3, "directory.fetch_ok": 1, ...}."""
+        full = self.front.counters
+        return {name[len(full):]: v for name, v in self.stats(full + prefix).items()}
+
+    def counter(self, name):
+        """One counter of the filter's (`outcome.verified`), 0 while Envoy has none by that name."""
+        return self.counters(name).get(name, 0)
 
     def log(self):
         try:
@@ -564,7 +690,7 @@ class Envoy:
             self._tmp.cleanup()
 
 
-def run_envoy_expecting_failure(config, timeout=60):
+def run_envoy_expecting_failure(config, timeout=60, front=None):
     """Starts Envoy with a configuration it must refuse; returns (exit code, log)."""
     with tempfile.TemporaryDirectory(prefix="wba-envoy-bad-") as d:
         cfg = Path(d) / "envoy.json"
@@ -575,6 +701,7 @@ def run_envoy_expecting_failure(config, timeout=60):
             capture_output=True,
             text=True,
             timeout=timeout,
+            env={**os.environ, **(front or WASM).env()},
         )
         return p.returncode, p.stdout + p.stderr
 

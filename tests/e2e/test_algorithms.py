@@ -27,7 +27,6 @@ from harness import (
     request,
     sign,
     wait_for,
-    wasm_path,
 )
 from test_directory import closed_port, wba_binary
 
@@ -35,7 +34,6 @@ sys.path.insert(0, str(ROOT / "tests" / "interop" / "python"))
 import wba_sign  # noqa: E402  (PyPI http-message-signatures)
 
 PREFIX = "x-web-bot-auth-"
-STATS = "wasmcustom.web_bot_auth."
 AGENT = "https://agent.test"
 HOST = "agent.test"
 NODE_DIR = ROOT / "tests" / "interop" / "node"
@@ -62,14 +60,14 @@ def directory():
 
 
 @pytest.fixture(scope="module")
-def envoy(upstream, directory):
+def envoy(front, upstream, directory):
     cfg = {
         "replay_protection": True,
         "agents": [{"name": "mixed-agent", "url": AGENT, "cluster": "dir"}],
         "directory": {"timeout_ms": 2000, "min_refresh_seconds": 1, "negative_cache_seconds": 1},
     }
     listeners = [
-        bootstrap.listener(mode, "upstream", [bootstrap.wasm_filter(wasm_path(), dict(cfg, mode=mode), name=f"wba_{mode}")])
+        bootstrap.listener(mode, "upstream", [front.filter(dict(cfg, mode=mode), name=f"wba_{mode}")])
         for mode in ("observe", "enforce")
     ]
     clusters = [
@@ -77,7 +75,7 @@ def envoy(upstream, directory):
         bootstrap.cluster("dir", directory.port),
         bootstrap.cluster("nowhere", closed_port()),
     ]
-    with Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=2) as e:
+    with Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=2, front=front) as e:
         # Both workers have the key set before the tests look at verdicts.
         wait_for(lambda: all(result(e, harness_signed(e, ED)) == ("verified", None) for _ in range(8)),
                  what="directory fetched")
@@ -115,12 +113,12 @@ def test_each_algorithm_verifies_from_a_mixed_directory(envoy, key, alg):
 
 
 def test_each_key_proved_possession_and_the_short_key_was_skipped(envoy):
-    stats = envoy.stats()
+    stats = envoy.counters()
     # One valid proof per usable key (Ed25519, P-256, RSA), per fetch; the 1024-bit key is
     # skipped, the rest of the set kept.
-    assert stats.get(STATS + "directory.proof.valid", 0) >= 3, stats
-    assert stats.get(STATS + "directory.proof.invalid", 0) == 0, stats
-    assert stats.get(STATS + "directory.key_skipped", 0) >= 1, stats
+    assert stats.get("directory.proof.valid", 0) >= 3, stats
+    assert stats.get("directory.proof.invalid", 0) == 0, stats
+    assert stats.get("directory.key_skipped", 0) >= 1, stats
 
 
 @pytest.mark.parametrize("key", [EC, RSA], ids=["ecdsa-p256-sha256", "rsa-pss-sha512"])
@@ -203,7 +201,7 @@ def test_hmac_is_an_unsupported_algorithm(envoy):
     assert result(envoy, harness_signed(envoy, ED, alg="hmac-sha256")) == ("invalid", "unsupported_algorithm")
 
 
-def test_wba_serve_publishes_a_mixed_directory_the_filter_uses(upstream, tmp_path):
+def test_wba_serve_publishes_a_mixed_directory_the_filter_uses(front, upstream, tmp_path):
     """`wba serve` with an Ed25519, a P-256 and an RSA key: one directory, a possession proof
     signed by each key in its own algorithm, all valid in the filter; each key verifies."""
     keys = [Key(), EcKey(), RsaKey(2048)]
@@ -222,9 +220,9 @@ def test_wba_serve_publishes_a_mixed_directory_the_filter_uses(upstream, tmp_pat
                "agents": [{"name": "served", "url": agent, "cluster": "served"}],
                "directory": {"timeout_ms": 2000}}
         listeners = [bootstrap.listener("observe", "upstream",
-                                        [bootstrap.wasm_filter(wasm_path(), cfg, name="wba_observe")])]
+                                        [front.filter(cfg, name="wba_observe")])]
         clusters = [bootstrap.cluster("upstream", upstream.port), bootstrap.cluster("served", port)]
-        with Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=1) as e:
+        with Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=1, front=front) as e:
             p = e.ports["observe"]
             for k in keys:
                 def verified():
@@ -232,9 +230,9 @@ def test_wba_serve_publishes_a_mixed_directory_the_filter_uses(upstream, tmp_pat
                              components=("@authority", "signature-agent")).headers
                     return request(p, headers=h).seen().get(PREFIX + "result") == "verified"
                 wait_for(verified, what=f"{k.jwk['kty']} key verified")
-            stats = e.stats()
-            assert stats.get(STATS + "directory.proof.valid", 0) >= 3, stats
-            assert stats.get(STATS + "directory.proof.invalid", 0) == 0, stats
+            stats = e.counters()
+            assert stats.get("directory.proof.valid", 0) >= 3, stats
+            assert stats.get("directory.proof.invalid", 0) == 0, stats
             assert not CRASH_PATTERNS.search(e.log())
     finally:
         served.terminate()

@@ -2,7 +2,7 @@
 
 import pytest
 
-from harness import bootstrap, run_envoy_expecting_failure, wasm_path
+from harness import bootstrap, run_envoy_expecting_failure
 
 BAD = [
     ({"mode": "enforce", "bogus": 1}, "unknown field `bogus`"),
@@ -31,16 +31,14 @@ BAD = [
 
 
 @pytest.mark.parametrize("config,message", BAD, ids=[m for _, m in BAD])
-def test_bad_configuration_fails_at_start(config, message):
-    plugin = bootstrap.wasm_filter(wasm_path(), config)
-    if isinstance(config, str):
-        plugin["typed_config"]["config"]["configuration"]["value"] = config
+def test_bad_configuration_fails_at_start(front, config, message):
+    plugin = front.filter(config)  # a string goes in as written
     cfg = bootstrap.bootstrap(
         [bootstrap.listener("main", "upstream", [plugin])], [bootstrap.cluster("upstream", 9)]
     )
-    code, log = run_envoy_expecting_failure(cfg)
+    code, log = run_envoy_expecting_failure(cfg, front=front)
     assert code != 0
     lines = [l for l in log.splitlines() if "invalid web-bot-auth configuration" in l]
     assert len(lines) == 1, log[-3000:]
     assert message in lines[0], lines[0]
-    assert "Plugin web_bot_auth failed to load" in log or "Unable to create Wasm plugin" in log
+    assert front.load_failure.search(log), log[-3000:]

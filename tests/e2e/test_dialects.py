@@ -30,14 +30,12 @@ from harness import (
     request,
     sign,
     wait_for,
-    wasm_path,
 )
 
 sys.path.insert(0, str(ROOT / "tests" / "interop" / "python"))
 import wba_sign  # noqa: E402  (PyPI http-message-signatures)
 
 PREFIX = "x-web-bot-auth-"
-STATS = "wasmcustom.web_bot_auth."
 WELL_KNOWN = "/.well-known/http-message-signatures-directory"
 
 ORIGIN = "https://agent.test"  # configured as an origin
@@ -102,7 +100,7 @@ def directory():
 
 
 @pytest.fixture(scope="module")
-def envoy(upstream, directory):
+def envoy(front, upstream, directory):
     cfg = {
         "replay_protection": False,
         "agents": [
@@ -115,11 +113,11 @@ def envoy(upstream, directory):
         "directory": {"timeout_ms": 2000, "min_refresh_seconds": 1, "negative_cache_seconds": 1},
     }
     listeners = [
-        bootstrap.listener(mode, "upstream", [bootstrap.wasm_filter(wasm_path(), dict(cfg, mode=mode), name=f"wba_{mode}")])
+        bootstrap.listener(mode, "upstream", [front.filter(dict(cfg, mode=mode), name=f"wba_{mode}")])
         for mode in ("observe", "require")
     ]
     clusters = [bootstrap.cluster("upstream", upstream.port), bootstrap.cluster("dir", directory.port)]
-    with Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=2) as e:
+    with Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=2, front=front) as e:
         # Every agent's keys fetched (the first request of each waits for its fetch).
         for agent, key in [(ORIGIN, ORIGIN_KEY), (WK, WK_KEY), (JWKS, JWKS_KEY), (BARE, BARE_KEY), (MIXED, MIXED_KEY)]:
             wait_for(lambda: ours(e, key, agent)[0] == "verified", what=f"{agent} verified")
@@ -248,18 +246,18 @@ def test_an_origin_and_its_well_known_url_are_one_agent(envoy):
 
 def test_a_bare_jwk_is_a_one_key_set(envoy):
     assert pypi(envoy, BARE_KEY, BARE) == ("verified", None, BARE, BARE_KEY.thumbprint)
-    stats = envoy.stats()
-    assert stats.get(STATS + "directory.bare_jwk", 0) >= 1, stats
-    assert stats.get(STATS + "directory.fetch_failed.malformed", 0) == 0, stats
+    stats = envoy.counters()
+    assert stats.get("directory.bare_jwk", 0) >= 1, stats
+    assert stats.get("directory.fetch_failed.malformed", 0) == 0, stats
 
 
 def test_a_directory_mixing_key_types_still_verifies_its_ed25519_key(envoy):
     assert pypi(envoy, MIXED_KEY, MIXED) == ("verified", None, MIXED, MIXED_KEY.thumbprint)
     # Nothing refused a whole set (the JWK Set URL also lists an EC key with a label kid).
-    stats = envoy.stats()
+    stats = envoy.counters()
     for failure in ("kid_mismatch", "malformed", "no_usable_keys"):
-        assert stats.get(STATS + f"directory.fetch_failed.{failure}", 0) == 0, stats
-    assert stats.get(STATS + "directory.key_skipped", 0) >= 1, stats
+        assert stats.get(f"directory.fetch_failed.{failure}", 0) == 0, stats
+    assert stats.get("directory.key_skipped", 0) >= 1, stats
 
 
 def test_wba_sign_sends_the_agent_as_given(envoy, tmp_path):

@@ -21,7 +21,6 @@ from harness import (
     request,
     sign,
     wait_for,
-    wasm_path,
 )
 
 PREFIX = "x-web-bot-auth-"
@@ -29,7 +28,6 @@ AGENT = "https://agent.test"
 OTHER = "https://other.test"
 DOWN = "https://down.test"
 JWKS = "https://jwks.test/jwks.json"
-STATS = "wasmcustom.web_bot_auth."
 
 
 def wba_binary():
@@ -44,7 +42,7 @@ def closed_port():
     return port
 
 
-def directory_envoy(upstream, server, **overrides):
+def directory_envoy(front, upstream, server, **overrides):
     cfg = {
         "replay_protection": True,
         "agents": [
@@ -62,7 +60,7 @@ def directory_envoy(upstream, server, **overrides):
     }
     cfg.update(overrides)
     listeners = [
-        bootstrap.listener(mode, "upstream", [bootstrap.wasm_filter(wasm_path(), dict(cfg, mode=mode), name=f"wba_{mode}")])
+        bootstrap.listener(mode, "upstream", [front.filter(dict(cfg, mode=mode), name=f"wba_{mode}")])
         for mode in ("observe", "enforce")
     ]
     clusters = [
@@ -70,7 +68,7 @@ def directory_envoy(upstream, server, **overrides):
         bootstrap.cluster("dir", server.port),
         bootstrap.cluster("nowhere", closed_port()),
     ]
-    return Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=2)
+    return Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=2, front=front)
 
 
 def signed(key, port, agent=AGENT, path="/", nonce=True, **kw):
@@ -99,14 +97,14 @@ def upstream():
         yield u
 
 
-def test_cold_start_waits_for_one_fetch(upstream):
+def test_cold_start_waits_for_one_fetch(front, upstream):
     k = Key()
     with DirectoryServer(max_age=300) as d:
         d.keys["agent.test"] = [k]
         d.behaviour["agent.test"] = "slow:0.3"  # the first requests arrive while it is fetched
         # A generous timeout: the point is that requests wait for the slow fetch, not its speed.
         settings = {"timeout_ms": 10000, "min_refresh_seconds": 1, "negative_cache_seconds": 1}
-        with directory_envoy(upstream, d, directory=settings) as envoy:
+        with directory_envoy(front, upstream, d, directory=settings) as envoy:
             port = envoy.ports["enforce"]
             results = [None] * 24
 
@@ -122,10 +120,10 @@ def test_cold_start_waits_for_one_fetch(upstream):
                 assert r.status == 200, r.body
                 assert r.seen().get(PREFIX + "result") == "verified"
             assert 1 <= d.count("agent.test") <= 2, d.fetches
-            stats = envoy.stats()
-            assert stats[STATS + "directory.fetch_ok"] >= 1
-            assert stats[STATS + "directory.request_waited"] >= 1
-            assert stats[STATS + "directory.proof.valid"] >= 1
+            stats = envoy.counters()
+            assert stats["directory.fetch_ok"] >= 1
+            assert stats["directory.request_waited"] >= 1
+            assert stats["directory.proof.valid"] >= 1
             assert not CRASH_PATTERNS.search(envoy.log())
 
 
@@ -136,12 +134,12 @@ def directory():
 
 
 @pytest.fixture(scope="module")
-def envoy(upstream, directory):
+def envoy(front, upstream, directory):
     directory.keys["agent.test"] = [ORIGINAL]
     directory.keys["other.test"] = [OTHER_KEY]
     directory.keys["jwks.test"] = [JWKS_KEY]
     directory.behaviour["other.test"] = "status:503"
-    with directory_envoy(upstream, directory) as e:
+    with directory_envoy(front, upstream, directory) as e:
         yield e
         assert not CRASH_PATTERNS.search(e.log()), CRASH_PATTERNS.search(e.log())
 
@@ -192,12 +190,12 @@ FAILURES = [
 def test_directory_failures(envoy, directory, behaviour, kind):
     # A cached agent keeps working through a failing refresh...
     wait_for(lambda: settled(envoy, ORIGINAL, ("verified", None)), what="cached agent verified")
-    before = envoy.stats().get(STATS + f"directory.fetch_failed.{kind}", 0)
+    before = envoy.counters().get(f"directory.fetch_failed.{kind}", 0)
     fetched = directory.count("agent.test")
     directory.behaviour["agent.test"] = behaviour
     directory.behaviour["other.test"] = behaviour
     try:
-        wait_for(lambda: envoy.stats().get(STATS + f"directory.fetch_failed.{kind}", 0) >= before + 2,
+        wait_for(lambda: envoy.counters().get(f"directory.fetch_failed.{kind}", 0) >= before + 2,
                  what=f"fetch_failed.{kind} counted")
         assert directory.count("agent.test") > fetched
         assert settled(envoy, ORIGINAL, ("verified", None))
@@ -213,12 +211,12 @@ def test_directory_response_header_with_non_utf8_bytes(envoy, directory):
     # crash the fetching VM (the module fixture checks the log for crashes).
     wait_for(lambda: settled(envoy, ORIGINAL, ("verified", None)), what="cached agent verified")
     fetched = directory.count("agent.test")
-    ok_before = envoy.stats().get(STATS + "directory.fetch_ok", 0)
+    ok_before = envoy.counters().get("directory.fetch_ok", 0)
     directory.behaviour["agent.test"] = "odd_header"
     try:
         # Two fetches later, at least one of them answered oddly and was accepted.
         wait_for(lambda: directory.count("agent.test") >= fetched + 2
-                 and envoy.stats().get(STATS + "directory.fetch_ok", 0) >= ok_before + 2,
+                 and envoy.counters().get("directory.fetch_ok", 0) >= ok_before + 2,
                  what="odd responses accepted")
         assert settled(envoy, ORIGINAL, ("verified", None))
     finally:
@@ -226,7 +224,7 @@ def test_directory_response_header_with_non_utf8_bytes(envoy, directory):
 
 
 def test_stopped_directory_is_unreachable(envoy):
-    wait_for(lambda: envoy.stats().get(STATS + "directory.fetch_failed.unreachable", 0) >= 1, what="unreachable")
+    wait_for(lambda: envoy.counters().get("directory.fetch_failed.unreachable", 0) >= 1, what="unreachable")
     assert verdict(envoy, Key(), agent=DOWN) == ("unverified", "directory_unavailable")
 
 

@@ -19,11 +19,9 @@ from harness import (
     request,
     sign,
     wait_for,
-    wasm_path,
 )
 
 PREFIX = "x-web-bot-auth-"
-STATS = "wasmcustom.web_bot_auth."
 SETTINGS = {
     "timeout_ms": 1000,
     "min_refresh_seconds": 1,
@@ -71,19 +69,19 @@ def plugin(agents, **overrides):
     return cfg
 
 
-def edges_envoy(upstream, server, workdir, plugins):
+def edges_envoy(front, upstream, server, workdir, plugins):
     """An Envoy with one listener (and access log) per entry of `plugins`: name -> config."""
     listeners = [
         bootstrap.listener(
             name,
             "upstream",
-            [bootstrap.wasm_filter(wasm_path(), cfg, name=f"wba_{name}")],
+            [front.filter(cfg, name=f"wba_{name}")],
             access_log_path=str(workdir / f"access-{name}.log"),
         )
         for name, cfg in plugins.items()
     ]
     clusters = [bootstrap.cluster("upstream", upstream.port), bootstrap.cluster("dir", server.port)]
-    return Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=2, workdir=str(workdir))
+    return Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=2, workdir=str(workdir), front=front)
 
 
 def call(envoy, listener, key, agent_url, **kw):
@@ -143,14 +141,14 @@ def directory():
 
 
 @pytest.fixture(scope="module")
-def envoy(upstream, directory, tmp_path_factory):
+def envoy(front, upstream, directory, tmp_path_factory):
     """Plugins that old builds also accept (no require_proof)."""
     agents = [
         agent("skip-agent", SKIP),
         agent("proof-agent", PROOF),
         agent("jwks-agent", JWKS_Q),
     ]
-    with edges_envoy(upstream, directory, tmp_path_factory.mktemp("edges"), {"main": plugin(agents)}) as e:
+    with edges_envoy(front, upstream, directory, tmp_path_factory.mktemp("edges"), {"main": plugin(agents)}) as e:
         yield e
         assert not CRASH_PATTERNS.search(e.log()), CRASH_PATTERNS.search(e.log())
 
@@ -161,9 +159,9 @@ def test_an_unusable_key_is_skipped_not_the_set(envoy):
     # The unusable entries are not used (their keys are unknown), and they are counted.
     assert verdict(envoy, "main", WRONG_ALG, SKIP) == ("unverified", "unknown_key")
     assert verdict(envoy, "main", ENC, SKIP) == ("unverified", "unknown_key")
-    stats = envoy.stats()
-    assert stats.get(STATS + "directory.key_skipped", 0) >= len(UNUSABLE), stats
-    assert stats.get(STATS + "directory.fetch_failed.malformed", 0) == 0, stats
+    stats = envoy.counters()
+    assert stats.get("directory.key_skipped", 0) >= len(UNUSABLE), stats
+    assert stats.get("directory.fetch_failed.malformed", 0) == 0, stats
 
 
 def test_proof_status_is_per_key_and_logged(envoy):
@@ -176,12 +174,12 @@ def test_proof_status_is_per_key_and_logged(envoy):
         assert (result, reason, key_id) == ("verified", None, key.thumbprint)
         entry = access_log(envoy, "main", path)
         assert (entry["result"], entry["key_id"], entry["proof"]) == ("verified", key.thumbprint, proof), entry
-    stats = envoy.stats()
+    stats = envoy.counters()
     # Counted per key of each accepted fetch.
-    assert stats.get(STATS + "directory.proof.invalid", 0) >= 2, stats
-    assert stats.get(STATS + "directory.proof.valid", 0) >= 1, stats
-    assert stats.get(STATS + "directory.proof.absent", 0) >= 1, stats
-    assert stats.get(STATS + "directory.fetch_failed.bad_proof", 0) == 0, stats
+    assert stats.get("directory.proof.invalid", 0) >= 2, stats
+    assert stats.get("directory.proof.valid", 0) >= 1, stats
+    assert stats.get("directory.proof.absent", 0) >= 1, stats
+    assert stats.get("directory.fetch_failed.bad_proof", 0) == 0, stats
 
 
 def test_a_key_set_url_keeps_its_query_when_fetched(envoy, directory):
@@ -202,10 +200,10 @@ def test_a_key_set_url_keeps_its_query_when_fetched(envoy, directory):
     assert seen.get(PREFIX + "agent") == JWKS_ID
 
 
-def test_require_proof_uses_only_proven_keys(upstream, directory, tmp_path):
+def test_require_proof_uses_only_proven_keys(front, upstream, directory, tmp_path):
     agents = [agent("proof-agent", PROOF), agent("skip-agent", SKIP)]
     plugins = {"require": plugin(agents, directory=dict(SETTINGS, require_proof=True))}
-    with edges_envoy(upstream, directory, tmp_path, plugins) as envoy:
+    with edges_envoy(front, upstream, directory, tmp_path, plugins) as envoy:
         wait_for(lambda: verdict(envoy, "require", VALID, PROOF) == ("verified", None), what="valid key verified")
         result, _, _, path = call(envoy, "require", VALID, PROOF)
         assert result == "verified"
@@ -215,14 +213,14 @@ def test_require_proof_uses_only_proven_keys(upstream, directory, tmp_path):
             assert settled(envoy, "require", key, PROOF, ("unverified", "unknown_key"), runs=4)
         # skip.test signs GOOD's proof; its unusable entries are skipped either way.
         assert verdict(envoy, "require", GOOD, SKIP) == ("verified", None)
-        stats = envoy.stats()
-        assert stats.get(STATS + "directory.key_skipped", 0) >= 3 + len(UNUSABLE), stats
-        assert stats.get(STATS + "directory.proof.invalid", 0) == 0, stats
-        assert stats.get(STATS + "directory.proof.absent", 0) == 0, stats
+        stats = envoy.counters()
+        assert stats.get("directory.key_skipped", 0) >= 3 + len(UNUSABLE), stats
+        assert stats.get("directory.proof.invalid", 0) == 0, stats
+        assert stats.get("directory.proof.absent", 0) == 0, stats
         assert not CRASH_PATTERNS.search(envoy.log())
 
 
-def test_require_proof_without_any_valid_proof_is_a_failed_fetch(upstream, tmp_path):
+def test_require_proof_without_any_valid_proof_is_a_failed_fetch(front, upstream, tmp_path):
     k = Key()
     with DirectoryServer(max_age=300) as d:
         d.keys["unproven.test"] = [k]
@@ -231,8 +229,8 @@ def test_require_proof_without_any_valid_proof_is_a_failed_fetch(upstream, tmp_p
             "require": plugin([agent("u", "https://unproven.test")], directory=dict(SETTINGS, require_proof=True)),
             "lenient": plugin([agent("u", "https://unproven.test")]),
         }
-        with edges_envoy(upstream, d, tmp_path, plugins) as envoy:
-            wait_for(lambda: envoy.stats().get(STATS + "directory.fetch_failed.bad_proof", 0) >= 1,
+        with edges_envoy(front, upstream, d, tmp_path, plugins) as envoy:
+            wait_for(lambda: envoy.counters().get("directory.fetch_failed.bad_proof", 0) >= 1,
                      what="bad_proof counted")
             assert settled(envoy, "require", k, "https://unproven.test",
                            ("unverified", "directory_unavailable"), runs=4)
@@ -244,30 +242,30 @@ def test_require_proof_without_any_valid_proof_is_a_failed_fetch(upstream, tmp_p
             assert access_log(envoy, "lenient", path)["proof"] == "invalid"
 
 
-def test_plugins_with_different_max_keys_decide_with_their_own_bounds(upstream, directory, tmp_path):
+def test_plugins_with_different_max_keys_decide_with_their_own_bounds(front, upstream, directory, tmp_path):
     plugins = {
         "loose": plugin([agent("b", BOUNDS)]),
         "strict": plugin([agent("b", BOUNDS)], directory=dict(SETTINGS, max_keys=2)),
     }
-    with edges_envoy(upstream, directory, tmp_path, plugins) as envoy:
+    with edges_envoy(front, upstream, directory, tmp_path, plugins) as envoy:
         key = BOUND_KEYS[0]
         wait_for(lambda: settled(envoy, "loose", key, BOUNDS, ("verified", None)), what="loose verified")
         # The strict plugin never adopts the set the loose one accepted, on any worker...
         results = [verdict(envoy, "strict", key, BOUNDS) for _ in range(16)]
         assert set(results) == {("unverified", "directory_unavailable")}, results
         # ...it fetches for itself, and refuses the set each time.
-        wait_for(lambda: envoy.stats().get(STATS + "directory.fetch_failed.too_many_keys", 0) >= 2,
+        wait_for(lambda: envoy.counters().get("directory.fetch_failed.too_many_keys", 0) >= 2,
                  what="strict refused the set twice")
         assert settled(envoy, "strict", key, BOUNDS, ("unverified", "directory_unavailable"))
         assert settled(envoy, "loose", key, BOUNDS, ("verified", None))
 
 
-def test_plugins_with_different_require_proof_decide_with_their_own_bounds(upstream, directory, tmp_path):
+def test_plugins_with_different_require_proof_decide_with_their_own_bounds(front, upstream, directory, tmp_path):
     plugins = {
         "lenient": plugin([agent("p", PROOF)]),
         "require": plugin([agent("p", PROOF)], directory=dict(SETTINGS, require_proof=True)),
     }
-    with edges_envoy(upstream, directory, tmp_path, plugins) as envoy:
+    with edges_envoy(front, upstream, directory, tmp_path, plugins) as envoy:
         for listener in ("lenient", "require"):
             wait_for(lambda: verdict(envoy, listener, VALID, PROOF) == ("verified", None),
                      what=f"{listener} verified")

@@ -21,11 +21,9 @@ from harness import (
     request,
     sign,
     wait_for,
-    wasm_path,
 )
 
 AGENT = "https://agent.test"
-STATS = "wasmcustom.web_bot_auth."
 
 
 def wba_binary():
@@ -41,7 +39,7 @@ def fleet_config(key, on_error):
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory):
+def fleet(front, tmp_path_factory):
     key = Key()
     tmp = tmp_path_factory.mktemp("fleet")
     redis = RedisServer(tmp).start()
@@ -50,12 +48,12 @@ def fleet(tmp_path_factory):
         envoys = []
         for _ in range(2):
             listeners = [
-                bootstrap.listener(name, "upstream", bootstrap.wasm_filters(wasm_path(), fleet_config(key, name)))
+                bootstrap.listener(name, "upstream", front.filters(fleet_config(key, name)))
                 for name in ("reject", "accept")
             ]
             clusters = [bootstrap.cluster("upstream", upstream.port),
                         bootstrap.cluster("wba_replay", server.port, timeout="0.25s")]
-            e = Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=2)
+            e = Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=2, front=front)
             e.start()
             envoys.append(e)
         try:
@@ -77,7 +75,7 @@ def send(envoy, key, path, listener="reject", headers=None):
 
 
 def stat(envoy, name):
-    return envoy.stats(STATS + name).get(STATS + name, 0)
+    return envoy.counter(name)
 
 
 def test_a_signature_used_at_one_envoy_is_refused_at_the_other(fleet):

@@ -39,7 +39,6 @@ from harness import (
     request,
     run_envoy_expecting_failure,
     sign,
-    wasm_path,
 )
 
 DIR = ROOT / "envoy" / "kubernetes"
@@ -58,6 +57,10 @@ REPLAY_STORE = {"timeout_ms": 250, "on_error": "reject"}
 ISTIO_DIRECTORY_CLUSTER = "outbound|443||agent.example"
 ISTIO_REPLAY_CLUSTER = "outbound|8080||wba-replay.web-bot-auth.svc.cluster.local"
 PINNED_PLACEHOLDER = "REPLACE_WITH_THE_AGENTS_BASE64URL_PUBLIC_KEY"
+
+# What Istio's WasmPlugin and Envoy Gateway's EnvoyExtensionPolicy deploy is the Wasm module (an
+# OCI image, with its hold companion): the Envoy runs here load that, never the native module.
+pytestmark = pytest.mark.wasm_only("the manifests deploy the Wasm module (Istio WasmPlugin, Envoy Gateway)")
 
 
 def documents(name=None):
@@ -323,17 +326,17 @@ def filter_source_knows_replay_store():
     return "replay_store" in (ROOT / "filter" / "core" / "src" / "config.rs").read_text()
 
 
-def start_envoy(configs, upstream_port):
+def start_envoy(front, configs, upstream_port):
     """One Envoy with a listener per configuration (the filter and its hold companion) and every
     cluster the configurations name (pointing nowhere: fetches fail, which is not tested here)."""
     listeners, named = [], set()
     for name, cfg in configs.items():
-        listeners.append(bootstrap.listener(name, "upstream", bootstrap.wasm_filters(wasm_path(), cfg, name=f"wba_{name}")))
+        listeners.append(bootstrap.listener(name, "upstream", front.filters(cfg, name=f"wba_{name}")))
         named |= {a["cluster"] for a in cfg["agents"] if "cluster" in a}
         if "replay_store" in cfg:
             named.add(cfg["replay_store"]["cluster"])
     clusters = [bootstrap.cluster("upstream", upstream_port)] + [bootstrap.cluster(c, 9) for c in sorted(named)]
-    envoy = Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=1)
+    envoy = Envoy(bootstrap.bootstrap(listeners, clusters), concurrency=1, front=front)
     try:
         return envoy.start()
     except EnvoyFailed:
@@ -341,7 +344,7 @@ def start_envoy(configs, upstream_port):
         raise
 
 
-def test_the_module_accepts_the_manifests_configurations():
+def test_the_module_accepts_the_manifests_configurations(front):
     agent_key = Key()
     configs = {
         "istio": one("istio.yaml", "WasmPlugin", "web-bot-auth")["spec"]["pluginConfig"],
@@ -352,7 +355,7 @@ def test_the_module_accepts_the_manifests_configurations():
     }
     with EchoUpstream() as upstream:
         try:
-            envoy = start_envoy(configs, upstream.port)
+            envoy = start_envoy(front, configs, upstream.port)
         except EnvoyFailed as e:
             # replay_store is being added to the filter; until this build has it, check the rest.
             if filter_source_knows_replay_store() or "unknown field `replay_store`" not in e.log:
@@ -360,7 +363,7 @@ def test_the_module_accepts_the_manifests_configurations():
             warnings.warn("this build's filter has no replay_store yet: loaded the manifests' configurations without it")
             for cfg in configs.values():
                 cfg.pop("replay_store", None)
-            envoy = start_envoy(configs, upstream.port)
+            envoy = start_envoy(front, configs, upstream.port)
         try:
             for name in configs:
                 r = request(envoy.ports[name], headers={"X-Web-Bot-Auth-Result": "verified"})
@@ -377,14 +380,14 @@ def test_the_module_accepts_the_manifests_configurations():
             envoy.__exit__(None, None, None)
 
 
-def test_the_pinned_key_placeholder_keeps_the_gateway_closed():
+def test_the_pinned_key_placeholder_keeps_the_gateway_closed(front):
     """Applied without replacing the placeholder, the module refuses the configuration at start
     (and with failOpen false the gateway answers 5xx): nothing passes unchecked."""
     cfg = eg_entries("envoy-gateway-pinned-keys.yaml")[1]
     config = bootstrap.bootstrap(
-        [bootstrap.listener("main", "upstream", bootstrap.wasm_filters(wasm_path(), cfg))],
+        [bootstrap.listener("main", "upstream", front.filters(cfg))],
         [bootstrap.cluster("upstream", 9)],
     )
-    code, log = run_envoy_expecting_failure(config)
+    code, log = run_envoy_expecting_failure(config, front=front)
     assert code != 0
     assert "invalid web-bot-auth configuration" in log and "agents[0].keys[0]" in log, log[-3000:]

@@ -1,6 +1,9 @@
-"""The README's minimal Envoy configuration (envoy/minimal.yaml) works as written, and no shipped
-or documented configuration trusts a published key."""
+"""The README's minimal Envoy configurations work as written: envoy/minimal.yaml (the Wasm module)
+and envoy/minimal-native.yaml (the native dynamic module), which is the same configuration with
+the native filter in place of the Wasm filter and its hold companion; and no shipped or
+documented configuration trusts a published key."""
 
+import json
 import re
 import time
 
@@ -12,29 +15,27 @@ from harness import (
     DirectoryServer,
     EchoUpstream,
     Envoy,
+    Front,
     Key,
     parse_raw_response,
     raw_request,
     request,
     sign,
-    wasm_path,
 )
 
 DIRECTORY_CLUSTER = "agent_example_directory"
+# Each front end's minimal configuration, as shipped.
+MINIMAL = {"wasm": "minimal.yaml", "native": "minimal-native.yaml"}
 
 
-def minimal_config(upstream_port, directory_port):
-    """envoy/minimal.yaml on loopback: ephemeral ports, this build's module, and the agent's
+def minimal_config(front, upstream_port, directory_port):
+    """The front end's minimal configuration on loopback: ephemeral ports, this build's module
+    (wasm: its path; native: found through the search path, as written), and the agent's
     directory cluster pointed at a local directory server (plain HTTP; TLS is the only change)."""
-    config = yaml.safe_load((ROOT / "envoy" / "minimal.yaml").read_text())
+    config = front.adapt(yaml.safe_load((ROOT / "envoy" / MINIMAL[front.name]).read_text()))
     config["admin"]["address"]["socket_address"]["port_value"] = 0
     for listener in config["static_resources"]["listeners"]:
         listener["address"]["socket_address"].update(address="127.0.0.1", port_value=0)
-        hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
-        for f in hcm["http_filters"]:
-            vm = f["typed_config"].get("config", {}).get("vm_config")
-            if vm:
-                vm["code"]["local"]["filename"] = wasm_path()
     for cluster in config["static_resources"]["clusters"]:
         endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         if cluster["name"] == "app":
@@ -47,11 +48,12 @@ def minimal_config(upstream_port, directory_port):
     return config
 
 
-def test_minimal_yaml_loads_and_verifies_with_fetched_keys():
+def test_minimal_yaml_loads_and_verifies_with_fetched_keys(front):
     agent = Key()
     with EchoUpstream() as upstream, DirectoryServer() as directory:
         directory.keys["agent.example"] = [agent]
-        with Envoy(yaml.safe_dump(minimal_config(upstream.port, directory.port)), concurrency=1) as envoy:
+        config = minimal_config(front, upstream.port, directory.port)
+        with Envoy(yaml.safe_dump(config), concurrency=1, front=front) as envoy:
             port = envoy.ports["public"]
             h = sign(agent, "GET", f"127.0.0.1:{port}", "/", agent="https://agent.example").headers
             seen = request(port, headers=h).seen()
@@ -77,6 +79,23 @@ def test_minimal_yaml_loads_and_verifies_with_fetched_keys():
                 in log
             )
             assert "wba_result=unsigned wba_reason=-" in log
+
+
+def test_minimal_native_yaml_is_minimal_yaml_with_the_native_filter():
+    """Nothing but the filter entries differs: same listener, access log, clusters, plugin
+    configuration (compared parsed: the JSON is laid out differently)."""
+
+    def parsed(config):
+        for listener in config["static_resources"]["listeners"]:
+            for f in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]:
+                value = f["typed_config"].get("filter_config", {}).get("value")
+                if value:
+                    f["typed_config"]["filter_config"]["value"] = json.loads(value)
+        return config
+
+    wasm = yaml.safe_load((ROOT / "envoy" / MINIMAL["wasm"]).read_text())
+    native = yaml.safe_load((ROOT / "envoy" / MINIMAL["native"]).read_text())
+    assert parsed(Front("native").adapt(wasm)) == parsed(native)
 
 
 def shipped_texts():

@@ -15,7 +15,11 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
+
 from harness import ROOT, wasm_path
+
+pytestmark = pytest.mark.wasm_only("the OCI image layout carries the .wasm file")
 
 TOOL = ROOT / "tools" / "oci.py"
 LAYOUT = ROOT / "dist" / "oci"

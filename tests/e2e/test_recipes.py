@@ -16,7 +16,7 @@ import time
 import pytest
 import yaml
 
-from harness import ROOT, RFC_TEST_KEY, DirectoryServer, EchoUpstream, Envoy, Key, request, sign, wasm_path
+from harness import ROOT, RFC_TEST_KEY, DirectoryServer, EchoUpstream, Envoy, Key, request, sign
 
 RECIPES = ROOT / "envoy" / "recipes"
 
@@ -36,18 +36,15 @@ def nonce():
     return f"recipe-{time.time_ns()}-{next(_nonces)}"
 
 
-def load_recipe(name, upstream_port, directory_port):
-    """A recipe as written, on loopback: ephemeral ports, this build's module, the `app` cluster
+def load_recipe(front, name, upstream_port, directory_port):
+    """A recipe as written, on loopback: ephemeral ports, this build's module (for native: the
+    dynamic module in place of the Wasm filter and its hold companion), the `app` cluster
     at the echo upstream and every agent's key directory cluster at the local directory server
     (plain HTTP; dropping TLS is the only change to those clusters)."""
-    config = yaml.safe_load((RECIPES / name).read_text())
+    config = front.adapt(yaml.safe_load((RECIPES / name).read_text()))
     config["admin"]["address"]["socket_address"]["port_value"] = 0
     for listener in config["static_resources"]["listeners"]:
         listener["address"]["socket_address"].update(address="127.0.0.1", port_value=0)
-        for f in http_filters(listener):
-            vm = f["typed_config"].get("config", {}).get("vm_config")
-            if vm:
-                vm["code"]["local"]["filename"] = wasm_path()
     for cluster in config["static_resources"]["clusters"]:
         endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
         address = endpoint["address"]["socket_address"]
@@ -184,14 +181,14 @@ def test_recipe_shape(name):
 
 
 @pytest.fixture(scope="module")
-def rbac():
+def rbac(front):
     """allow-verified.yaml, with the partner's and the crawler's key directories."""
     keys = {"partner": Key(), "crawler": Key()}
     with EchoUpstream() as upstream, DirectoryServer() as directory:
         directory.keys["partner.example"] = [keys["partner"]]
         directory.keys["crawler.example"] = [keys["crawler"]]
-        config = load_recipe("allow-verified.yaml", upstream.port, directory.port)
-        with Envoy(yaml.safe_dump(config), concurrency=2) as envoy:
+        config = load_recipe(front, "allow-verified.yaml", upstream.port, directory.port)
+        with Envoy(yaml.safe_dump(config), concurrency=2, front=front) as envoy:
             yield envoy, Client(envoy.ports["public"]), keys
 
 
@@ -287,34 +284,39 @@ def test_rbac_decisions_are_counted_and_logged(rbac):
     assert any(denied in l for l in lines) and any(allowed in l for l in lines), lines
 
 
-def test_rbac_placed_too_early_fails_closed():
+def test_rbac_placed_too_early_fails_closed(front):
     """Why the order is filter, hold, RBAC: placed before the filter, RBAC finds no verdict and
     refuses every request on the guarded routes (verified ones too); placed between the filter
-    and its hold companion, it refuses a request whose signature covers the body (not decided
-    yet). Never does it let a forgery through."""
+    and its hold companion (wasm; the native module has none), it refuses a request whose
+    signature covers the body (not decided yet). Never does it let a forgery through."""
     partner = Key()
     with EchoUpstream() as upstream, DirectoryServer() as directory:
         directory.keys["partner.example"] = [partner]
-        config = load_recipe("allow-verified.yaml", upstream.port, directory.port)
+        config = load_recipe(front, "allow-verified.yaml", upstream.port, directory.port)
         listeners = config["static_resources"]["listeners"]
         recipe = listeners[0]
-        for name, position in (("rbac_first", 0), ("rbac_between", 1)):
+        # RBAC comes right after our filter entries: the filter (native), or it and its hold.
+        policy_at = [f["name"] for f in http_filters(recipe)].index("envoy.filters.http.rbac")
+        assert policy_at == (2 if front.name == "wasm" else 1), filter_names(config)
+        variants = [("rbac_first", 0)] + ([("rbac_between", 1)] if policy_at == 2 else [])
+        for name, position in variants:
             variant = copy.deepcopy(recipe)
             variant["name"] = name
             chain = http_filters(variant)
-            rbac_filter = chain.pop(2)
+            rbac_filter = chain.pop(policy_at)
             assert rbac_filter["name"] == "envoy.filters.http.rbac"
             chain.insert(position, rbac_filter)
             listeners.append(variant)
-        with Envoy(yaml.safe_dump(config), concurrency=1) as envoy:
+        with Envoy(yaml.safe_dump(config), concurrency=1, front=front) as envoy:
             first = Client(envoy.ports["rbac_first"])
             assert_rbac_denied(first.signed(partner, PARTNER, "/agents/feed"))
             assert_rbac_denied(first.unsigned("/agents/feed", extra=FORGED_PARTNER))
             assert_passed(first.unsigned("/"), "unsigned")
-            between = Client(envoy.ports["rbac_between"])
-            assert_passed(between.signed(partner, PARTNER, "/agents/feed"), "verified", "partner")
-            assert_rbac_denied(between.signed_body(partner, PARTNER, "/agents/feed", b"{}"))
-            assert_rbac_denied(between.unsigned("/agents/feed", extra=FORGED_PARTNER))
+            if "rbac_between" in envoy.ports:
+                between = Client(envoy.ports["rbac_between"])
+                assert_passed(between.signed(partner, PARTNER, "/agents/feed"), "verified", "partner")
+                assert_rbac_denied(between.signed_body(partner, PARTNER, "/agents/feed", b"{}"))
+                assert_rbac_denied(between.unsigned("/agents/feed", extra=FORGED_PARTNER))
             # The recipe as written, in the same Envoy, admits both.
             ok = Client(envoy.ports["public"])
             assert_passed(ok.signed(partner, PARTNER, "/agents/feed"), "verified", "partner")
@@ -333,14 +335,14 @@ RATE_STATS = "wba_rate.http_local_rate_limit."
 
 
 @pytest.fixture(scope="module")
-def rate():
+def rate(front):
     """rate-per-agent.yaml, with three agents' key directories. Every bucket starts full."""
     keys = {"partner": Key(), "crawler": Key(), "indexer": Key()}
     with EchoUpstream() as upstream, DirectoryServer() as directory:
         for name, key in keys.items():
             directory.keys[f"{name}.example"] = [key]
-        config = load_recipe("rate-per-agent.yaml", upstream.port, directory.port)
-        with Envoy(yaml.safe_dump(config), concurrency=2) as envoy:
+        config = load_recipe(front, "rate-per-agent.yaml", upstream.port, directory.port)
+        with Envoy(yaml.safe_dump(config), concurrency=2, front=front) as envoy:
             yield envoy, Client(envoy.ports["public"]), keys
 
 

@@ -11,11 +11,10 @@ import threading
 
 import pytest
 
-from harness import DirectoryServer, EchoUpstream, Envoy, Key, bootstrap, request, sign, wait_for, wasm_path
+from harness import DirectoryServer, EchoUpstream, Envoy, Key, bootstrap, request, sign, wait_for
 
 VICTIM = "https://victim.test"
 ATTACKER = "https://attacker.test"
-STATS = "wasmcustom.web_bot_auth."
 DAY = 86_000
 
 
@@ -43,18 +42,19 @@ def upstream():
         yield u
 
 
-def start_envoy(upstream, listeners):
+def start_envoy(front, upstream, listeners):
     """An Envoy (two workers) with one listener per (name, plugin config, listener options);
     started by `with`."""
     built = []
     for name, cfg, options in listeners:
         built.append(
             {
-                **bootstrap.listener(name, "upstream", [bootstrap.wasm_filter(wasm_path(), cfg)]),
+                **bootstrap.listener(name, "upstream", [front.filter(cfg)]),
                 **options,
             }
         )
-    return Envoy(bootstrap.bootstrap(built, [bootstrap.cluster("upstream", upstream.port)]), concurrency=2)
+    return Envoy(bootstrap.bootstrap(built, [bootstrap.cluster("upstream", upstream.port)]), concurrency=2,
+                 front=front)
 
 
 def old_bucket(agent, nonce):
@@ -80,9 +80,9 @@ def send(port, key, agent, path, nonce, validity):
     return h, request(port, path=path, headers=h)
 
 
-def test_another_agent_cannot_evict_a_captured_request(upstream, keys):
+def test_another_agent_cannot_evict_a_captured_request(front, upstream, keys):
     victim, attacker = keys
-    with start_envoy(upstream, [("main", replay_config(victim, attacker), {})]) as envoy:
+    with start_envoy(front, upstream, [("main", replay_config(victim, attacker), {})]) as envoy:
         port = envoy.ports["main"]
         captured, first = send(port, victim, VICTIM, "/pay", "victim-1", 300)
         assert first.status == 200 and first.seen().get("x-web-bot-auth-result") == "verified"
@@ -97,11 +97,11 @@ def test_another_agent_cannot_evict_a_captured_request(upstream, keys):
         assert '"reason":"replayed"' in replay.body
 
 
-def test_a_full_table_refuses_new_signatures_and_keeps_every_record(upstream, keys):
+def test_a_full_table_refuses_new_signatures_and_keeps_every_record(front, upstream, keys):
     victim, attacker = keys
     # One bucket of 16: every signature lands in it, so the attacker can fill it for sure.
     cfg = replay_config(victim, attacker, replay_capacity=16)
-    with start_envoy(upstream, [("tiny", cfg, {})]) as envoy:
+    with start_envoy(front, upstream, [("tiny", cfg, {})]) as envoy:
         port = envoy.ports["tiny"]
         captured, first = send(port, victim, VICTIM, "/pay", "victim-1", 300)
         assert first.status == 200
@@ -112,7 +112,7 @@ def test_a_full_table_refuses_new_signatures_and_keeps_every_record(upstream, ke
         _, fresh = send(port, victim, VICTIM, "/pay", "victim-2", 300)
         assert fresh.status == 429
         assert "no room" in fresh.json()["detail"]
-        assert envoy.stats(STATS + "replay.full")[STATS + "replay.full"] == 6
+        assert envoy.counter("replay.full") == 6
 
 
 class Connection:
@@ -157,11 +157,11 @@ def worker_connections(envoy, listener):
 PAIRS = 2000
 
 
-def test_one_signature_on_both_workers_at_once_is_accepted_once(upstream, keys):
+def test_one_signature_on_both_workers_at_once_is_accepted_once(front, upstream, keys):
     victim, attacker = keys
     # Connections balanced exactly across the two workers (one socket, no SO_REUSEPORT).
     options = {"connection_balance_config": {"exact_balance": {}}, "enable_reuse_port": False}
-    with start_envoy(upstream, [("race", replay_config(victim, attacker), options)]) as envoy:
+    with start_envoy(front, upstream, [("race", replay_config(victim, attacker), options)]) as envoy:
         port = envoy.ports["race"]
         conns = [Connection(port), Connection(port)]
         wait_for(
@@ -200,7 +200,7 @@ def test_one_signature_on_both_workers_at_once_is_accepted_once(upstream, keys):
 AGENTS = 2000
 
 
-def test_each_directory_is_fetched_once_by_two_workers(upstream):
+def test_each_directory_is_fetched_once_by_two_workers(front, upstream):
     key = Key()
     with DirectoryServer(max_age=600) as server:
         for i in range(AGENTS):
@@ -215,16 +215,16 @@ def test_each_directory_is_fetched_once_by_two_workers(upstream):
         # Room for every fetch at once: no circuit-breaker overflow (a failure, then a retry).
         limit = {"max_connections": 10000, "max_pending_requests": 10000, "max_requests": 10000}
         cluster["circuit_breakers"] = {"thresholds": [limit]}
-        listener = bootstrap.listener("lease", "upstream", [bootstrap.wasm_filter(wasm_path(), cfg)])
+        listener = bootstrap.listener("lease", "upstream", [front.filter(cfg)])
         config = bootstrap.bootstrap([listener], [bootstrap.cluster("upstream", upstream.port), cluster])
         # Both workers start, and each claims every agent's fetch lease in its first tick.
-        with Envoy(config, concurrency=2) as envoy:
+        with Envoy(config, concurrency=2, front=front) as envoy:
             def served():
                 with server.lock:
                     return dict(server.fetches)
 
             def settled():
-                done = envoy.stats(STATS + "directory.fetch").get(STATS + "directory.fetch_ok", 0)
+                done = envoy.counter("directory.fetch_ok")
                 total = sum(served().values())
                 return len(served()) == AGENTS and done == total
 

@@ -42,7 +42,7 @@ def corpus(agent_key, port):
 def test_mixed_stream_on_two_workers(envoy, agent_key):
     port = envoy.ports["enforce"]
     work = corpus(agent_key, port)
-    before = envoy.stats()
+    before = envoy.counters()
     results = [None] * len(work)
 
     def run(offset):
@@ -77,9 +77,9 @@ def test_mixed_stream_on_two_workers(envoy, agent_key):
             got = "invalid"  # enforce rejects only invalid
         assert got == expected, (path, r.status, r.body)
         counts[expected] = counts.get(expected, 0) + 1
-    after = envoy.stats()
+    after = envoy.counters()
     for outcome, n in counts.items():
-        name = f"wasmcustom.web_bot_auth.outcome.{outcome}"
+        name = f"outcome.{outcome}"
         assert after.get(name, 0) - before.get(name, 0) == n, outcome
     # Both workers served traffic and the filter never crashed.
     workers = envoy.stats("listener.enforce.worker_")

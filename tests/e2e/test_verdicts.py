@@ -213,14 +213,14 @@ def test_one_valid_signature_among_several(envoy, agent_key):
 
 
 def test_counters_per_outcome_and_reason(envoy, agent_key):
-    before = envoy.stats()
+    before = envoy.counters()
     port = envoy.ports["observe"]
     request(port, path=PATH, headers=expired(agent_key, port)[1])
     request(port, path=PATH, headers=case(agent_key, port)[1])
-    after = envoy.stats()
+    after = envoy.counters()
 
     def delta(name):
-        return after.get("wasmcustom.web_bot_auth." + name, 0) - before.get("wasmcustom.web_bot_auth." + name, 0)
+        return after.get(name, 0) - before.get(name, 0)
 
     assert delta("outcome.invalid") == 1
     assert delta("reason.expired") == 1
