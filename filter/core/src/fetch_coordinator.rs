@@ -8,7 +8,7 @@
 //! while the others wait), or the native module's main thread (one per filter configuration,
 //! its store private).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::config::Config;
 use crate::fetch::{evaluate, fetch_request, FailureKind, FetchFailure, FetchRequest};
@@ -62,19 +62,35 @@ pub struct Coordinator<W> {
     waiters: HashMap<String, Vec<Waiting<W>>>,
     /// Fetches sent: host token -> agent.
     in_flight: HashMap<u64, String>,
+    /// The agents of `in_flight` (a set: thousands of agents are fetched at start).
+    fetching: HashSet<String>,
     /// Spreads refreshes of several fetchers (workers) apart.
     salt: u32,
+    /// Other fetchers record results in the same store (proxy-wasm VMs): look at it on ticks.
+    shared: bool,
 }
 
 impl<W: Clone> Coordinator<W> {
-    /// `salt` makes this fetcher's refresh jitter its own (workers do not refresh in lockstep).
+    /// One of several fetchers sharing `store` (each proxy-wasm VM); `salt` makes this
+    /// fetcher's refresh jitter its own (workers do not refresh in lockstep).
     pub fn new(config: &Config, salt: u32) -> Self {
         Coordinator {
             config: config.clone(),
             cache: KeyCache::new(config),
             waiters: HashMap::new(),
             in_flight: HashMap::new(),
+            fetching: HashSet::new(),
             salt,
+            shared: true,
+        }
+    }
+
+    /// The only fetcher of its store (the native module's main thread): nobody else records
+    /// results, so ticks do not look for them.
+    pub fn alone(config: &Config) -> Self {
+        Coordinator {
+            shared: false,
+            ..Self::new(config, 0)
         }
     }
 
@@ -129,9 +145,11 @@ impl<W: Clone> Coordinator<W> {
         let mut commands = Vec::new();
         let mut ready: Vec<String> = Vec::new();
         // Results other workers stored since the last tick.
-        for agent in self.cache.sync_all(store) {
-            if self.waiters.contains_key(&agent) {
-                ready.push(agent);
+        if self.shared {
+            for agent in self.cache.sync_all(store) {
+                if self.waiters.contains_key(&agent) {
+                    ready.push(agent);
+                }
             }
         }
         // A fetch answers within its timeout (a reset is an answer too): this is the safety
@@ -150,16 +168,20 @@ impl<W: Clone> Coordinator<W> {
         self.waiters.retain(|_, l| !l.is_empty());
         let salt = self.salt;
         let mut due = self.cache.due_for_refresh(now, |u| jitter(u, salt));
-        for agent in self.waiters.keys() {
-            if !due.contains(agent) && !ready.contains(agent) {
-                due.push(agent.clone());
-            }
-        }
+        let mut seen: HashSet<&str> = due.iter().map(String::as_str).collect();
+        seen.extend(ready.iter().map(String::as_str));
+        let waited: Vec<String> = self
+            .waiters
+            .keys()
+            .filter(|a| !seen.contains(a.as_str()))
+            .cloned()
+            .collect();
+        due.extend(waited);
         let lease_ms = i64::try_from(self.config.directory.timeout_ms)
             .unwrap_or(i64::MAX)
             .saturating_add(500);
         for agent in due {
-            if self.in_flight.values().any(|a| *a == agent) {
+            if self.fetching.contains(&agent) {
                 continue;
             }
             match self.cache.claim(store, &agent, now, now_ms, lease_ms) {
@@ -190,6 +212,7 @@ impl<W: Clone> Coordinator<W> {
     /// The fetch [`Command::Dispatch`] asked for was sent; its answer comes under `token`.
     pub fn dispatched(&mut self, agent: &str, token: u64) {
         self.in_flight.insert(token, agent.to_string());
+        self.fetching.insert(agent.to_string());
     }
 
     /// The fetch could not be sent: a failed fetch (backs off), and its waiters run again.
@@ -219,6 +242,7 @@ impl<W: Clone> Coordinator<W> {
         let Some(agent) = self.in_flight.remove(&token) else {
             return commands;
         };
+        self.fetching.remove(&agent);
         let now = now_ms / 1000;
         let Some(agent_config) = self.cache.agent(&agent).map(|a| a.config.clone()) else {
             return commands;

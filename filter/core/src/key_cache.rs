@@ -3,6 +3,9 @@
 //! worker sees it); each VM keeps a decoded copy, re-read only when the entry's generation
 //! changes, so the request path never parses JSON or decodes keys.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -248,24 +251,55 @@ pub struct Recorded {
 }
 
 /// Every trusted agent's keys, as this VM sees them.
+///
+/// Cloning is cheap (the native module publishes a clone to its workers after each fetch):
+/// agents are shared until one changes, and lookups go through an index, so thousands of
+/// agents cost neither a copy per fetch nor a scan per request.
 #[derive(Debug, Clone, Default)]
 pub struct KeyCache {
-    agents: Vec<CachedAgent>,
+    agents: Vec<Arc<CachedAgent>>,
+    index: Arc<Index>,
+}
+
+/// Where each agent is in [`KeyCache::agents`].
+#[derive(Debug, Default)]
+struct Index {
+    /// By the agent as shown (its configured URL's form).
+    by_url: HashMap<String, usize>,
+    /// By identity (requests look agents up by their Signature-Agent's identity).
+    by_id: HashMap<AgentId, usize>,
 }
 
 impl KeyCache {
     pub fn new(config: &Config) -> Self {
-        KeyCache {
-            agents: config
-                .agents
-                .iter()
-                .map(|a| CachedAgent {
+        let agents: Vec<Arc<CachedAgent>> = config
+            .agents
+            .iter()
+            .map(|a| {
+                Arc::new(CachedAgent {
                     config: a.clone(),
                     store_key: entry_key(a, &config.directory, config.policy.clock_skew_seconds),
                     fetched: Vec::new(),
                     entry: DirectoryEntry::default(),
                 })
+            })
+            .collect();
+        // The configuration refuses two entries for one agent, so positions are unique.
+        let index = Index {
+            by_url: agents
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.config.url().to_string(), i))
                 .collect(),
+            by_id: agents
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (a.config.agent.id().clone(), i))
+                .collect(),
+        };
+        KeyCache {
+            agents,
+            index: Arc::new(index),
         }
     }
 
@@ -295,16 +329,19 @@ impl KeyCache {
     }
 
     pub fn agent(&self, url: &str) -> Option<&CachedAgent> {
-        self.agents.iter().find(|a| a.config.url() == url)
+        let i = *self.index.by_url.get(url)?;
+        self.agents.get(i).map(|a| &**a)
     }
 
     fn agent_mut(&mut self, url: &str) -> Option<&mut CachedAgent> {
-        self.agents.iter_mut().find(|a| a.config.url() == url)
+        let i = *self.index.by_url.get(url)?;
+        // Copies the agent only if a published snapshot still shares it.
+        self.agents.get_mut(i).map(Arc::make_mut)
     }
 
     /// Agents whose keys are fetched.
     pub fn fetched_agents(&self) -> impl Iterator<Item = &CachedAgent> {
-        self.agents.iter().filter(|a| a.fetches())
+        self.agents.iter().map(|a| &**a).filter(|a| a.fetches())
     }
 
     /// Keys this VM holds (pinned and fetched).
@@ -518,7 +555,7 @@ fn adopt(agent: &mut CachedAgent, mut entry: DirectoryEntry) -> bool {
 
 impl KeySource for KeyCache {
     fn lookup(&self, id: &AgentId, keyid: &str) -> Lookup<'_> {
-        let Some(agent) = self.agents.iter().find(|a| a.config.agent.id() == id) else {
+        let Some(agent) = self.index.by_id.get(id).and_then(|&i| self.agents.get(i)) else {
             return Lookup::UnknownAgent;
         };
         let name = agent.config.name.as_str();

@@ -158,7 +158,7 @@ impl Shared {
             None
         };
         // One fetcher per configuration: nothing to spread apart (salt 0).
-        let coordinator: Coordinator<u64> = Coordinator::new(&config, 0);
+        let coordinator: Coordinator<u64> = Coordinator::alone(&config);
         let mut store = MemoryStore::default();
         coordinator
             .prepare(&mut store)
