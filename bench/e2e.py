@@ -79,8 +79,7 @@ OUTCOME_STATS = {"wasm": "wasmcustom.web_bot_auth.outcome",
                  "native": "dynamicmodulescustom.web_bot_auth.outcome"}
 # The file name Envoy looks for in $ENVOY_DYNAMIC_MODULES_SEARCH_PATH for the module named
 # "web_bot_auth" (dynamic_module_config.name).
-NATIVE_NAME = "web_bot_auth"
-NATIVE_FILE = f"lib{NATIVE_NAME}.so"
+NATIVE_FILE = f"lib{bootstrap.NATIVE_MODULE}.so"
 
 
 # ---------------------------------------------------------------------------- corpus
@@ -150,21 +149,6 @@ def plugin_config(key, mode, old=False):
     return cfg
 
 
-def native_filter(plugin_config):
-    """The `envoy.filters.http.dynamic_modules` entry for the native front end (Envoy loads
-    $ENVOY_DYNAMIC_MODULES_SEARCH_PATH/libweb_bot_auth.so)."""
-    return {
-        "name": "envoy.filters.http.dynamic_modules",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
-            "dynamic_module_config": {"name": NATIVE_NAME, "do_not_close": True},
-            "filter_name": "web_bot_auth",
-            "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                              "value": json.dumps(plugin_config)},
-        },
-    }
-
-
 def store_config(key, mode):
     """The filter's configuration with the fleet's replay store (cluster wba_replay)."""
     return dict(plugin_config(key, mode),
@@ -227,10 +211,10 @@ def config_for(kind, key, mode, authz_port=None, wasm=None, store_port=None, sto
             [bootstrap.cluster("wba_replay", store_port, timeout="1s")])
     if kind == "native" and store:
         return bootstrap.bootstrap(
-            [direct_listener([native_filter(store_config(key, mode))])],
+            [direct_listener([bootstrap.native_filter(store_config(key, mode))])],
             [bootstrap.cluster("wba_replay", store_port, timeout="1s")])
     if kind == "native":
-        return bootstrap.bootstrap([direct_listener([native_filter(plugin_config(key, mode))])], [])
+        return bootstrap.bootstrap([direct_listener([bootstrap.native_filter(plugin_config(key, mode))])], [])
     if kind == "authz":
         return bootstrap.bootstrap(
             [direct_listener([ext_authz_filter()])],

@@ -318,7 +318,7 @@ fn vectors_copy_matches_shared_when_present() {
     #[cfg(not(target_arch = "wasm32"))]
     if let Ok(shared) = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/vectors/web-bot-auth.json"
+        "/../../../shared/vectors/web-bot-auth.json"
     )) {
         assert_eq!(
             shared, VECTORS,

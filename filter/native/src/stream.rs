@@ -147,17 +147,7 @@ impl Stream {
                 return HeadersStatus::STOP_ITERATION;
             };
             st.body_ended = end_of_stream;
-            let mut host = self.host(&shared.metrics);
-            let action = with_replay(&shared, |replay| {
-                request_filter::on_request_headers(
-                    &mut host,
-                    &shared.config,
-                    &mut shared.keys.reader(),
-                    replay,
-                    true,
-                )
-            });
-            self.advance(&shared, &mut st, &mut host, action, false)
+            self.headers_step(&shared, &mut st, true)
         };
         match self.act(step, false) {
             Step::Hold | Step::Answer(_) => HeadersStatus::STOP_ITERATION,
@@ -245,17 +235,7 @@ impl Stream {
                 return;
             }
             st.phase = Phase::Start;
-            let mut host = self.host(&shared.metrics);
-            let action = with_replay(&shared, |replay| {
-                request_filter::on_request_headers(
-                    &mut host,
-                    &shared.config,
-                    &mut shared.keys.reader(),
-                    replay,
-                    false,
-                )
-            });
-            self.advance(&shared, &mut st, &mut host, action, true)
+            self.headers_step(&shared, &mut st, false)
         };
         self.act(step, true);
     }
@@ -330,6 +310,22 @@ impl Stream {
 
     /// Carries an action of the core as far as it goes without waiting; `buffered`: Envoy may
     /// hold body this filter buffered (the request was paused before).
+    /// Runs the core on the request's headers: on arrival (`may_wait`), or again once the
+    /// keys it waited for are there (then the body Envoy kept meanwhile is buffered).
+    fn headers_step(&self, shared: &Shared, st: &mut State, may_wait: bool) -> Step {
+        let mut host = self.host(&shared.metrics);
+        let action = with_replay(shared, |replay| {
+            request_filter::on_request_headers(
+                &mut host,
+                &shared.config,
+                &mut shared.keys.reader(),
+                replay,
+                may_wait,
+            )
+        });
+        self.advance(shared, st, &mut host, action, !may_wait)
+    }
+
     fn advance(
         &self,
         shared: &Shared,

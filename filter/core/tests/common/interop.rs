@@ -14,9 +14,14 @@ use std::sync::{Once, OnceLock};
 
 use serde_json::Value;
 
-/// The repository root (the including crate sits one level below it).
+/// The repository root: the first folder above the including crate (filter/core or keys,
+/// at different depths) that holds the workspace's Cargo.lock.
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+    let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    crate_dir
+        .ancestors()
+        .find(|d| d.join("Cargo.lock").is_file())
+        .map_or(crate_dir.clone(), Path::to_path_buf)
 }
 
 pub fn node_dir() -> PathBuf {
