@@ -58,6 +58,18 @@ pub enum Body<'a> {
     TooLarge(u64),
 }
 
+impl<'a> Body<'a> {
+    /// A body hashed as it streamed past ([`PendingBody::hasher`]), as far as it came: too
+    /// large once past `max_body_bytes`.
+    pub fn hashed(hasher: &'a BodyHasher, config: &Config) -> Body<'a> {
+        if hasher.len() > config.max_body_bytes as u64 {
+            Body::TooLarge(hasher.len())
+        } else {
+            Body::Hashed(hasher)
+        }
+    }
+}
+
 impl PendingBody {
     /// A hasher for the digests this request's `Content-Digest` names, for hosts that see the
     /// body in pieces.
@@ -678,6 +690,12 @@ mod tests {
         );
         assert_eq!(action, Action::Stop);
         assert_eq!(h.sent.map(|s| s.status), Some(413));
+        // Hashed as it streams: the bound is what decides between the two.
+        let mut hasher = pending.hasher();
+        hasher.update(b"01234567");
+        assert!(matches!(Body::hashed(&hasher, &c), Body::Hashed(_)));
+        hasher.update(b"8");
+        assert!(matches!(Body::hashed(&hasher, &c), Body::TooLarge(9)));
     }
 
     #[test]

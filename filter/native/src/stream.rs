@@ -303,13 +303,12 @@ impl Stream {
             return Step::Hold;
         };
         let action = with_replay(shared, |replay| {
-            decide_body(host, &shared.config, replay, &pending, &hasher)
+            let body = Body::hashed(&hasher, &shared.config);
+            request_filter::on_request_body(host, &shared.config, replay, &pending, body)
         });
         self.advance(shared, st, host, action, false)
     }
 
-    /// Carries an action of the core as far as it goes without waiting; `buffered`: Envoy may
-    /// hold body this filter buffered (the request was paused before).
     /// Runs the core on the request's headers: on arrival (`may_wait`), or again once the
     /// keys it waited for are there (then the body Envoy kept meanwhile is buffered).
     fn headers_step(&self, shared: &Shared, st: &mut State, may_wait: bool) -> Step {
@@ -326,6 +325,8 @@ impl Stream {
         self.advance(shared, st, &mut host, action, !may_wait)
     }
 
+    /// Carries an action of the core as far as it goes without waiting; `buffered`: Envoy may
+    /// hold body this filter buffered (the request was paused before).
     fn advance(
         &self,
         shared: &Shared,
@@ -367,7 +368,8 @@ impl Stream {
                     }
                     if st.body_ended || hasher.len() > config.max_body_bytes as u64 {
                         with_replay(shared, |replay| {
-                            decide_body(host, config, replay, &pending, &hasher)
+                            let body = Body::hashed(&hasher, config);
+                            request_filter::on_request_body(host, config, replay, &pending, body)
                         })
                     } else {
                         st.phase = Phase::Body {
@@ -459,21 +461,6 @@ impl Stream {
             }
         }
     }
-}
-
-fn decide_body(
-    host: &mut NativeHost,
-    config: &Config,
-    replay: &mut dyn ReplayGuard,
-    pending: &PendingBody,
-    hasher: &BodyHasher,
-) -> Action {
-    let body = if hasher.len() > config.max_body_bytes as u64 {
-        Body::TooLarge(hasher.len())
-    } else {
-        Body::Hashed(hasher)
-    };
-    request_filter::on_request_body(host, config, replay, pending, body)
 }
 
 /// Runs `f` with the configuration's replay guard.

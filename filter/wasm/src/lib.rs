@@ -361,12 +361,7 @@ impl Root {
                     continue;
                 }
                 let mut host = EnvoyHost::deferred(&v.metrics);
-                let length = held.hasher.len();
-                let body = if length > v.config.max_body_bytes as u64 {
-                    Body::TooLarge(length)
-                } else {
-                    Body::Hashed(&held.hasher)
-                };
+                let body = Body::hashed(&held.hasher, &v.config);
                 let action = request_filter::on_request_body(
                     &mut host,
                     &v.config,
