@@ -492,29 +492,9 @@ impl FilterHandle {
         body: &[u8],
         timeout_ms: u64,
     ) -> Result<u64, CalloutInitResult> {
-        let Some(h) = host() else {
-            return Err(CalloutInitResult::CANNOT_CREATE_REQUEST);
-        };
-        let mut raw = module_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-        let mut id: u64 = 0;
-        // SAFETY: live handle; `id` is a valid out-pointer; the header array, what it points
-        // into, the cluster name and the body outlive the call (Envoy copies them).
-        let r = unsafe {
-            (h.http_callout)(
-                self.0,
-                &mut id,
-                ModuleBuffer::of(cluster.as_bytes()),
-                raw.as_mut_ptr(),
-                raw.len(),
-                ModuleBuffer::of(body),
-                timeout_ms,
-            )
-        };
-        if r == CalloutInitResult::SUCCESS {
-            Ok(id)
-        } else {
-            Err(r)
-        }
+        let h = host().ok_or(CalloutInitResult::CANNOT_CREATE_REQUEST)?;
+        // SAFETY: live handle (see the type), inside a hook on the stream's worker.
+        unsafe { send_callout(h.http_callout, self.0, cluster, headers, body, timeout_ms) }
     }
 
     /// A scheduler that runs `on_http_filter_scheduled` on this stream's worker, from any thread.
@@ -523,6 +503,53 @@ impl FilterHandle {
         // SAFETY: live handle, on the stream's worker inside a hook.
         let p = unsafe { (h.scheduler_new)(self.0) };
         (!p.is_null()).then_some(StreamScheduler(p))
+    }
+}
+
+/// The stream-level and config-level callout callbacks: one C signature, their first argument
+/// the stream's or the configuration's Envoy object.
+type CalloutFn = unsafe extern "C" fn(
+    *mut c_void,
+    *mut u64,
+    ModuleBuffer,
+    *mut ModuleHttpHeader,
+    usize,
+    ModuleBuffer,
+    u64,
+) -> CalloutInitResult;
+
+/// Sends a callout through `send` for `owner`; returns its id.
+///
+/// # Safety
+/// `owner` is a live Envoy object of the kind `send` takes, and this runs on the thread its
+/// callouts may be sent from.
+unsafe fn send_callout(
+    send: CalloutFn,
+    owner: *mut c_void,
+    cluster: &str,
+    headers: &[(String, String)],
+    body: &[u8],
+    timeout_ms: u64,
+) -> Result<u64, CalloutInitResult> {
+    let mut raw = module_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+    let mut id: u64 = 0;
+    // SAFETY: `owner` as the caller guarantees; `id` is a valid out-pointer; the header array, what it points into, the cluster name and the body outlive
+    // the call (Envoy copies them).
+    let r = unsafe {
+        send(
+            owner,
+            &mut id,
+            ModuleBuffer::of(cluster.as_bytes()),
+            raw.as_mut_ptr(),
+            raw.len(),
+            ModuleBuffer::of(body),
+            timeout_ms,
+        )
+    };
+    if r == CalloutInitResult::SUCCESS {
+        Ok(id)
+    } else {
+        Err(r)
     }
 }
 
@@ -615,28 +642,18 @@ impl ConfigHandle {
         headers: &[(String, String)],
         timeout_ms: u64,
     ) -> Result<u64, CalloutInitResult> {
-        let Some(h) = host() else {
-            return Err(CalloutInitResult::CANNOT_CREATE_REQUEST);
-        };
-        let mut raw = module_headers(headers.iter().map(|(n, v)| (n.as_str(), v.as_str())));
-        let mut id: u64 = 0;
-        // SAFETY: live handle, main thread; `id` is a valid out-pointer; the header array,
-        // what it points into and the cluster name outlive the call (Envoy copies them).
-        let r = unsafe {
-            (h.config_http_callout)(
+        let h = host().ok_or(CalloutInitResult::CANNOT_CREATE_REQUEST)?;
+        // SAFETY: live handle (config_new to config_destroy); config callouts are sent on the
+        // main thread only (see the type).
+        unsafe {
+            send_callout(
+                h.config_http_callout,
                 self.0,
-                &mut id,
-                ModuleBuffer::of(cluster.as_bytes()),
-                raw.as_mut_ptr(),
-                raw.len(),
-                ModuleBuffer::of(&[]),
+                cluster,
+                headers,
+                &[],
                 timeout_ms,
             )
-        };
-        if r == CalloutInitResult::SUCCESS {
-            Ok(id)
-        } else {
-            Err(r)
         }
     }
 
