@@ -72,13 +72,10 @@ AUTHORITY = "shop.bench.example"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 LUA = ROOT / "bench" / "wrk" / "corpus.lua"
 
-# Where each front end's counters are (Envoy adds the prefix to the filter's own
-# `web_bot_auth.outcome.<outcome>`): proxy-wasm's `wasmcustom.`, dynamic modules'
-# `dynamicmodulescustom.` (their default metrics_namespace).
-OUTCOME_STATS = {"wasm": "wasmcustom.web_bot_auth.outcome",
-                 "native": "dynamicmodulescustom.web_bot_auth.outcome"}
-# The file name Envoy looks for in $ENVOY_DYNAMIC_MODULES_SEARCH_PATH for the module named
-# "web_bot_auth" (dynamic_module_config.name).
+# Where each front end's outcome counters are (Envoy's prefix for it, then the filter's own
+# `web_bot_auth.outcome.<outcome>`).
+OUTCOME_STATS = {front: f"{prefix}web_bot_auth.outcome" for front, prefix in bootstrap.STATS_PREFIX.items()}
+# The file name Envoy looks for in $ENVOY_DYNAMIC_MODULES_SEARCH_PATH (dynamic_module_config.name).
 NATIVE_FILE = f"lib{bootstrap.NATIVE_MODULE}.so"
 
 

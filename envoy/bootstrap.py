@@ -63,6 +63,9 @@ def wasm_filters(wasm_path, plugin_config, name="web_bot_auth"):
 # The native module's name: Envoy loads lib<NATIVE_MODULE>.so from the search path.
 NATIVE_MODULE = "web_bot_auth"
 FRONTS = ("wasm", "native")
+# Where Envoy puts each front end's stats: proxy-wasm's `wasmcustom.`, dynamic modules'
+# `dynamicmodulescustom.` (their default metrics_namespace).
+STATS_PREFIX = {"wasm": "wasmcustom.", "native": "dynamicmodulescustom."}
 
 
 def native_filter(plugin_config, module=NATIVE_MODULE):

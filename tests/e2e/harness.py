@@ -476,7 +476,7 @@ class Front:
       ENVOY_DYNAMIC_MODULES_SEARCH_PATH; one filter; counters under `dynamicmodulescustom.`.
     """
 
-    STATS_PREFIX = {"wasm": "wasmcustom.", "native": "dynamicmodulescustom."}
+    STATS_PREFIX = bootstrap.STATS_PREFIX
     LOAD_FAILURE = {
         "wasm": r"Plugin web_bot_auth failed to load|Unable to create Wasm plugin",
         "native": r"Failed to initialize dynamic module",
