@@ -209,23 +209,6 @@ pub struct CachedAgent {
 }
 
 impl CachedAgent {
-    /// The agent as configured.
-    pub fn config(&self) -> &AgentConfig {
-        &self.config
-    }
-
-    /// Its fetched keys in use, with their possession proofs.
-    pub fn fetched(&self) -> &[FetchedKey] {
-        &self.fetched
-    }
-
-    /// When its next fetch may happen at the earliest (unix seconds; 0: any time).
-    pub fn retry_at(&self) -> i64 {
-        self.entry.retry_at
-    }
-}
-
-impl CachedAgent {
     fn fetches(&self) -> bool {
         self.config.cluster.is_some()
     }
