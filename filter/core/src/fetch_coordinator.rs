@@ -58,8 +58,12 @@ struct Waiting<W> {
 pub struct Coordinator<W> {
     config: Config,
     cache: KeyCache,
-    /// Paused requests per agent (normalized URL).
-    waiters: HashMap<String, Vec<Waiting<W>>>,
+    /// Paused requests by the front end's id for them: one that goes away is forgotten in
+    /// constant time, however many wait (a flood of reset streams stays linear).
+    waiting: HashMap<u64, Waiting<W>>,
+    /// The ids waiting for each agent (normalized URL), in arrival order; ids forgotten since
+    /// are dropped when the list is next read (resume, tick).
+    by_agent: HashMap<String, Vec<u64>>,
     /// Fetches sent: host token -> agent.
     in_flight: HashMap<u64, String>,
     /// The agents of `in_flight` (a set: thousands of agents are fetched at start).
@@ -77,7 +81,8 @@ impl<W: Clone> Coordinator<W> {
         Coordinator {
             config: config.clone(),
             cache: KeyCache::new(config),
-            waiters: HashMap::new(),
+            waiting: HashMap::new(),
+            by_agent: HashMap::new(),
             in_flight: HashMap::new(),
             fetching: HashSet::new(),
             salt,
@@ -118,24 +123,30 @@ impl<W: Clone> Coordinator<W> {
     /// Requests wait or fetches are in flight: tick every [`BUSY_TICK_MS`], else every
     /// [`IDLE_TICK_MS`].
     pub fn busy(&self) -> bool {
-        !self.waiters.is_empty() || !self.in_flight.is_empty()
+        !self.waiting.is_empty() || !self.in_flight.is_empty()
     }
 
-    /// A request paused for `agent`'s keys ([`crate::request_filter::Action::Wait`]); the next
-    /// tick fetches them.
-    pub fn wait(&mut self, agent: String, waiter: W, now_ms: i64) {
-        self.waiters.entry(agent).or_default().push(Waiting {
-            waiter,
-            since_ms: now_ms,
-        });
+    /// A request paused for `agent`'s keys ([`crate::request_filter::Action::Wait`]), under
+    /// an `id` of the front end's that no other waiting request has; the next tick fetches them.
+    pub fn wait(&mut self, agent: String, id: u64, waiter: W, now_ms: i64) {
+        self.by_agent.entry(agent).or_default().push(id);
+        self.waiting.insert(
+            id,
+            Waiting {
+                waiter,
+                since_ms: now_ms,
+            },
+        );
     }
 
-    /// Requests that went away stop waiting.
-    pub fn forget(&mut self, gone: impl Fn(&W) -> bool) {
-        for list in self.waiters.values_mut() {
-            list.retain(|w| !gone(&w.waiter));
-        }
-        self.waiters.retain(|_, l| !l.is_empty());
+    /// The request waiting under `id` went away: it stops waiting.
+    pub fn forget(&mut self, id: u64) {
+        self.waiting.remove(&id);
+    }
+
+    /// Whether some request waits for `agent`.
+    fn awaited(&self, agent: &str) -> bool {
+        self.by_agent.contains_key(agent)
     }
 
     /// Notices other fetchers' results, expires requests that waited too long, and sends the
@@ -145,9 +156,16 @@ impl<W: Clone> Coordinator<W> {
         let mut commands = Vec::new();
         let mut ready: Vec<String> = Vec::new();
         // Results other workers stored since the last tick.
+        // Ids forgotten since the last tick leave their agents' lists (linear per tick, not
+        // per departed request).
+        let waiting = &self.waiting;
+        self.by_agent.retain(|_, ids| {
+            ids.retain(|id| waiting.contains_key(id));
+            !ids.is_empty()
+        });
         if self.shared {
             for agent in self.cache.sync_all(store) {
-                if self.waiters.contains_key(&agent) {
+                if self.awaited(&agent) {
                     ready.push(agent);
                 }
             }
@@ -158,20 +176,17 @@ impl<W: Clone> Coordinator<W> {
             .unwrap_or(i64::MAX)
             .saturating_mul(2)
             .saturating_add(1000);
-        let mut expired = Vec::new();
-        for list in self.waiters.values_mut() {
-            expired.extend(
-                list.extract_if(.., |w| now_ms.saturating_sub(w.since_ms) > limit)
-                    .map(|w| w.waiter),
-            );
-        }
-        self.waiters.retain(|_, l| !l.is_empty());
+        let expired: Vec<W> = self
+            .waiting
+            .extract_if(|_, w| now_ms.saturating_sub(w.since_ms) > limit)
+            .map(|(_, w)| w.waiter)
+            .collect();
         let salt = self.salt;
         let mut due = self.cache.due_for_refresh(now, |u| jitter(u, salt));
         let mut seen: HashSet<&str> = due.iter().map(String::as_str).collect();
         seen.extend(ready.iter().map(String::as_str));
         let waited: Vec<String> = self
-            .waiters
+            .by_agent
             .keys()
             .filter(|a| !seen.contains(a.as_str()))
             .cloned()
@@ -194,7 +209,7 @@ impl<W: Clone> Coordinator<W> {
                 },
                 Claim::Busy => {}
                 Claim::Refused => {
-                    if self.waiters.contains_key(&agent) {
+                    if self.awaited(&agent) {
                         ready.push(agent);
                     }
                 }
@@ -276,10 +291,15 @@ impl<W: Clone> Coordinator<W> {
     }
 
     fn resume(&mut self, agent: &str, commands: &mut Vec<Command<W>>) {
-        if let Some(list) = self.waiters.remove(agent) {
-            commands.push(Command::Resume(
-                list.into_iter().map(|w| w.waiter).collect(),
-            ));
+        if let Some(ids) = self.by_agent.remove(agent) {
+            let waiters: Vec<W> = ids
+                .into_iter()
+                .filter_map(|id| self.waiting.remove(&id))
+                .map(|w| w.waiter)
+                .collect();
+            if !waiters.is_empty() {
+                commands.push(Command::Resume(waiters));
+            }
         }
     }
 
@@ -430,13 +450,13 @@ mod tests {
     fn waiters_resume_once_when_the_keys_arrive() {
         let mut store = MemoryStore::default();
         let mut c = coordinator(&mut store, 1);
-        c.wait(AGENT.into(), 1, NOW_MS);
-        c.wait(AGENT.into(), 2, NOW_MS);
+        c.wait(AGENT.into(), 1, 1, NOW_MS);
+        c.wait(AGENT.into(), 2, 2, NOW_MS);
         let commands = c.tick(&mut store, NOW_MS);
         assert_eq!(dispatches(&commands), [AGENT]);
         assert!(resumed(&commands).is_empty());
         c.dispatched(AGENT, 7);
-        c.forget(|w| *w == 2);
+        c.forget(2);
         let commands = c.answered(&mut store, 7, &keys_response(), NOW_MS + 5);
         assert_eq!(resumed(&commands), [1]);
         assert!(commands.contains(&Command::Count(Counter::FetchOk, 1)));
@@ -453,10 +473,35 @@ mod tests {
     }
 
     #[test]
+    fn a_request_that_goes_away_is_forgotten_alone() {
+        let mut store = MemoryStore::default();
+        let mut c = coordinator(&mut store, 1);
+        for id in 0..1000u32 {
+            c.wait(AGENT.into(), id.into(), id, NOW_MS);
+        }
+        // Every other request leaves (reset streams), in any order.
+        for id in (0..1000u64).filter(|id| id % 2 == 1).rev() {
+            c.forget(id);
+        }
+        c.forget(5000); // never waited: nothing happens
+        let commands = c.tick(&mut store, NOW_MS);
+        assert_eq!(dispatches(&commands), [AGENT]);
+        c.dispatched(AGENT, 7);
+        let commands = c.answered(&mut store, 7, &keys_response(), NOW_MS + 5);
+        let expected: Vec<u32> = (0..1000).filter(|id| id % 2 == 0).collect();
+        assert_eq!(resumed(&commands), expected);
+        assert!(!c.busy());
+        // All forgotten: the agent is no longer waited for, so nothing is resumed.
+        c.wait(AGENT.into(), 1, 1, NOW_MS);
+        c.forget(1);
+        assert!(!c.busy());
+    }
+
+    #[test]
     fn a_failed_fetch_resumes_its_waiters_warns_and_backs_off() {
         let mut store = MemoryStore::default();
         let mut c = coordinator(&mut store, 1);
-        c.wait(AGENT.into(), 1, NOW_MS);
+        c.wait(AGENT.into(), 1, 1, NOW_MS);
         let commands = c.tick(&mut store, NOW_MS);
         assert_eq!(dispatches(&commands), [AGENT]);
         let commands = c.dispatch_failed(&mut store, AGENT, "no such cluster".into(), NOW_MS);
@@ -469,7 +514,7 @@ mod tests {
             .iter()
             .any(|c| matches!(c, Command::Warn(w) if w.contains("no such cluster"))));
         // Backing off: the next tick sends nothing, and a new waiter is resumed at once.
-        c.wait(AGENT.into(), 3, NOW_MS + 10);
+        c.wait(AGENT.into(), 3, 3, NOW_MS + 10);
         let commands = c.tick(&mut store, NOW_MS + 10);
         assert!(dispatches(&commands).is_empty());
         assert_eq!(resumed(&commands), [3]);
@@ -479,7 +524,7 @@ mod tests {
     fn a_fetch_without_an_answer_releases_its_waiters_after_twice_the_timeout() {
         let mut store = MemoryStore::default();
         let mut c = coordinator(&mut store, 1);
-        c.wait(AGENT.into(), 1, NOW_MS);
+        c.wait(AGENT.into(), 1, 1, NOW_MS);
         let _ = c.tick(&mut store, NOW_MS);
         c.dispatched(AGENT, 9);
         assert!(resumed(&c.tick(&mut store, NOW_MS + 4_000)).is_empty());
@@ -491,8 +536,8 @@ mod tests {
         let mut store = MemoryStore::default();
         let mut first = coordinator(&mut store, 1);
         let mut second = coordinator(&mut store, 2);
-        first.wait(AGENT.into(), 1, NOW_MS);
-        second.wait(AGENT.into(), 2, NOW_MS);
+        first.wait(AGENT.into(), 1, 1, NOW_MS);
+        second.wait(AGENT.into(), 2, 2, NOW_MS);
         assert_eq!(dispatches(&first.tick(&mut store, NOW_MS)), [AGENT]);
         first.dispatched(AGENT, 1);
         // The lease is taken: the second worker waits instead of fetching too.

@@ -64,6 +64,10 @@ pub fn plan(verdict: &Verdict, config: &Config) -> Plan {
 
 /// The status a verdict gets in `mode`, or `None` when the request passes.
 pub fn status(verdict: &Verdict, mode: Mode) -> Option<u16> {
+    // Whatever the mode: passing it would forward a body nobody checked.
+    if verdict.reason() == Some(Reason::BodyNotHeld) {
+        return Some(500);
+    }
     if mode == Mode::Observe {
         return None;
     }
@@ -86,6 +90,7 @@ fn rejection(verdict: &Verdict, config: &Config) -> Option<Rejection> {
         Verdict::Failed(f) => (
             match f.outcome() {
                 _ if f.reason == Reason::ReplayStoreUnavailable => "Replay check unavailable",
+                _ if f.reason == Reason::BodyNotHeld => "Signed body cannot be checked here",
                 Outcome::Unverified => "Signature could not be verified",
                 _ if f.reason == Reason::Malformed => "Malformed signature headers",
                 _ if f.reason == Reason::Replayed => "Signature replayed",
@@ -183,6 +188,11 @@ mod tests {
             (
                 failed(Reason::ReplayStoreUnavailable),
                 [None, Some(503), Some(503)],
+            ),
+            // Never passed, even in observe: the body would reach the upstream unchecked.
+            (
+                failed(Reason::BodyNotHeld),
+                [Some(500), Some(500), Some(500)],
             ),
             (failed(Reason::UnknownKey), [None, None, Some(403)]),
             (

@@ -101,15 +101,7 @@ pub fn on_request_headers(
         return reject_unreadable(host);
     };
     // Strip first, whatever the outcome: inbound copies of our headers are forgeries.
-    let mut stripped: Vec<&str> = Vec::new();
-    for (name, _) in &headers {
-        if is_owned_header(&config.header_prefix, name)
-            && !stripped.iter().any(|s| s.eq_ignore_ascii_case(name))
-        {
-            stripped.push(name);
-        }
-    }
-    for name in &stripped {
+    for name in owned_names(config, headers.iter().map(|(n, _)| n.as_str())) {
         host.remove_request_header(name);
     }
     // An unsigned request (most traffic) is decided without building the request view,
@@ -367,6 +359,40 @@ pub fn apply(host: &mut dyn Host, config: &Config, verdict: &Verdict) -> Action 
     }
 }
 
+/// The names among `names` the filter owns ([`is_owned_header`]), each spelling once (in
+/// order of first appearance): the header lines, or trailers, to remove.
+pub fn owned_names<'a>(config: &Config, names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    names
+        .into_iter()
+        .filter(|n| is_owned_header(&config.header_prefix, n))
+        .filter(|n| seen.insert(n.to_ascii_lowercase()))
+        .collect()
+}
+
+/// The request trailers to remove before the request goes on: every one named with the header
+/// prefix, as for headers (some upstreams merge trailers into headers, where a forged
+/// `x-web-bot-auth-result` trailer would read as ours).
+pub fn trailers_to_strip<'a>(
+    config: &Config,
+    trailer_names: impl IntoIterator<Item = &'a str>,
+) -> Vec<&'a str> {
+    owned_names(config, trailer_names)
+}
+
+/// Refuses, before any of it leaves, a request whose verified signature covers its body when
+/// this filter chain cannot hold the body while it is checked (wasm: no hold companion of
+/// this chain claimed the request): 500 whatever the mode, `unverified` / `body_not_held`,
+/// counted as a `host_error` too. Never a pass: the body would reach the upstream unchecked.
+pub fn refuse_unheld(host: &mut dyn Host, config: &Config, detail: &str) -> Action {
+    host.increment(Counter::HostError);
+    apply(
+        host,
+        config,
+        &Verdict::Failed(Failure::new(Reason::BodyNotHeld, detail)),
+    )
+}
+
 /// [`request_from_headers`], taking the headers (the per-request path: no copies).
 fn request_from_owned(headers: Vec<(String, String)>, prefix: &str) -> HttpRequest {
     let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
@@ -547,6 +573,47 @@ mod tests {
                 assert_eq!(ours.len(), 1, "{ours:?}");
                 assert_eq!(h.header_values("x-web-bot-auth-result"), ["unsigned"]);
             }
+        }
+    }
+
+    #[test]
+    fn owned_names_each_spelling_once_trailers_too() {
+        let c = config("enforce");
+        let names = [
+            "x-web-bot-auth-result",
+            "content-type",
+            "X-Web-Bot-Auth-Result",
+            "x_web_bot_auth_agent",
+            "x-web-bot-auth-result",
+            "x-web-bot-authx",
+            "x-web-bot",
+        ];
+        assert_eq!(
+            owned_names(&c, names),
+            ["x-web-bot-auth-result", "x_web_bot_auth_agent"]
+        );
+        assert_eq!(
+            trailers_to_strip(&c, ["x-benign", "X_WEB_BOT_AUTH_RESULT"]),
+            ["X_WEB_BOT_AUTH_RESULT"]
+        );
+        assert!(trailers_to_strip(&c, ["grpc-status", "x-benign"]).is_empty());
+    }
+
+    #[test]
+    fn a_body_no_hold_can_keep_is_refused_in_every_mode() {
+        for mode in ["observe", "enforce", "require"] {
+            let c = config(mode);
+            let mut h = host(true, &[]);
+            let action = refuse_unheld(&mut h, &c, "no hold companion in this chain");
+            assert_eq!(action, Action::Stop, "{mode}");
+            let sent = h.sent.clone().expect("sent");
+            assert_eq!(sent.status, 500, "{mode}");
+            assert!(sent.body.contains("\"reason\":\"body_not_held\""));
+            assert!(h.counters.contains(&Counter::HostError));
+            assert!(h.counters.contains(&Counter::Reason(Reason::BodyNotHeld)));
+            assert!(h
+                .log
+                .contains(&("wba.reason".into(), "body_not_held".into())));
         }
     }
 

@@ -57,11 +57,14 @@ pub enum Reason {
     /// The fleet's replay store could not say whether the signature was used before
     /// (`replay_store.on_error: reject`).
     ReplayStoreUnavailable,
+    /// The signature covers the body, and this filter chain cannot hold the body while it is
+    /// checked (wasm: no hold companion of this chain claimed the request): refused with 500.
+    BodyNotHeld,
 }
 
 impl Reason {
     /// All reasons, for stats.
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::Malformed,
         Reason::MissingParameter,
         Reason::MissingComponent,
@@ -80,6 +83,7 @@ impl Reason {
         Reason::DigestMismatch,
         Reason::BodyTooLarge,
         Reason::ReplayStoreUnavailable,
+        Reason::BodyNotHeld,
     ];
 
     /// The token sent upstream.
@@ -103,6 +107,7 @@ impl Reason {
             Reason::DigestMismatch => "digest_mismatch",
             Reason::BodyTooLarge => "body_too_large",
             Reason::ReplayStoreUnavailable => "replay_store_unavailable",
+            Reason::BodyNotHeld => "body_not_held",
         }
     }
 
@@ -112,7 +117,8 @@ impl Reason {
             Reason::UnknownAgent
             | Reason::UnknownKey
             | Reason::DirectoryUnavailable
-            | Reason::ReplayStoreUnavailable => Outcome::Unverified,
+            | Reason::ReplayStoreUnavailable
+            | Reason::BodyNotHeld => Outcome::Unverified,
             _ => Outcome::Invalid,
         }
     }
@@ -258,7 +264,7 @@ mod tests {
 
     #[test]
     fn tokens_and_outcomes() {
-        assert_eq!(Reason::ALL.len(), 18);
+        assert_eq!(Reason::ALL.len(), 19);
         let unverified: Vec<_> = Reason::ALL
             .iter()
             .filter(|r| r.outcome() == Outcome::Unverified)
@@ -270,7 +276,8 @@ mod tests {
                 "unknown_agent",
                 "unknown_key",
                 "directory_unavailable",
-                "replay_store_unavailable"
+                "replay_store_unavailable",
+                "body_not_held"
             ]
         );
         assert_eq!(Verdict::Unsigned.outcome().token(), "unsigned");

@@ -202,8 +202,8 @@ pub fn on_event(shared: &Shared, _event: u64) {
                     agent,
                     token,
                     since_ms,
-                } => main.coordinator.wait(agent, token, since_ms),
-                Message::Gone(token) => main.coordinator.forget(|w| *w == token),
+                } => main.coordinator.wait(agent, token, token, since_ms),
+                Message::Gone(token) => main.coordinator.forget(token),
             }
         }
         let commands = main.coordinator.tick(&mut main.store, now);

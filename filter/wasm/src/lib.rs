@@ -497,7 +497,7 @@ impl Context for Request {
     fn on_done(&mut self) -> bool {
         // A paused request that goes away stops waiting (Envoy cancels its calls).
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
-            vm.fetcher.forget(|w| w.context_id == self.id);
+            vm.fetcher.forget(u64::from(self.id));
             vm.held.remove(&self.id);
             vm.store_queries.retain(|_, c| c.owner != self.id);
         }
@@ -543,7 +543,7 @@ impl HttpContext for Request {
                     context_id: self.id,
                     end_of_stream,
                 };
-                vm.fetcher.wait(url, waiter, now_ms());
+                vm.fetcher.wait(url, u64::from(self.id), waiter, now_ms());
                 // Wake the root now rather than at its next idle tick.
                 let _ = hostcalls::set_tick_period(Duration::from_millis(1));
                 Action::Pause
