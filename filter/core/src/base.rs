@@ -1,5 +1,7 @@
 //! The signature base (RFC 9421 section 2.5): the exact bytes a signature covers.
 
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
 use std::fmt;
 use std::fmt::Write as _;
 
@@ -60,18 +62,43 @@ impl std::error::Error for BaseError {}
 
 /// Builds the signature base for `input` over `msg`: one line per covered component, then
 /// `"@signature-params"`, joined by LF with no trailing LF.
+///
+/// Work is linear in the message: what several components read (a field's combined value, its
+/// Dictionary parse for `key=`, the query's parameters for `@query-param`) is computed once per
+/// base, not once per component.
 pub fn signature_base(msg: Message<'_>, input: &SignatureInput) -> Result<String, BaseError> {
     let mut out = String::with_capacity(256);
+    let mut memo = Memo::default();
     for c in &input.components {
-        component_lines(msg, c, &mut out)?;
+        lines_of(msg, c, &mut memo, &mut out)?;
     }
     out.push_str("\"@signature-params\": ");
     out.push_str(&input.serialized);
     Ok(out)
 }
 
+/// What one base has already read of its message. Fields are keyed by the side they come from
+/// (`true`: the request) and name.
+#[derive(Default)]
+struct Memo {
+    combined: HashMap<(bool, String), Option<String>>,
+    dictionaries: HashMap<(bool, String), Option<Dictionary>>,
+    /// Each query parameter's values, by re-encoded name (RFC 9421 section 2.2.8).
+    query: Option<HashMap<String, Vec<String>>>,
+}
+
 /// Appends the base line(s) of one component (several for repeated `@query-param`).
 pub fn component_lines(msg: Message<'_>, c: &Component, out: &mut String) -> Result<(), BaseError> {
+    lines_of(msg, c, &mut Memo::default(), out)
+}
+
+/// [`component_lines`], reading the message through the base's `memo`.
+fn lines_of(
+    msg: Message<'_>,
+    c: &Component,
+    memo: &mut Memo,
+    out: &mut String,
+) -> Result<(), BaseError> {
     if c.tr {
         return Err(BaseError::Trailer(c.serialized.clone()));
     }
@@ -86,12 +113,16 @@ pub fn component_lines(msg: Message<'_>, c: &Component, out: &mut String) -> Res
     };
     match &c.name {
         ComponentName::Derived(Derived::QueryParam(name)) => {
-            let values = query_param_values(request.query.as_deref().unwrap_or(""), name);
+            let params = memo
+                .query
+                .get_or_insert_with(|| query_params(request.query.as_deref().unwrap_or("")));
+            let wanted = encode_form_component(&decode_form_component(name));
+            let values = params.get(&wanted).map(Vec::as_slice).unwrap_or_default();
             if values.is_empty() {
                 return Err(BaseError::MissingQueryParam(name.clone()));
             }
             for v in values {
-                line(out, c, &v);
+                line(out, c, v);
             }
             Ok(())
         }
@@ -121,11 +152,11 @@ pub fn component_lines(msg: Message<'_>, c: &Component, out: &mut String) -> Res
             Ok(())
         }
         ComponentName::Field(name) => {
-            let headers = match response {
-                Some(r) => &r.headers,
-                None => &request.headers,
+            let (side, headers) = match response {
+                Some(r) => (false, &r.headers),
+                None => (true, &request.headers),
             };
-            let value = field_value(headers, name, c)?;
+            let value = field_value(headers, side, name, c, memo)?;
             line(out, c, &value);
             Ok(())
         }
@@ -142,14 +173,16 @@ fn line(out: &mut String, c: &Component, value: &str) {
 /// The value of an HTTP field component (RFC 9421 section 2.1) with `sf`, `key` or `bs`.
 fn field_value(
     headers: &[(String, String)],
+    side: bool,
     name: &str,
     c: &Component,
+    memo: &mut Memo,
 ) -> Result<String, BaseError> {
-    let mut lines = field_values(headers, name).peekable();
-    if lines.peek().is_none() {
-        return Err(BaseError::MissingField(name.to_string()));
-    }
     if c.bs {
+        let mut lines = field_values(headers, name).peekable();
+        if lines.peek().is_none() {
+            return Err(BaseError::MissingField(name.to_string()));
+        }
         let mut out = String::new();
         for (i, v) in lines.enumerate() {
             if i > 0 {
@@ -159,17 +192,21 @@ fn field_value(
         }
         return Ok(out);
     }
-    let mut combined = String::new();
-    for (i, v) in lines.enumerate() {
-        if i > 0 {
-            combined.push_str(", ");
-        }
-        combined.push_str(&clean_value(v));
-    }
+    let field = (side, name.to_string());
+    let combined = memo
+        .combined
+        .entry(field.clone())
+        .or_insert_with(|| combined_value(headers, name))
+        .as_deref()
+        .ok_or_else(|| BaseError::MissingField(name.to_string()))?;
     if let Some(key) = &c.key {
-        let dict: Dictionary = sfv::Parser::new(&combined)
-            .parse()
-            .map_err(|_| BaseError::NotStructured(name.to_string()))?;
+        let dict = match memo.dictionaries.entry(field) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(sfv::Parser::new(combined).parse().ok()),
+        };
+        let dict = dict
+            .as_ref()
+            .ok_or_else(|| BaseError::NotStructured(name.to_string()))?;
         let entry = dict
             .get(key.as_str())
             .ok_or_else(|| BaseError::MissingMember {
@@ -179,10 +216,25 @@ fn field_value(
         return Ok(serialize_entry(entry));
     }
     if c.sf {
-        return reserialize(name, &combined)
+        return reserialize(name, combined)
             .ok_or_else(|| BaseError::NotStructured(name.to_string()));
     }
-    Ok(combined)
+    Ok(combined.to_string())
+}
+
+/// Every line of `name`, cleaned and combined with `, `; `None` when there is none.
+fn combined_value(headers: &[(String, String)], name: &str) -> Option<String> {
+    let mut combined: Option<String> = None;
+    for v in field_values(headers, name) {
+        match &mut combined {
+            None => combined = Some(clean_value(v)),
+            Some(c) => {
+                c.push_str(", ");
+                c.push_str(&clean_value(v));
+            }
+        }
+    }
+    combined
 }
 
 fn serialize_entry(entry: &ListEntry) -> String {
@@ -264,15 +316,21 @@ fn reserialize(name: &str, value: &str) -> Option<String> {
 /// value are decoded as `application/x-www-form-urlencoded`, then re-encoded with percent-encoding.
 pub fn query_param_values(query: &str, name: &str) -> Vec<String> {
     let wanted = encode_form_component(&decode_form_component(name));
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .filter_map(|pair| {
-            let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (encode_form_component(&decode_form_component(n)) == wanted)
-                .then(|| encode_form_component(&decode_form_component(v)))
-        })
-        .collect()
+    query_params(query).remove(&wanted).unwrap_or_default()
+}
+
+/// Every parameter of `query`, by re-encoded name, each name's values in order: read once per
+/// base, whatever number of `@query-param` components it has.
+fn query_params(query: &str) -> HashMap<String, Vec<String>> {
+    let mut params: HashMap<String, Vec<String>> = HashMap::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (n, v) = pair.split_once('=').unwrap_or((pair, ""));
+        params
+            .entry(encode_form_component(&decode_form_component(n)))
+            .or_default()
+            .push(encode_form_component(&decode_form_component(v)));
+    }
+    params
 }
 
 fn decode_form_component(s: &str) -> Vec<u8> {

@@ -33,6 +33,7 @@ pub mod jwk;
 pub mod key_cache;
 pub mod keyring;
 pub mod keys;
+pub mod limits;
 pub mod pipeline;
 pub mod plan;
 pub mod policy;

@@ -11,6 +11,8 @@ use std::fmt;
 use sfv::visitor::{DictionaryVisitor, EntryVisitor};
 use sfv::{Dictionary, KeyRef, ListEntry};
 
+use crate::limits::{screen_dictionary, Bounds, Exceeded, Screened};
+
 /// Why a Dictionary with unique keys cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DictionaryError {
@@ -18,6 +20,8 @@ pub enum DictionaryError {
     Syntax,
     /// A key defined more than once (the first such key).
     DuplicateKey(String),
+    /// Past one of the field's [`Bounds`] (checked before the field is parsed into values).
+    TooLarge(Exceeded),
 }
 
 impl fmt::Display for DictionaryError {
@@ -25,14 +29,24 @@ impl fmt::Display for DictionaryError {
         match self {
             Self::Syntax => write!(f, "not a structured-field dictionary"),
             Self::DuplicateKey(k) => write!(f, "{k:?} is defined more than once"),
+            Self::TooLarge(e) => write!(f, "past this verifier's bounds: {e}"),
         }
     }
 }
 
 impl std::error::Error for DictionaryError {}
 
-/// Parses `value` as a Dictionary, refusing a key defined twice.
-pub fn parse_unique_dictionary(value: &str) -> Result<Dictionary, DictionaryError> {
+/// Parses `value` as a Dictionary within `bounds`, refusing a key defined twice. The bounds are
+/// checked first, by a pass that builds nothing ([`screen_dictionary`]); keys are then looked
+/// up in the map being built (hashed), so a duplicate is found in linear time.
+pub fn parse_unique_dictionary(
+    value: &str,
+    bounds: &Bounds,
+) -> Result<Dictionary, DictionaryError> {
+    screen_dictionary(value, bounds).map_err(|e| match e {
+        Screened::Syntax => DictionaryError::Syntax,
+        Screened::Exceeded(e) => DictionaryError::TooLarge(e),
+    })?;
     let seen = sfv::Parser::new(value)
         .parse_dictionary_with_visitor(UniqueKeys::default())
         .map_err(|_| DictionaryError::Syntax)?;
@@ -47,9 +61,9 @@ pub fn parse_unique_dictionary(value: &str) -> Result<Dictionary, DictionaryErro
 pub struct Labeled(pub(crate) Dictionary);
 
 impl Labeled {
-    /// Parses `value` with [`parse_unique_dictionary`].
+    /// Parses `value` with [`parse_unique_dictionary`], within the signature fields' bounds.
     pub fn parse(value: &str) -> Result<Self, DictionaryError> {
-        parse_unique_dictionary(value).map(Labeled)
+        parse_unique_dictionary(value, &crate::limits::SIGNATURE_FIELDS).map(Labeled)
     }
 
     /// The labels, in order.
@@ -109,9 +123,22 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    const B: Bounds = crate::limits::SIGNATURE_FIELDS;
+
+    #[test]
+    fn a_field_past_its_bounds_is_refused_before_it_is_built() {
+        let many = vec!["a=1"; crate::limits::MAX_LABELS + 1].join(", ");
+        assert_eq!(
+            parse_unique_dictionary(&many, &B),
+            Err(DictionaryError::TooLarge(Exceeded::Members(
+                crate::limits::MAX_LABELS
+            )))
+        );
+    }
+
     #[test]
     fn parses_like_sfv_when_keys_are_unique() {
-        let d = parse_unique_dictionary("a=1, b=(2 3);p, c").expect("parse");
+        let d = parse_unique_dictionary("a=1, b=(2 3);p, c", &B).expect("parse");
         let plain: Dictionary = sfv::Parser::new("a=1, b=(2 3);p, c").parse().expect("sfv");
         assert_eq!(d, plain);
     }
@@ -119,17 +146,17 @@ mod tests {
     #[test]
     fn refuses_a_key_defined_twice() {
         assert_eq!(
-            parse_unique_dictionary("a=1, b=2, a=3"),
+            parse_unique_dictionary("a=1, b=2, a=3", &B),
             Err(DictionaryError::DuplicateKey("a".into()))
         );
         // A bare key (boolean true) repeats just the same.
         assert_eq!(
-            parse_unique_dictionary("a, a=:AA==:"),
+            parse_unique_dictionary("a, a=:AA==:", &B),
             Err(DictionaryError::DuplicateKey("a".into()))
         );
         // Two field lines combined.
         assert_eq!(
-            parse_unique_dictionary(&["x=1, y=2", "z=3, y=4"].join(", ")),
+            parse_unique_dictionary(&["x=1, y=2", "z=3, y=4"].join(", "), &B),
             Err(DictionaryError::DuplicateKey("y".into()))
         );
     }
@@ -137,9 +164,12 @@ mod tests {
     #[test]
     fn syntax_errors_win() {
         assert_eq!(
-            parse_unique_dictionary("a=1, a=2, ((("),
+            parse_unique_dictionary("a=1, a=2, (((", &B),
             Err(DictionaryError::Syntax)
         );
-        assert_eq!(parse_unique_dictionary("=1"), Err(DictionaryError::Syntax));
+        assert_eq!(
+            parse_unique_dictionary("=1", &B),
+            Err(DictionaryError::Syntax)
+        );
     }
 }

@@ -4,12 +4,15 @@ use std::fmt;
 
 use sfv::{BareItem, ListEntry};
 
+use crate::limits::Exceeded;
 use crate::sf_dictionary::{DictionaryError, Labeled};
 
 /// Why a `Signature` field, or one of its members, is unusable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignatureFieldError {
     Syntax,
+    /// Past one of the bounds on labels, parameters or sizes ([`crate::limits`]).
+    TooLarge(Exceeded),
     /// A label defined twice (RFC 9421 section 4), within a line or across lines.
     DuplicateLabel(String),
     NotByteSequence(String),
@@ -19,6 +22,7 @@ impl fmt::Display for SignatureFieldError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Syntax => write!(f, "Signature is not a structured-field dictionary"),
+            Self::TooLarge(e) => write!(f, "Signature is past this verifier's bounds: {e}"),
             Self::DuplicateLabel(l) => write!(f, "Signature defines label {l:?} more than once"),
             Self::NotByteSequence(l) => write!(f, "Signature member {l:?} is not a byte sequence"),
         }
@@ -47,6 +51,7 @@ pub fn parse_signature_field(value: &str) -> Result<SignatureField, SignatureFie
         .map_err(|e| match e {
             DictionaryError::Syntax => SignatureFieldError::Syntax,
             DictionaryError::DuplicateKey(l) => SignatureFieldError::DuplicateLabel(l),
+            DictionaryError::TooLarge(e) => SignatureFieldError::TooLarge(e),
         })
 }
 
@@ -96,6 +101,25 @@ mod tests {
     fn parses_labels() {
         let s = parse_signature("a=:AAE=:, b=:/w==:").expect("parse");
         assert_eq!(s, vec![("a".into(), vec![0, 1]), ("b".into(), vec![255])]);
+    }
+
+    #[test]
+    fn refuses_what_is_past_the_bounds() {
+        use crate::limits::{MAX_BYTE_SEQUENCE, MAX_LABELS};
+        use base64::Engine as _;
+        let sig = |n| base64::engine::general_purpose::STANDARD.encode(vec![1u8; n]);
+        assert!(parse_signature_field(&format!("sig1=:{}:", sig(MAX_BYTE_SEQUENCE))).is_ok());
+        assert_eq!(
+            parse_signature_field(&format!("sig1=:{}:", sig(20 * 1024))),
+            Err(SignatureFieldError::TooLarge(Exceeded::ByteSequence(
+                MAX_BYTE_SEQUENCE
+            )))
+        );
+        let labels: Vec<String> = (0..1000).map(|i| format!("s{i}=:AA==:")).collect();
+        assert_eq!(
+            parse_signature_field(&labels.join(", ")),
+            Err(SignatureFieldError::TooLarge(Exceeded::Members(MAX_LABELS)))
+        );
     }
 
     #[test]

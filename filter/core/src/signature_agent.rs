@@ -12,6 +12,8 @@ use sfv::{BareItem, Dictionary, Item, ListEntry, Parameters};
 
 use crate::agent_url::AgentUrl;
 use crate::component::Component;
+use crate::limits::{screen_item, Exceeded, Screened, SIGNATURE_AGENT};
+use crate::sf_dictionary::{parse_unique_dictionary, DictionaryError};
 
 /// One `Signature-Agent` member whose value is a String.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,6 +95,8 @@ pub enum SignatureAgent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AgentFieldError {
     Syntax,
+    /// Past one of the bounds on members, parameters or sizes ([`crate::limits`]).
+    TooLarge(Exceeded),
     /// A member key defined twice (within a line or across lines).
     DuplicateMember(String),
 }
@@ -104,6 +108,7 @@ impl fmt::Display for AgentFieldError {
                 f,
                 "Signature-Agent is neither a structured-field dictionary nor a string"
             ),
+            Self::TooLarge(e) => write!(f, "Signature-Agent is past this verifier's bounds: {e}"),
             Self::DuplicateMember(k) => {
                 write!(f, "Signature-Agent member {k:?} is defined more than once")
             }
@@ -116,6 +121,10 @@ impl std::error::Error for AgentFieldError {}
 /// Parses a `Signature-Agent` field value (all lines already combined).
 pub fn parse_signature_agent(value: &str) -> Result<SignatureAgent, AgentFieldError> {
     if value.trim_start().starts_with('"') {
+        screen_item(value, &SIGNATURE_AGENT).map_err(|e| match e {
+            Screened::Syntax => AgentFieldError::Syntax,
+            Screened::Exceeded(e) => AgentFieldError::TooLarge(e),
+        })?;
         let item: Item = sfv::Parser::new(value)
             .parse()
             .map_err(|_| AgentFieldError::Syntax)?;
@@ -127,11 +136,10 @@ pub fn parse_signature_agent(value: &str) -> Result<SignatureAgent, AgentFieldEr
     // A member defined twice is as ambiguous here as a label defined twice in Signature-Input:
     // another reader may take the other value.
     let dict: Dictionary =
-        crate::sf_dictionary::parse_unique_dictionary(value).map_err(|e| match e {
-            crate::sf_dictionary::DictionaryError::DuplicateKey(k) => {
-                AgentFieldError::DuplicateMember(k)
-            }
-            crate::sf_dictionary::DictionaryError::Syntax => AgentFieldError::Syntax,
+        parse_unique_dictionary(value, &SIGNATURE_AGENT).map_err(|e| match e {
+            DictionaryError::DuplicateKey(k) => AgentFieldError::DuplicateMember(k),
+            DictionaryError::Syntax => AgentFieldError::Syntax,
+            DictionaryError::TooLarge(e) => AgentFieldError::TooLarge(e),
         })?;
     Ok(SignatureAgent::Dictionary(
         dict.iter()
@@ -202,6 +210,34 @@ mod tests {
     use super::*;
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    #[test]
+    fn refuses_what_is_past_the_bounds() {
+        use crate::limits::{MAX_AGENT_MEMBERS, MAX_STRING_BYTES};
+        let members: Vec<String> = (0..1000)
+            .map(|i| format!("m{i}=\"https://a{i}.example\""))
+            .collect();
+        assert_eq!(
+            parse_signature_agent(&members.join(", ")),
+            Err(AgentFieldError::TooLarge(Exceeded::Members(
+                MAX_AGENT_MEMBERS
+            )))
+        );
+        assert!(parse_signature_agent(&members[..MAX_AGENT_MEMBERS].join(", ")).is_ok());
+        let long = format!("\"https://a.example/{}\"", "p".repeat(MAX_STRING_BYTES));
+        assert_eq!(
+            parse_signature_agent(&long),
+            Err(AgentFieldError::TooLarge(Exceeded::String(
+                MAX_STRING_BYTES
+            )))
+        );
+        assert_eq!(
+            parse_signature_agent(&format!("sig1={long}")),
+            Err(AgentFieldError::TooLarge(Exceeded::String(
+                MAX_STRING_BYTES
+            )))
+        );
+    }
 
     #[test]
     fn dictionary_form() {

@@ -5,6 +5,7 @@ use std::fmt;
 use sfv::{BareItem, InnerList, ListEntry, ListSerializer};
 
 use crate::component::{Component, ComponentError};
+use crate::limits::Exceeded;
 use crate::sf_dictionary::{DictionaryError, Labeled};
 
 /// The tag that marks a Web Bot Auth signature.
@@ -39,6 +40,9 @@ pub struct SignatureParams {
 pub enum InputError {
     /// Not an RFC 9651 Dictionary.
     Syntax,
+    /// Past one of the bounds on labels, components, parameters or sizes
+    /// ([`crate::limits`]).
+    TooLarge(Exceeded),
     /// A label defined twice (RFC 9421 section 4), within a line or across lines.
     DuplicateLabel(String),
     /// A member is not an inner list.
@@ -61,6 +65,7 @@ impl fmt::Display for InputError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Syntax => write!(f, "Signature-Input is not a structured-field dictionary"),
+            Self::TooLarge(e) => write!(f, "Signature-Input is past this verifier's bounds: {e}"),
             Self::DuplicateLabel(l) => {
                 write!(f, "Signature-Input defines label {l:?} more than once")
             }
@@ -100,6 +105,7 @@ pub fn parse_input_field(value: &str) -> Result<InputField, InputError> {
     Labeled::parse(value).map(InputField).map_err(|e| match e {
         DictionaryError::Syntax => InputError::Syntax,
         DictionaryError::DuplicateKey(l) => InputError::DuplicateLabel(l),
+        DictionaryError::TooLarge(e) => InputError::TooLarge(e),
     })
 }
 
@@ -155,13 +161,15 @@ impl SignatureInput {
     /// Builds the parsed form of one `Signature-Input` member.
     pub fn from_inner_list(label: &str, inner: &InnerList) -> Result<Self, InputError> {
         let mut components: Vec<Component> = Vec::with_capacity(inner.items.len());
+        // RFC 9421 section 3.2: a component may be covered only once. Found by hashing, in
+        // linear time.
+        let mut seen = std::collections::HashSet::with_capacity(inner.items.len());
         for item in &inner.items {
             let c = Component::from_item(item).map_err(|error| InputError::Component {
                 label: label.to_string(),
                 error,
             })?;
-            // RFC 9421 section 3.2: a component may be covered only once.
-            if components.iter().any(|p| p.serialized == c.serialized) {
+            if !seen.insert(c.serialized.clone()) {
                 return Err(InputError::DuplicateComponent {
                     label: label.to_string(),
                     component: c.serialized,
@@ -286,6 +294,28 @@ mod tests {
             parse_signature_input("s=(\"@Method\")"),
             Err(InputError::Component { .. })
         ));
+    }
+
+    #[test]
+    fn refuses_what_is_past_the_bounds_before_parsing_it() {
+        use crate::limits::{MAX_COMPONENTS, MAX_LABELS};
+        let covering = |n: usize| {
+            let names: Vec<String> = (0..n).map(|i| format!("\"h{i}\"")).collect();
+            format!("sig1=({});tag=\"web-bot-auth\"", names.join(" "))
+        };
+        let at_bound = parse_signature_input(&covering(MAX_COMPONENTS)).expect("64 components");
+        assert_eq!(at_bound[0].components.len(), MAX_COMPONENTS);
+        // The request: 8,000 distinct names, refused as a field (not one label's).
+        assert_eq!(
+            parse_input_field(&covering(8000)),
+            Err(InputError::TooLarge(Exceeded::InnerItems(MAX_COMPONENTS)))
+        );
+        let labels: Vec<String> = (0..=MAX_LABELS)
+            .map(|i| format!("l{i}=(\"@method\")"))
+            .collect();
+        let e = parse_input_field(&labels.join(", ")).expect_err("65 labels");
+        assert_eq!(e, InputError::TooLarge(Exceeded::Members(MAX_LABELS)));
+        assert!(e.to_string().contains("more than 64 members"), "{e}");
     }
 
     #[test]
