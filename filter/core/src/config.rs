@@ -326,6 +326,7 @@ impl Config {
                 allow_test_keys: raw.allow_test_keys,
                 require_nonce: raw.require_nonce,
                 max_signatures: usize::try_from(raw.max_signatures).unwrap_or(1),
+                replay_protection: raw.replay_protection,
             },
             replay_protection: raw.replay_protection,
             // Whole buckets, rounded up.

@@ -24,13 +24,15 @@ pub struct Plan {
 }
 
 /// Whether a header name is one the filter owns (and so strips from inbound requests):
-/// it starts with the prefix, compared case-insensitively and reading `_` as `-`, because
-/// CGI-style upstreams (WSGI, Rack, PHP...) fold both into `HTTP_X_WEB_BOT_AUTH_...`, where a
-/// client's `x_web_bot_auth_agent` would sit beside or replace ours.
+/// it starts with the prefix, compared case-insensitively and reading every character that is
+/// not a letter or digit as `-`, because CGI-style upstreams fold them alike into
+/// `HTTP_X_WEB_BOT_AUTH_...` (WSGI, Rack and PHP fold `-` and `_`; lighttpd's CGI, FastCGI and
+/// SCGI every non-alphanumeric byte), where a client's `x_web_bot_auth_agent` or
+/// `x.web.bot.auth.agent` would sit beside or replace ours.
 pub fn is_owned_header(prefix: &str, name: &str) -> bool {
-    let fold = |b: &u8| match b.to_ascii_lowercase() {
-        b'_' => b'-',
-        other => other,
+    let fold = |b: &u8| match b {
+        b if b.is_ascii_alphanumeric() => b.to_ascii_lowercase(),
+        _ => b'-',
     };
     name.len() >= prefix.len()
         && name.as_bytes()[..prefix.len()]
@@ -223,7 +225,8 @@ mod tests {
             created: 1,
             expires: 2,
             nonce: None,
-            signature: vec![],
+            signed: [0; 32],
+            others: Vec::new(),
         }));
         let p = plan(&v, &config("require"));
         assert_eq!(p.reject, None);
@@ -291,18 +294,22 @@ mod tests {
     }
 
     #[test]
-    fn owned_headers_with_underscores_for_dashes() {
+    fn owned_headers_with_any_punctuation_for_dashes() {
         for name in [
             "x_web_bot_auth_agent",
             "X_WEB_BOT_AUTH_RESULT",
             "x-web_bot-auth-key-id",
             "x_web-bot_auth-",
+            // lighttpd's CGI/FastCGI/SCGI make HTTP_X_WEB_BOT_AUTH_AGENT of these too.
+            "x.web.bot.auth.agent",
+            "x+web+bot+auth+agent",
+            "x~web'bot|auth`result",
         ] {
             assert!(is_owned_header("x-web-bot-auth-", name), "{name}");
         }
         // A prefix configured with underscores owns the dashed forms too.
         assert!(is_owned_header("x_bot_", "x-bot-result"));
-        assert!(!is_owned_header("x-web-bot-auth-", "x.web.bot.auth.agent"));
         assert!(!is_owned_header("x-web-bot-auth-", "x_web_bot_aut"));
+        assert!(!is_owned_header("x-web-bot-auth-", "xwebbotauthagent"));
     }
 }

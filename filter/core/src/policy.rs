@@ -3,7 +3,7 @@
 use crate::component::Component;
 use crate::config::{
     DEFAULT_ALLOW_TEST_KEYS, DEFAULT_CLOCK_SKEW_SECONDS, DEFAULT_MAX_SIGNATURES,
-    DEFAULT_MAX_VALIDITY_SECONDS, DEFAULT_REQUIRE_NONCE,
+    DEFAULT_MAX_VALIDITY_SECONDS, DEFAULT_REPLAY_PROTECTION, DEFAULT_REQUIRE_NONCE,
 };
 
 /// What an accepted Web Bot Auth signature must satisfy beyond RFC 9421.
@@ -21,6 +21,10 @@ pub struct Policy {
     pub require_nonce: bool,
     /// Web Bot Auth signatures verified per request, at most.
     pub max_signatures: usize,
+    /// Accepted signatures are recorded against replays: then a request carrying several Web
+    /// Bot Auth signatures must carry a nonce in each, and every one is recorded (each is a
+    /// credential that could be replayed on its own).
+    pub replay_protection: bool,
 }
 
 impl Default for Policy {
@@ -33,6 +37,7 @@ impl Default for Policy {
             require_nonce: DEFAULT_REQUIRE_NONCE,
             // 3 fits every usize.
             max_signatures: usize::try_from(DEFAULT_MAX_SIGNATURES).unwrap_or(1),
+            replay_protection: DEFAULT_REPLAY_PROTECTION,
         }
     }
 }

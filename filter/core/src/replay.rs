@@ -1,5 +1,5 @@
-//! Replay protection: each verified signature's identity (its `nonce`, or without one its
-//! signature bytes, scoped to the agent) is recorded in shared data until the signature
+//! Replay protection: each verified signature's identity (its `nonce`, or without one what it
+//! signed: its key and signature base; scoped to the agent) is recorded in shared data until the signature
 //! expires, atomically (compare-and-swap on an entry that exists), so a second use on any
 //! worker is caught.
 //!
@@ -39,20 +39,50 @@ const CAS_ATTEMPTS: usize = 16;
 pub struct ReplayId([u8; ID_BYTES]);
 
 impl ReplayId {
-    /// The identity of a verified signature: agent plus nonce, or agent plus signature bytes.
+    /// The identity of a verified signature: agent plus nonce, or, without one, agent, key and
+    /// what was signed (the digest of the signature base: never the signature's encoding,
+    /// which ECDSA's malleability and RSA-PSS's randomness make many).
     pub fn of(v: &Verified) -> Self {
-        let mut h = Sha256::new();
-        h.update(v.agent_url.as_bytes());
-        h.update([0]);
         match &v.nonce {
-            Some(n) => {
-                h.update(b"n");
-                h.update(n.as_bytes());
-            }
-            None => {
-                h.update(b"s");
-                h.update(&v.signature);
-            }
+            Some(n) => Self::nonce(&v.agent_url, n),
+            None => Self::content(&v.agent_url, &v.key_id, &v.signed),
+        }
+    }
+
+    /// Every identity an accepted request records, each with the time (unix seconds) until
+    /// which it is kept: its verified signature's, until its `expires` plus `skew`; then those of
+    /// its other Web Bot Auth signatures (agent plus nonce), any of which could be replayed
+    /// alone, until their own `expires` plus `skew`, at most `longest` seconds from `now` plus
+    /// `skew` (they were not checked: their `expires` is the sender's word).
+    pub fn all(v: &Verified, skew: i64, longest: i64, now: i64) -> Vec<(Self, i64)> {
+        let cap = now.saturating_add(longest);
+        std::iter::once((Self::of(v), v.expires.saturating_add(skew)))
+            .chain(v.others.iter().map(|o| {
+                let until = o.expires.min(cap).saturating_add(skew);
+                (Self::nonce(&o.agent, &o.nonce), until)
+            }))
+            .collect()
+    }
+
+    fn nonce(agent: &str, nonce: &str) -> Self {
+        Self::digest(&[agent.as_bytes(), &[0], b"n", nonce.as_bytes()])
+    }
+
+    fn content(agent: &str, key_id: &str, signed: &[u8; 32]) -> Self {
+        Self::digest(&[
+            agent.as_bytes(),
+            &[0],
+            b"c",
+            key_id.as_bytes(),
+            &[0],
+            signed,
+        ])
+    }
+
+    fn digest(parts: &[&[u8]]) -> Self {
+        let mut h = Sha256::new();
+        for p in parts {
+            h.update(p);
         }
         let digest = h.finalize();
         let mut id = [0u8; ID_BYTES];
@@ -184,6 +214,28 @@ impl ReplayTable {
     }
 }
 
+impl ReplayTable {
+    /// Removes the record of `id` (see [`ReplayGuard::release`]), with compare-and-swap.
+    pub fn release(&self, store: &mut dyn SharedStore, id: ReplayId, now: i64) {
+        let key = self.bucket_key(self.bucket_of(&id));
+        for _ in 0..CAS_ATTEMPTS {
+            let (Some(bytes), Some(cas)) = store.get(&key) else {
+                return;
+            };
+            let mut records = live_records(&bytes, now);
+            let before = records.len();
+            records.retain(|(rid, _)| *rid != id.0);
+            if records.len() == before {
+                return;
+            }
+            match store.set(&key, &encode(&records), Some(cas)) {
+                Err(StoreError::CasMismatch) => continue,
+                _ => return,
+            }
+        }
+    }
+}
+
 /// The bucket of `id` among `buckets`: a keyed hash, so that signers cannot choose it.
 fn bucket_of(secret: &[u8; SECRET_BYTES], buckets: usize, id: &ReplayId) -> usize {
     let digest = Sha256::new()
@@ -201,6 +253,10 @@ fn bucket_of(secret: &[u8; SECRET_BYTES], buckets: usize, id: &ReplayId) -> usiz
 pub trait ReplayGuard {
     /// Checks whether `id` was seen and records it until `until` (unix seconds).
     fn check_and_record(&mut self, id: ReplayId, until: i64, now: i64) -> ReplayCheck;
+    /// Removes the record of `id` that this request made ([`ReplayCheck::Fresh`]) when the
+    /// request is refused after all (its body did not match, it went away): a refused request
+    /// leaves no record. Best effort: a record that cannot be removed stays until it expires.
+    fn release(&mut self, id: ReplayId, now: i64);
 }
 
 /// A [`ReplayTable`] in a [`SharedStore`] (Envoy's shared data, for the proxy-wasm module).
@@ -213,6 +269,10 @@ impl ReplayGuard for InStore<'_> {
     fn check_and_record(&mut self, id: ReplayId, until: i64, now: i64) -> ReplayCheck {
         self.table.check_and_record(self.store, id, until, now)
     }
+
+    fn release(&mut self, id: ReplayId, now: i64) {
+        self.table.release(self.store, id, now);
+    }
 }
 
 /// For a configuration without replay protection: never consulted by the request path, and
@@ -224,6 +284,8 @@ impl ReplayGuard for NoReplay {
     fn check_and_record(&mut self, _id: ReplayId, _until: i64, _now: i64) -> ReplayCheck {
         ReplayCheck::Unavailable
     }
+
+    fn release(&mut self, _id: ReplayId, _now: i64) {}
 }
 
 /// The replay table in process memory, shared by every thread (the native module): the same
@@ -285,6 +347,16 @@ impl ReplayGuard for &MemoryReplay {
         records.push((id.0, until));
         ReplayCheck::Fresh
     }
+
+    fn release(&mut self, id: ReplayId, now: i64) {
+        let i = bucket_of(&self.secret, self.buckets.len(), &id);
+        if let Some(bucket) = self.buckets.get(i) {
+            bucket
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .retain(|(rid, exp)| *rid != id.0 && *exp >= now);
+        }
+    }
 }
 
 /// The records of a bucket that have not expired at `now`.
@@ -322,7 +394,8 @@ mod tests {
 
     const NOW: i64 = 1_800_000_000;
 
-    fn verified(agent: &str, nonce: Option<&str>, sig: &[u8]) -> Verified {
+    /// A verified signature whose base digests to `signed` (repeated byte).
+    fn verified(agent: &str, nonce: Option<&str>, signed: &[u8]) -> Verified {
         Verified {
             agent_url: agent.into(),
             agent_name: "A".into(),
@@ -333,7 +406,8 @@ mod tests {
             created: NOW,
             expires: NOW + 60,
             nonce: nonce.map(Into::into),
-            signature: sig.to_vec(),
+            signed: [signed.first().copied().unwrap_or(0); 32],
+            others: Vec::new(),
         }
     }
 
@@ -376,6 +450,44 @@ mod tests {
     }
 
     #[test]
+    fn a_released_record_is_gone_from_both_tables_and_only_it() {
+        let mut s = MemoryStore::default();
+        let shared = table(&mut s, 16, 4);
+        let memory = MemoryReplay::new(16, [4; SECRET_BYTES]);
+        let mut m = &memory;
+        let (a, b) = (nonce_id("https://a", "a"), nonce_id("https://a", "b"));
+        for id in [a, b] {
+            assert_eq!(m.check_and_record(id, NOW + 60, NOW), ReplayCheck::Fresh);
+            assert_eq!(
+                shared.check_and_record(&mut s, id, NOW + 60, NOW),
+                ReplayCheck::Fresh
+            );
+        }
+        m.release(a, NOW);
+        shared.guard(&mut s).release(a, NOW);
+        // Released: fresh again; the other record stays.
+        assert_eq!(m.check_and_record(a, NOW + 60, NOW), ReplayCheck::Fresh);
+        assert_eq!(m.check_and_record(b, NOW + 60, NOW), ReplayCheck::Replayed);
+        assert_eq!(
+            shared.check_and_record(&mut s, a, NOW + 60, NOW),
+            ReplayCheck::Fresh
+        );
+        assert_eq!(
+            shared.check_and_record(&mut s, b, NOW + 60, NOW),
+            ReplayCheck::Replayed
+        );
+        // Releasing what is not there changes nothing.
+        NoReplay.release(a, NOW);
+        shared
+            .guard(&mut s)
+            .release(nonce_id("https://a", "zz"), NOW);
+        assert_eq!(
+            shared.check_and_record(&mut s, a, NOW + 60, NOW),
+            ReplayCheck::Replayed
+        );
+    }
+
+    #[test]
     fn second_use_is_a_replay_until_expiry() {
         let mut s = MemoryStore::default();
         let t = table(&mut s, 4096, 1);
@@ -399,7 +511,7 @@ mod tests {
     }
 
     #[test]
-    fn identity_is_nonce_or_signature_scoped_to_the_agent() {
+    fn identity_is_nonce_or_what_was_signed_scoped_to_the_agent() {
         let a = ReplayId::of(&verified("https://a", Some("n1"), b"x"));
         assert_eq!(
             a,
@@ -409,6 +521,31 @@ mod tests {
         let s1 = ReplayId::of(&verified("https://a", None, b"x"));
         assert_ne!(s1, ReplayId::of(&verified("https://a", None, b"y")));
         assert_ne!(s1, a);
+        // The same content under another key is another signature.
+        let mut other_key = verified("https://a", None, b"x");
+        other_key.key_id = "k2".into();
+        assert_ne!(s1, ReplayId::of(&other_key));
+    }
+
+    #[test]
+    fn an_accepted_request_records_each_of_its_signatures() {
+        let mut v = verified("https://a", Some("n1"), b"x");
+        let other = |agent: &str, nonce: &str, expires| crate::verdict::OtherSignature {
+            agent: agent.into(),
+            nonce: nonce.into(),
+            expires,
+        };
+        v.others = vec![
+            other("https://a", "n2", NOW + 600),
+            other("https://b", "n3", i64::MAX),
+        ];
+        let ids = ReplayId::all(&v, 60, 86_400, NOW);
+        assert_eq!(ids.len(), 3);
+        assert_eq!(ids[0], (ReplayId::of(&v), NOW + 60 + 60));
+        // Each is the identity that signature has when it is the one that verifies, kept
+        // until its own expiry (bounded: it was not checked).
+        assert_eq!(ids[1], (nonce_id("https://a", "n2"), NOW + 600 + 60));
+        assert_eq!(ids[2], (nonce_id("https://b", "n3"), NOW + 86_400 + 60));
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! cluster, so that a signature used at one Envoy is refused at every other.
 //!
 //! The protocol: `POST /v1/replay/<32 hex digits>` with `x-wba-until: <unix seconds>` (the
-//! signature's `expires` plus the clock skew); `201` fresh (recorded now), `409` replayed.
+//! signature's `expires` plus the clock skew); `201` fresh (recorded now), `409` replayed. A
+//! request carrying several Web Bot Auth signatures records them all in one question:
+//! `POST /v1/replay/<id>,<id>...`, `201` only when every one was fresh.
 //! Anything else, Envoy's own 503/504 for an unreachable or slow store included, is a failure,
 //! handled as `on_error` says.
 
@@ -48,17 +50,28 @@ pub struct StoreQuery {
     pub(crate) verified: Verified,
     /// The directory proof status of the key that verified, for the access log.
     pub(crate) proof: Option<String>,
-    id: ReplayId,
+    /// The identities of the request's signatures ([`ReplayId::all`]): the verified one's
+    /// first. One question records them all.
+    ids: Vec<ReplayId>,
+    /// Until when the store keeps them: the latest of their lives.
     until: i64,
 }
 
 impl StoreQuery {
-    pub(crate) fn new(verified: Verified, proof: Option<String>, until: i64) -> Self {
-        let id = ReplayId::of(&verified);
+    pub(crate) fn new(
+        verified: Verified,
+        proof: Option<String>,
+        ids: Vec<(ReplayId, i64)>,
+    ) -> Self {
+        let until = ids
+            .iter()
+            .map(|(_, u)| *u)
+            .max()
+            .unwrap_or(verified.expires);
         StoreQuery {
             verified,
             proof,
-            id,
+            ids: ids.into_iter().map(|(id, _)| id).collect(),
             until,
         }
     }
@@ -70,7 +83,7 @@ impl StoreQuery {
             cluster: settings.cluster.clone(),
             headers: vec![
                 h(":method", "POST".into()),
-                h(":path", format!("/v1/replay/{}", self.id.to_hex())),
+                h(":path", format!("/v1/replay/{}", self.path_ids())),
                 h(":authority", "wba-replay".into()),
                 h(":scheme", "http".into()),
                 h("x-wba-until", self.until.to_string()),
@@ -78,6 +91,14 @@ impl StoreQuery {
             ],
             timeout_ms: settings.timeout_ms,
         }
+    }
+}
+
+impl StoreQuery {
+    /// The ids in the path: one, or several joined by `,` (fresh only if all of them are).
+    fn path_ids(&self) -> String {
+        let hex: Vec<String> = self.ids.iter().map(ReplayId::to_hex).collect();
+        hex.join(",")
     }
 }
 
@@ -134,13 +155,19 @@ mod tests {
             created: 1_800_000_000,
             expires: 1_800_000_060,
             nonce: Some("n".into()),
-            signature: vec![1, 2, 3],
+            signed: [1; 32],
+            others: Vec::new(),
         }
     }
 
     #[test]
     fn the_request_names_the_identity_hash_and_its_life() {
-        let q = StoreQuery::new(verified(), None, 1_800_000_120);
+        let v = verified();
+        let q = StoreQuery::new(
+            v.clone(),
+            None,
+            ReplayId::all(&v, 60, 86_400, 1_800_000_000),
+        );
         let settings = ReplayStoreSettings {
             cluster: "wba_replay".into(),
             timeout_ms: 250,
@@ -160,6 +187,33 @@ mod tests {
         assert!(r
             .headers
             .contains(&("x-wba-until".into(), "1800000120".into())));
+    }
+
+    #[test]
+    fn one_question_records_every_signature_of_the_request() {
+        let mut v = verified();
+        v.others = vec![crate::verdict::OtherSignature {
+            agent: "https://b.example".into(),
+            nonce: "m".into(),
+            expires: 1_800_000_300,
+        }];
+        let ids = ReplayId::all(&v, 60, 86_400, 1_800_000_000);
+        let q = StoreQuery::new(v, None, ids.clone());
+        let settings = ReplayStoreSettings {
+            cluster: "wba_replay".into(),
+            timeout_ms: 250,
+            on_error: OnError::Reject,
+        };
+        let r = q.request(&settings);
+        let path = &r.headers.iter().find(|(n, _)| n == ":path").unwrap().1;
+        assert_eq!(
+            path,
+            &format!("/v1/replay/{},{}", ids[0].0.to_hex(), ids[1].0.to_hex())
+        );
+        // Kept as long as the longest-lived of them.
+        assert!(r
+            .headers
+            .contains(&("x-wba-until".into(), "1800000360".into())));
     }
 
     #[test]

@@ -45,6 +45,10 @@ pub struct PendingBody {
     content_digest: String,
     /// The directory proof status of the key that verified, for the access log.
     proof: Option<String>,
+    /// The replay records made when the headers were decided (the signature is reserved
+    /// before its body is read, so one captured signature cannot hold many bodies at once):
+    /// removed again when the request is refused after all, or goes away.
+    reserved: Vec<ReplayId>,
 }
 
 /// The body a [`PendingBody`] waits for, as the host has it.
@@ -140,12 +144,20 @@ pub fn on_request_headers(
             .map(str::to_string),
         _ => None,
     };
-    if let Verdict::Verified(v) = &verdict {
-        if v.covers_content_digest {
+    let verdict = match verdict {
+        Verdict::Verified(v) if v.covers_content_digest => {
+            // Recorded now, before any of the body is read: a signature already used is
+            // refused at once (429), and copies of one sent at the same time cannot each hold
+            // a body. Released again if the body does not match.
+            let (verdict, reserved) = check_replay(host, config, replay, Verdict::Verified(v), now);
+            let Verdict::Verified(v) = verdict else {
+                return after_replay(host, config, verdict, proof.as_deref(), now);
+            };
             let pending = PendingBody {
-                verified: (**v).clone(),
+                verified: *v,
                 content_digest: req.header("content-digest").unwrap_or_default(),
                 proof,
+                reserved,
             };
             // A body announced larger than the bound is refused before any of it is buffered.
             let announced = req
@@ -159,7 +171,8 @@ pub fn on_request_headers(
                 None => Action::NeedBody(Box::new(pending)),
             };
         }
-    }
+        verdict => verdict,
+    };
     decide(host, config, replay, verdict, proof.as_deref(), now)
 }
 
@@ -191,7 +204,20 @@ pub fn on_request_body(
         Body::Hashed(hasher) => judged(hasher.check(&pending.content_digest)),
     };
     let now = host.now();
-    decide(host, config, replay, verdict, pending.proof.as_deref(), now)
+    // Recorded in this Envoy's table when the headers were decided: refused now, the request
+    // leaves no record.
+    if !matches!(verdict, Verdict::Verified(_)) {
+        on_body_abandoned(replay, pending, now);
+    }
+    after_replay(host, config, verdict, pending.proof.as_deref(), now)
+}
+
+/// A request held for its body ([`Action::NeedBody`]) went away before it was decided: the
+/// replay records made for it are removed (it never reached the upstream).
+pub fn on_body_abandoned(replay: &mut dyn ReplayGuard, pending: &PendingBody, now: i64) {
+    for id in &pending.reserved {
+        replay.release(*id, now);
+    }
 }
 
 /// The last steps for a decided verdict: replay check (this Envoy's table, then the fleet's
@@ -204,14 +230,31 @@ fn decide(
     proof: Option<&str>,
     now: i64,
 ) -> Action {
-    let verdict = check_replay(host, config, replay, verdict, now);
+    let (verdict, _) = check_replay(host, config, replay, verdict, now);
+    after_replay(host, config, verdict, proof, now)
+}
+
+/// A verdict past this Envoy's replay table: the fleet's store is asked about a verified one
+/// when one is configured; otherwise proof log, annotation, policy.
+fn after_replay(
+    host: &mut dyn Host,
+    config: &Config,
+    verdict: Verdict,
+    proof: Option<&str>,
+    now: i64,
+) -> Action {
     match verdict {
         Verdict::Verified(v) if config.replay_protection && config.replay_store.is_some() => {
-            let until = v.expires.saturating_add(config.policy.clock_skew_seconds);
+            let ids = ReplayId::all(
+                &v,
+                config.policy.clock_skew_seconds,
+                config.policy.max_validity_seconds,
+                now,
+            );
             Action::AskStore(Box::new(StoreQuery::new(
                 *v,
                 proof.map(str::to_string),
-                until,
+                ids,
             )))
         }
         verdict => conclude(host, config, &verdict, proof),
@@ -266,35 +309,58 @@ fn conclude(
     apply(host, config, verdict)
 }
 
-/// Records a verified signature's identity; a second use within its life is `replayed`.
+/// Records the identity of a verified request's every Web Bot Auth signature (see
+/// [`ReplayId::all`]); a request any of whose signatures was used within its life is
+/// `replayed`, and then records nothing. Returns the verdict and the records made.
 fn check_replay(
     host: &mut dyn Host,
     config: &Config,
     replay: &mut dyn ReplayGuard,
     verdict: Verdict,
     now: i64,
-) -> Verdict {
+) -> (Verdict, Vec<ReplayId>) {
     let Verdict::Verified(v) = &verdict else {
-        return verdict;
+        return (verdict, Vec::new());
     };
     if !config.replay_protection {
-        return verdict;
+        return (verdict, Vec::new());
     }
-    // Kept as long as the signature is accepted: until `expires` plus the clock skew.
-    let until = v.expires.saturating_add(config.policy.clock_skew_seconds);
-    let detail = match replay.check_and_record(ReplayId::of(v), until, now) {
-        ReplayCheck::Fresh => return verdict,
-        ReplayCheck::Replayed => match &v.nonce {
-            Some(_) => "this nonce was already used",
-            None => "this signature was already used",
-        },
-        ReplayCheck::Full => {
-            host.increment(Counter::ReplayFull);
-            "the replay table has no room to record this signature now; retry with a new signature"
+    let policy = &config.policy;
+    let ids = ReplayId::all(
+        v,
+        policy.clock_skew_seconds,
+        policy.max_validity_seconds,
+        now,
+    );
+    let mut recorded = Vec::with_capacity(ids.len());
+    for (id, until) in ids {
+        let detail = match replay.check_and_record(id, until, now) {
+            ReplayCheck::Fresh => {
+                recorded.push(id);
+                continue;
+            }
+            ReplayCheck::Replayed if !recorded.is_empty() => {
+                "another signature of this request was already used"
+            }
+            ReplayCheck::Replayed => match &v.nonce {
+                Some(_) => "this nonce was already used",
+                None => "this signature was already used",
+            },
+            ReplayCheck::Full => {
+                host.increment(Counter::ReplayFull);
+                "the replay table has no room to record this signature now; retry with a new signature"
+            }
+            ReplayCheck::Unavailable => "the replay check could not record this signature",
+        };
+        for id in recorded {
+            replay.release(id, now);
         }
-        ReplayCheck::Unavailable => "the replay check could not record this signature",
-    };
-    failed_after_verifying(v, Reason::Replayed, detail)
+        return (
+            failed_after_verifying(v, Reason::Replayed, detail),
+            Vec::new(),
+        );
+    }
+    (verdict, recorded)
 }
 
 /// A signature that verified but failed a later check (body digest, replay): the failure names
@@ -544,6 +610,10 @@ mod tests {
             ("x_web_bot_auth_agent", "https://evil3.example"),
             ("X_Web_Bot_Auth_Result", "verified"),
             ("x-web_bot-auth-key-id", "k"),
+            // lighttpd's CGI, FastCGI and SCGI fold every non-alphanumeric byte the same way.
+            ("x.web.bot.auth.agent", "https://evil4.example"),
+            ("x+web+bot+auth+result", "verified"),
+            ("x~web!bot#auth$key-id", "k"),
         ];
         for signed in [false, true] {
             let mut h = host(signed, &forged);
@@ -554,8 +624,7 @@ mod tests {
                 .filter(|(n, _)| is_owned_header("x-web-bot-auth-", n))
                 .collect();
             assert!(
-                ours.iter()
-                    .all(|(n, _)| n == &n.to_ascii_lowercase() && !n.contains('_')),
+                ours.iter().all(|(n, _)| n.starts_with("x-web-bot-auth-")),
                 "{ours:?}"
             );
             assert!(
@@ -672,12 +741,84 @@ mod tests {
         let action = on_request_body(&mut h, &c, &mut replay.guard(&mut store), &pending, body);
         assert_eq!(action, Action::Continue);
         assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
-        // Recorded only now: the same request again is a replay.
+        // The same request again is a replay, refused on its headers: no body is held.
         let mut again = body_host(b"{\"qty\":1}", b"{\"qty\":1}", &[]);
-        let p2 = held(&mut again, &c, &mut store);
-        let action = on_request_body(&mut again, &c, &mut replay.guard(&mut store), &p2, body);
+        let action = on_request_headers(
+            &mut again,
+            &c,
+            &mut KeyCache::new(&c),
+            &mut replay.guard(&mut store),
+            true,
+        );
         assert_eq!(action, Action::Stop);
         assert_eq!(again.sent.map(|s| s.status), Some(429));
+    }
+
+    #[test]
+    fn copies_of_a_body_signature_cannot_each_hold_a_body() {
+        let c = config("enforce");
+        let mut store = MemoryStore::default();
+        let body = b"{\"qty\":1}";
+        // The first copy is held for its body (its signature reserved); a copy arriving
+        // meanwhile is refused on its headers, before any of its body is buffered.
+        let mut first = body_host(body, body, &[]);
+        let pending = held(&mut first, &c, &mut store);
+        let replay = table(&mut store, &c);
+        let mut copy = body_host(body, body, &[]);
+        let action = on_request_headers(
+            &mut copy,
+            &c,
+            &mut KeyCache::new(&c),
+            &mut replay.guard(&mut store),
+            true,
+        );
+        assert_eq!(action, Action::Stop);
+        assert_eq!(copy.sent.as_ref().map(|s| s.status), Some(429));
+        assert_eq!(copy.header_values("x-web-bot-auth-reason"), ["replayed"]);
+        // The first one goes away before its body is complete: its reservation is released,
+        // so the sender's retry of the same request is accepted.
+        on_body_abandoned(&mut replay.guard(&mut store), &pending, NOW);
+        let mut retry = body_host(body, body, &[]);
+        let pending = held(&mut retry, &c, &mut store);
+        let action = on_request_body(
+            &mut retry,
+            &c,
+            &mut replay.guard(&mut store),
+            &pending,
+            Body::Complete(body),
+        );
+        assert_eq!(action, Action::Continue);
+    }
+
+    #[test]
+    fn a_body_refused_for_its_digest_leaves_no_record() {
+        let c = config("enforce");
+        let mut store = MemoryStore::default();
+        let replay = table(&mut store, &c);
+        // Signed over one body, sent with another: refused, and the reservation released.
+        let mut tampered = body_host(b"{\"qty\":9}", b"{\"qty\":1}", &[]);
+        let pending = held(&mut tampered, &c, &mut store);
+        let action = on_request_body(
+            &mut tampered,
+            &c,
+            &mut replay.guard(&mut store),
+            &pending,
+            Body::Complete(b"{\"qty\":9}"),
+        );
+        assert_eq!(action, Action::Stop);
+        assert_eq!(tampered.sent.as_ref().map(|s| s.status), Some(403));
+        // The same signed headers with the body they vouch for are still accepted once.
+        let mut genuine = body_host(b"{\"qty\":1}", b"{\"qty\":1}", &[]);
+        let pending = held(&mut genuine, &c, &mut store);
+        let action = on_request_body(
+            &mut genuine,
+            &c,
+            &mut replay.guard(&mut store),
+            &pending,
+            Body::Complete(b"{\"qty\":1}"),
+        );
+        assert_eq!(action, Action::Continue);
+        assert_eq!(genuine.header_values("x-web-bot-auth-result"), ["verified"]);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! steps themselves (select, parameters, window, algorithm, base, verify) are
 //! [`crate::pipeline`]'s, shared with key directories' possession proofs.
 
+use sha2::{Digest, Sha256};
+
 use crate::agent_url::{AgentId, UrlError};
 use crate::algorithm::Algorithm;
 use crate::base::{BaseError, Message};
@@ -23,7 +25,7 @@ use crate::signature_agent::{parse_signature_agent, AgentMember, MemberParams, S
 use crate::signature_input::{
     parse_input_field, InputError, InputField, SignatureInput, WEB_BOT_AUTH_TAG,
 };
-use crate::verdict::{Failure, Outcome, Reason, Verdict, Verified};
+use crate::verdict::{Failure, OtherSignature, Outcome, Reason, Verdict, Verified};
 
 /// One step of verification, as `explain` prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,6 +75,10 @@ pub fn verify_traced(
         Ok(agent) => agent,
         Err(f) => return t.fail(f),
     };
+    let nonces = match several_signatures(&selected, &signatures, agent.as_ref(), policy, &mut t) {
+        Ok(nonces) => nonces,
+        Err(f) => return Verdict::Failed(f),
+    };
     // Every label's cheap checks first, so that the bound below spends the costly checks on
     // labels that could verify.
     let screen = Screen {
@@ -102,7 +108,14 @@ pub fn verify_traced(
     for (index, c) in candidates.into_iter().take(budget) {
         let label = c.input.label.clone();
         match check_signature(req, c, &mut t) {
-            Ok(v) => return Verdict::Verified(Box::new(v)),
+            Ok(mut v) => {
+                v.others = nonces
+                    .into_iter()
+                    .filter(|(l, _)| *l != v.label)
+                    .filter_map(|(_, identity)| identity)
+                    .collect();
+                return Verdict::Verified(Box::new(v));
+            }
             Err(f) => failures.offer(index, &label, f),
         }
     }
@@ -162,6 +175,99 @@ fn select<'a>(
             .join(", ")
     });
     Some(selected)
+}
+
+/// With replay protection, a request carrying several Web Bot Auth signatures is accepted only
+/// if each carries a nonce: each is a credential that could be replayed on its own, so each is
+/// recorded, and a nonce makes its identity cheap (no signature base to build for signatures
+/// that are not verified) and unpredictable (recording one that was not verified cannot
+/// pre-empt another agent's request). Signatures that are not well-formed (a member that does
+/// not parse, no signature bytes, no `created`, `expires` or `keyid`) are not counted: they can
+/// never verify. Returns, per counted label, what it is recorded under, `None` when it names no
+/// agent or has no `expires` (it cannot verify on its own either).
+fn several_signatures<'a>(
+    selected: &[(&'a str, Result<SignatureInput, InputError>)],
+    signatures: &SignatureField,
+    agent: Option<&SignatureAgent>,
+    policy: &Policy,
+    t: &mut Tracer<'_>,
+) -> Result<Vec<(&'a str, Option<OtherSignature>)>, Failure> {
+    if !policy.replay_protection || selected.len() < 2 {
+        return Ok(Vec::new());
+    }
+    let inputs: Vec<(&str, &SignatureInput)> = selected
+        .iter()
+        .filter_map(|(l, i)| Some((*l, i.as_ref().ok()?)))
+        .filter(|(l, i)| {
+            pipeline::signature_member(signatures, l).is_ok()
+                && pipeline::required_parameters(&i.params).is_ok()
+        })
+        .collect();
+    if !policy.replay_protection || inputs.len() < 2 {
+        return Ok(Vec::new());
+    }
+    if let Some((label, _)) = inputs.iter().find(|(_, i)| i.params.nonce.is_none()) {
+        let f = Failure {
+            label: Some(label.to_string()),
+            ..Failure::new(
+                Reason::NonceRequired,
+                format!(
+                    "the request carries {} Web Bot Auth signatures: each must carry a nonce (each is recorded against replays), and {label:?} has none",
+                    inputs.len()
+                ),
+            )
+        };
+        t.check(Some(label), "a nonce in each signature", false, || {
+            f.to_string()
+        });
+        return Err(f);
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some((label, _)) = inputs
+        .iter()
+        .find(|(_, i)| !seen.insert(i.params.nonce.as_deref()))
+    {
+        let f = Failure {
+            label: Some(label.to_string()),
+            ..Failure::new(
+                Reason::NonceRequired,
+                format!("{label:?} repeats the nonce of another signature of the request: each needs its own"),
+            )
+        };
+        t.check(Some(label), "a nonce in each signature", false, || {
+            f.to_string()
+        });
+        return Err(f);
+    }
+    t.check(None, "a nonce in each signature", true, || {
+        format!("{} signatures, each recorded", inputs.len())
+    });
+    Ok(inputs
+        .into_iter()
+        .map(|(label, input)| {
+            let named = agent.and_then(|a| {
+                let member = input
+                    .components
+                    .iter()
+                    .filter(|c| c.is_field("signature-agent"))
+                    .find_map(|c| a.member_for(c, label))?;
+                if member.is_ignored() {
+                    return None;
+                }
+                AgentId::parse(&member.url).ok()
+            });
+            // Without `expires` it cannot verify on its own (a required parameter).
+            let identity = match (named, &input.params.nonce, input.params.expires) {
+                (Some(id), Some(nonce), Some(expires)) => Some(OtherSignature {
+                    agent: id.shown().to_string(),
+                    nonce: nonce.clone(),
+                    expires,
+                }),
+                _ => None,
+            };
+            (label, identity)
+        })
+        .collect())
 }
 
 /// The `Signature-Agent` field, when the request has one; a field that cannot be read is the
@@ -425,6 +531,12 @@ fn covered_agent<'a>(
             "the signature must cover \"@authority\" or \"@target-uri\"",
         ));
     }
+    let Some(agent) = agent else {
+        // No field at all: the draft's coverage rule has nothing to apply to, and there is no
+        // agent to check the signature against (`unknown_agent`, unverified, in `agent_id`).
+        required_coverage(input, policy)?;
+        return Ok(None);
+    };
     let label = input.label.as_str();
     let agent_components = || {
         input
@@ -438,22 +550,23 @@ fn covered_agent<'a>(
             "the signature must cover \"signature-agent\"",
         ));
     }
-    let member = match agent {
-        None => None,
-        // Prefer the member keyed by the label; otherwise the first member the signature covers.
-        Some(agent) => Some(
-            agent_components()
-                .find(|c| c.key.as_deref() == Some(label))
-                .and_then(|c| agent.member_for(c, label))
-                .or_else(|| agent_components().find_map(|c| agent.member_for(c, label)))
-                .ok_or_else(|| {
-                    Failure::new(
-                        Reason::MissingComponent,
-                        "no covered Signature-Agent member is present in the Signature-Agent header",
-                    )
-                })?,
-        ),
-    };
+    // Prefer the member keyed by the label; otherwise the first member the signature covers.
+    let member = agent_components()
+        .find(|c| c.key.as_deref() == Some(label))
+        .and_then(|c| agent.member_for(c, label))
+        .or_else(|| agent_components().find_map(|c| agent.member_for(c, label)))
+        .ok_or_else(|| {
+            Failure::new(
+                Reason::MissingComponent,
+                "no covered Signature-Agent member is present in the Signature-Agent header",
+            )
+        })?;
+    required_coverage(input, policy)?;
+    Ok(Some(member))
+}
+
+/// The components the operator requires every accepted signature to cover.
+fn required_coverage(input: &SignatureInput, policy: &Policy) -> Result<(), Failure> {
     for r in &policy.required_components {
         if !input.covers(&r.serialized) {
             return Err(Failure::new(
@@ -462,7 +575,7 @@ fn covered_agent<'a>(
             ));
         }
     }
-    Ok(member)
+    Ok(())
 }
 
 /// The key's algorithm, which its type decides: a key of no algorithm this verifier
@@ -533,15 +646,16 @@ fn check_signature(
             )
         },
     });
+    let signed: [u8; 32] = Sha256::digest(base.as_bytes()).into();
     t.base(label, base);
     t.step(label, signature_check_name(c.key), checked, |_| {
         "valid".to_string()
     })?;
-    Ok(verified(c))
+    Ok(verified(c, signed))
 }
 
 /// What a request reports of the signature that verified.
-fn verified(c: Candidate<'_>) -> Verified {
+fn verified(c: Candidate<'_>, signed: [u8; 32]) -> Verified {
     Verified {
         covers_content_digest: c
             .input
@@ -556,7 +670,8 @@ fn verified(c: Candidate<'_>) -> Verified {
         created: c.created,
         expires: c.expires,
         nonce: c.input.params.nonce,
-        signature: c.signature.to_vec(),
+        signed,
+        others: Vec::new(),
     }
 }
 
@@ -668,9 +783,12 @@ mod tests {
         HttpRequest::from_parts("GET", "https", "shop.example", "/x", vec![])
     }
 
+    /// Options for a signature labelled `label`, with a nonce of its own: requests here carry
+    /// several signatures, which replay protection (on by default) requires.
     fn opts(label: &str) -> SignOptions {
         SignOptions {
             label: label.into(),
+            nonce: Some(format!("n-{label}")),
             ..SignOptions::web_bot_auth(AGENT, NOW - 10, 300)
         }
     }
@@ -967,6 +1085,28 @@ mod tests {
         req.remove_header("signature-agent");
         let v = verify_request(&req, &Policy::default(), &ring(), NOW);
         assert_eq!(tokens(&v), ("unverified", Some("unknown_agent")));
+        // Nor when the signature therefore does not cover the field: the draft requires the
+        // field covered when it is present; absent, there is no agent to check it against.
+        let mut o = opts("sig1");
+        o.agent_url = None;
+        let mut req =
+            carrying(&[sign_request(&request(), &SigningKey::from_bytes(&[1; 32]), &o).unwrap()]);
+        req.remove_header("signature-agent");
+        assert!(!req
+            .header("signature-input")
+            .unwrap()
+            .contains("signature-agent"));
+        let v = verify_request(&req, &Policy::default(), &ring(), NOW);
+        assert_eq!(tokens(&v), ("unverified", Some("unknown_agent")));
+        // The target and the operator's components are still required.
+        let strict = Policy {
+            required_components: vec![crate::component::Component::parse("@query").unwrap()],
+            ..Policy::default()
+        };
+        assert_eq!(
+            verify_request(&req, &strict, &ring(), NOW).reason(),
+            Some(Reason::MissingComponent)
+        );
         // Evidence found before the key lookup still counts.
         let mut o = opts("sig1");
         o.created = NOW - 1000;

@@ -414,18 +414,22 @@ fn policy() -> impl Strategy<Value = Policy> {
         any::<bool>(),
         proptest::bool::weighted(0.1),
         max_signatures(),
+        any::<bool>(),
     )
-        .prop_map(|(skew, validity, required, test_keys, nonce, max)| Policy {
-            clock_skew_seconds: skew,
-            max_validity_seconds: validity,
-            required_components: required
-                .iter()
-                .filter_map(|c| Component::parse(c).ok())
-                .collect(),
-            allow_test_keys: test_keys,
-            require_nonce: nonce,
-            max_signatures: max,
-        })
+        .prop_map(
+            |(skew, validity, required, test_keys, nonce, max, replay)| Policy {
+                clock_skew_seconds: skew,
+                max_validity_seconds: validity,
+                required_components: required
+                    .iter()
+                    .filter_map(|c| Component::parse(c).ok())
+                    .collect(),
+                allow_test_keys: test_keys,
+                require_nonce: nonce,
+                max_signatures: max,
+                replay_protection: replay,
+            },
+        )
 }
 
 /// The bound on signatures verified per request: the default, small ones (0 only here: the

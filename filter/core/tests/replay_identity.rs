@@ -1,0 +1,272 @@
+//! Replay identity by content, over the whole request path: a signature is a replay when what
+//! it signed was accepted before, whatever its encoding (ECDSA's `s` or `n - s`, RSA-PSS's
+//! random salt), and every Web Bot Auth signature of an accepted request is recorded.
+#![cfg(not(target_arch = "wasm32"))]
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde_json::Value;
+
+use wba_filter::config::Config;
+use wba_filter::host::RecordingHost;
+use wba_filter::key_cache::KeyCache;
+use wba_filter::private_key::PrivateKey;
+use wba_filter::replay::MemoryReplay;
+use wba_filter::request::HttpRequest;
+use wba_filter::request_filter::{on_request_headers, request_from_headers, Action};
+use wba_filter::sign::{sign_request, SignOptions, SignatureKey as _, SignedHeaders};
+
+const NOW: i64 = 1_800_000_000;
+const AGENT: &str = "https://agent.example";
+const RSA_KEYS: &str = include_str!("data/rsa_test_keys.json");
+
+fn ecdsa() -> PrivateKey {
+    PrivateKey::EcdsaP256(p256::ecdsa::SigningKey::from_slice(&[2; 32]).unwrap())
+}
+
+fn rsa() -> PrivateKey {
+    let jwk = serde_json::from_str::<Value>(RSA_KEYS).unwrap()["rsa2048"].clone();
+    PrivateKey::from_jwk(&jwk).unwrap()
+}
+
+fn ed25519(seed: u8) -> PrivateKey {
+    PrivateKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]))
+}
+
+/// The filter pinning `keys` for the agent, in enforce mode with replay protection.
+fn config(keys: &[&PrivateKey], extra: &str) -> Config {
+    let jwks: Vec<String> = keys.iter().map(|k| k.public_jwk().to_json()).collect();
+    Config::from_json(
+        format!(
+            r#"{{"mode":"enforce",{extra}"agents":[{{"name":"A","url":"{AGENT}","keys":[{}]}}]}}"#,
+            jwks.join(",")
+        )
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+fn head() -> Vec<(String, String)> {
+    [
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", "shop.example"),
+        (":path", "/items/42"),
+    ]
+    .iter()
+    .map(|(n, v)| (n.to_string(), v.to_string()))
+    .collect()
+}
+
+fn request() -> HttpRequest {
+    request_from_headers(&head(), "x-web-bot-auth-")
+}
+
+fn opts(label: &str, nonce: Option<&str>) -> SignOptions {
+    SignOptions {
+        label: label.into(),
+        nonce: nonce.map(str::to_string),
+        ..SignOptions::web_bot_auth(AGENT, NOW - 5, 300)
+    }
+}
+
+fn sign(key: &PrivateKey, label: &str, nonce: Option<&str>) -> SignedHeaders {
+    sign_request(&request(), key, &opts(label, nonce)).unwrap()
+}
+
+/// Joins several signatures' fields, one line each.
+fn carrying(sigs: &[&SignedHeaders]) -> Vec<(String, String)> {
+    let join = |f: &dyn Fn(&SignedHeaders) -> Option<String>| {
+        sigs.iter()
+            .filter_map(|s| f(s))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut h = head();
+    h.push((
+        "signature-agent".into(),
+        join(&|s| s.signature_agent.clone()),
+    ));
+    h.push((
+        "signature-input".into(),
+        join(&|s| Some(s.signature_input.clone())),
+    ));
+    h.push(("signature".into(), join(&|s| Some(s.signature.clone()))));
+    h
+}
+
+/// One request through the filter: its status (200 when passed) and the reason it got.
+fn send(config: &Config, replay: &MemoryReplay, headers: Vec<(String, String)>) -> (u16, String) {
+    let mut host = RecordingHost::new(headers, NOW);
+    let action = on_request_headers(
+        &mut host,
+        config,
+        &mut KeyCache::new(config),
+        &mut &*replay,
+        true,
+    );
+    let status = match action {
+        Action::Continue => 200,
+        Action::Stop => host.sent.as_ref().map_or(0, |s| s.status),
+        other => panic!("{other:?}"),
+    };
+    let reason = host
+        .header_values("x-web-bot-auth-reason")
+        .first()
+        .map_or_else(
+            || host.header_values("x-web-bot-auth-result")[0].to_string(),
+            |r| r.to_string(),
+        );
+    (status, reason)
+}
+
+fn table() -> MemoryReplay {
+    MemoryReplay::new(4096, [3; 32])
+}
+
+/// The signature bytes of a one-signature `Signature` field, replaced by `f` of them.
+fn with_signature(
+    headers: &[(String, String)],
+    f: impl Fn(Vec<u8>) -> Vec<u8>,
+) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            if n != "signature" {
+                return (n.clone(), v.clone());
+            }
+            let (label, rest) = v.split_once('=').unwrap();
+            let bytes = STANDARD.decode(rest.trim_matches(':')).unwrap();
+            (
+                n.clone(),
+                format!("{label}=:{}:", STANDARD.encode(f(bytes))),
+            )
+        })
+        .collect()
+}
+
+/// `n - s`: the other valid encoding of an ECDSA P-256 signature `r || s`.
+fn negate_s(sig: Vec<u8>) -> Vec<u8> {
+    let parsed = p256::ecdsa::Signature::from_slice(&sig).unwrap();
+    let (r, s) = parsed.split_scalars();
+    let flipped = p256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+    flipped.to_bytes().to_vec()
+}
+
+#[test]
+fn an_ecdsa_signature_with_n_minus_s_is_a_replay() {
+    let key = ecdsa();
+    let c = config(&[&key], "");
+    let original = carrying(&[&sign(&key, "sig1", None)]);
+    let malleated = with_signature(&original, negate_s);
+    assert_ne!(original, malleated);
+    // The malleated signature is valid on its own (a fresh table accepts it)...
+    assert_eq!(send(&c, &table(), malleated.clone()).0, 200);
+    // ...and, after the original, it is the same signature again.
+    let replay = table();
+    assert_eq!(
+        send(&c, &replay, original.clone()),
+        (200, "verified".into())
+    );
+    assert_eq!(send(&c, &replay, malleated), (429, "replayed".into()));
+    assert_eq!(send(&c, &replay, original), (429, "replayed".into()));
+}
+
+#[test]
+fn an_rsa_pss_signature_over_the_same_content_is_a_replay() {
+    let key = rsa();
+    let c = config(&[&key], "");
+    let (first, second) = (sign(&key, "sig1", None), sign(&key, "sig1", None));
+    // PSS is randomized: two signatures of one base differ.
+    assert_ne!(first.signature, second.signature);
+    let replay = table();
+    assert_eq!(send(&c, &replay, carrying(&[&first])).0, 200);
+    assert_eq!(
+        send(&c, &replay, carrying(&[&second])),
+        (429, "replayed".into())
+    );
+}
+
+#[test]
+fn content_of_another_request_is_not_a_replay() {
+    let key = ed25519(1);
+    let c = config(&[&key], "");
+    let replay = table();
+    assert_eq!(
+        send(&c, &replay, carrying(&[&sign(&key, "sig1", None)])).0,
+        200
+    );
+    // Signed a second later: another signature base, another signature.
+    let mut o = opts("sig2", None);
+    o.created += 1;
+    let later = sign_request(&request(), &key, &o).unwrap();
+    assert_eq!(send(&c, &replay, carrying(&[&later])).0, 200);
+}
+
+#[test]
+fn every_signature_of_an_accepted_request_is_recorded() {
+    let (k1, k2) = (ed25519(1), ed25519(2));
+    let c = config(&[&k1, &k2], "");
+    let s1 = sign(&k1, "sig1", Some("nonce-one"));
+    let s2 = sign(&k2, "sig2", Some("nonce-two"));
+    let replay = table();
+    assert_eq!(
+        send(&c, &replay, carrying(&[&s1, &s2])),
+        (200, "verified".into())
+    );
+    // Each alone, and both again, were used.
+    assert_eq!(
+        send(&c, &replay, carrying(&[&s2])),
+        (429, "replayed".into())
+    );
+    assert_eq!(
+        send(&c, &replay, carrying(&[&s1])),
+        (429, "replayed".into())
+    );
+    assert_eq!(
+        send(&c, &replay, carrying(&[&s1, &s2])),
+        (429, "replayed".into())
+    );
+    // A request refused as a replay records nothing of its own: a fresh signature sent with
+    // a used one is still fresh alone.
+    let s3 = sign(&k2, "sig3", Some("nonce-three"));
+    assert_eq!(
+        send(&c, &replay, carrying(&[&s1, &s3])),
+        (429, "replayed".into())
+    );
+    assert_eq!(
+        send(&c, &replay, carrying(&[&s3])),
+        (200, "verified".into())
+    );
+}
+
+#[test]
+fn several_signatures_need_a_nonce_each() {
+    let (k1, k2) = (ed25519(1), ed25519(2));
+    let c = config(&[&k1, &k2], "");
+    let replay = table();
+    for (n1, n2) in [
+        (None, None),
+        (Some("a"), None),
+        (None, Some("b")),
+        (Some("a"), Some("a")),
+    ] {
+        let both = carrying(&[&sign(&k1, "sig1", n1), &sign(&k2, "sig2", n2)]);
+        assert_eq!(
+            send(&c, &replay, both),
+            (403, "nonce_required".into()),
+            "{n1:?} {n2:?}"
+        );
+    }
+    // Without replay protection nothing is recorded, so nothing is required.
+    let off = config(&[&k1, &k2], r#""replay_protection":false,"#);
+    let both = carrying(&[&sign(&k1, "sig1", None), &sign(&k2, "sig2", None)]);
+    assert_eq!(send(&off, &replay, both).0, 200);
+    // Another profile's signature is not a Web Bot Auth one: no nonce needed beside it.
+    let mut other = opts("other", None);
+    other.tag = Some("another-profile".into());
+    let other = sign_request(&request(), &k2, &other).unwrap();
+    let mixed = carrying(&[&sign(&k1, "sig1", None), &other]);
+    assert_eq!(send(&c, &replay, mixed).0, 200);
+}
