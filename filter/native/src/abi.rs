@@ -13,6 +13,7 @@
 
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 use crate::config::FilterConfig;
@@ -109,7 +110,10 @@ macro_rules! c_enum {
     };
 }
 
-c_enum!(HeaderType { REQUEST_HEADER = 0 });
+c_enum!(HeaderType {
+    REQUEST_HEADER = 0,
+    REQUEST_TRAILER = 1
+});
 c_enum!(BodyType {
     RECEIVED_REQUEST_BODY = 0,
     BUFFERED_REQUEST_BODY = 1
@@ -829,13 +833,29 @@ unsafe fn config_ref<'a>(p: ConfigModulePtr) -> Option<&'a FilterConfig> {
     unsafe { p.cast::<FilterConfig>().as_ref() }
 }
 
+/// A stream, shared by Envoy and the hooks running for it.
+///
+/// `filter_new` hands Envoy one reference (`Rc::into_raw`), which `filter_destroy` takes
+/// back; each hook holds another while it runs. Envoy may destroy a stream inline, inside a
+/// callback one of its hooks makes (`send_response`, `continue_decoding` and `http_callout`
+/// can end the stream before they return): the stream is then marked gone (it calls Envoy no
+/// more) and freed only when the outermost hook returns, never under a hook that uses it.
+///
 /// # Safety
-/// `p` is a pointer `filter_new` returned and `filter_destroy` has not consumed.
-unsafe fn stream_ref<'a>(p: FilterModulePtr) -> Option<&'a Stream> {
-    // SAFETY: `p` came from `Box::into_raw(Box<Stream>)` and is alive until filter_destroy.
-    // Only shared references are made: hooks of one stream can nest (send_response and
-    // continue_decoding run others inline) and the stream's state is in cells.
-    unsafe { p.cast::<Stream>().as_ref() }
+/// `p` is NULL or a pointer `filter_new` returned whose `filter_destroy` has not run (so
+/// Envoy's reference is still counted).
+unsafe fn stream_rc(p: FilterModulePtr) -> Option<Rc<Stream>> {
+    if p.is_null() {
+        return None;
+    }
+    let p = p.cast::<Stream>();
+    // SAFETY: `p` came from `Rc::into_raw` in filter_new and Envoy's reference keeps it alive
+    // (the caller's contract); this adds the hook's own reference, dropped when it returns.
+    // Only shared references are made: hooks of one stream can nest and its state is in cells.
+    unsafe {
+        Rc::increment_strong_count(p);
+        Some(Rc::from_raw(p))
+    }
 }
 
 /// A stream hook: no-op fallback after poisoning; a panic answers 500 and poisons.
@@ -844,13 +864,13 @@ where
     R: Copy,
 {
     // SAFETY: Envoy passes the pointer filter_new returned, until filter_destroy.
-    let Some(stream) = (unsafe { stream_ref(p) }) else {
+    let Some(stream) = (unsafe { stream_rc(p) }) else {
         return passive;
     };
-    if stream.poisoned() {
+    if stream.poisoned() || stream.gone() {
         return passive;
     }
-    guarded(what, passive, || stream.on_panic(), || f(stream))
+    guarded(what, passive, || stream.on_panic(), || f(&stream))
 }
 
 /// The request-path variant: after a panic the stream is held (the 500 went out).
@@ -862,13 +882,16 @@ fn request_hook<R: Copy>(
     f: impl FnOnce(&Stream) -> R,
 ) -> R {
     // SAFETY: Envoy passes the pointer filter_new returned, until filter_destroy.
-    let Some(stream) = (unsafe { stream_ref(p) }) else {
+    let Some(stream) = (unsafe { stream_rc(p) }) else {
         return passive;
     };
+    if stream.gone() {
+        return stopped;
+    }
     if stream.poisoned() {
         return passive;
     }
-    guarded(what, stopped, || stream.on_panic(), || f(stream))
+    guarded(what, stopped, || stream.on_panic(), || f(&stream))
 }
 
 /// Loads the module: resolves the callbacks and checks that this Envoy's ABI is 1.40.0's.
@@ -956,11 +979,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         || Some(Stream::new(config, FilterHandle(filter_envoy))),
     );
     match made {
-        Some(s) => Box::into_raw(Box::new(s)).cast_const().cast(),
+        // Envoy's reference (see `stream_rc`).
+        Some(s) => Rc::into_raw(Rc::new(s)).cast(),
         None => std::ptr::null(),
     }
 }
 
+/// Envoy is done with the stream; maybe inline, inside a callback a hook of it made (then the
+/// stream is freed when that hook returns).
+///
 /// # Safety
 /// `filter` is a pointer `filter_new` returned, passed once.
 #[no_mangle]
@@ -968,10 +995,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: Fil
     if filter.is_null() {
         return;
     }
-    // SAFETY: `filter` came from Box::into_raw in filter_new; Envoy destroys it once, after
-    // every other hook of the stream.
-    let boxed = unsafe { Box::from_raw(filter.cast::<Stream>().cast_mut()) };
-    guarded("filter_destroy", (), || {}, move || boxed.destroy());
+    // SAFETY: `filter` came from Rc::into_raw in filter_new; Envoy destroys it once: this
+    // takes Envoy's reference back (hooks still running hold their own).
+    let stream = unsafe { Rc::from_raw(filter.cast::<Stream>()) };
+    guarded("filter_destroy", (), || {}, move || stream.destroy());
 }
 
 #[no_mangle]
@@ -1209,7 +1236,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
 pub(crate) mod fake {
     use super::*;
     use std::cell::RefCell;
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
 
     type Headers = Vec<(String, String)>;
     /// A local reply: status, headers, body, details.
@@ -1234,8 +1261,23 @@ pub(crate) mod fake {
         pub callout_init: u32,
         /// An answer (status) Envoy gives inside `http_callout`, before it returns.
         pub inline_status: Option<String>,
+        /// The request trailers (`None`: none came, Envoy has no trailer map).
+        pub trailers: Option<Vec<(String, String)>>,
+        /// Envoy cannot hand the trailers over (`get_headers` fails).
+        pub trailers_unreadable: bool,
+        /// Envoy completes and destroys the stream inside this callback, before it returns
+        /// (a local reply or a reset that ends the stream at once).
+        pub destroy_inside: Option<Inside>,
         /// The module's pointer for this stream (set by the driver).
         module: usize,
+    }
+
+    /// A callback inside which Envoy can end the stream.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Inside {
+        SendResponse,
+        ContinueDecoding,
+        HttpCallout,
     }
 
     #[derive(Debug, Default)]
@@ -1259,6 +1301,13 @@ pub(crate) mod fake {
         config_module: usize,
         /// Misuses of the ABI the fake noticed (a real Envoy would misbehave).
         pub violations: Vec<String>,
+        /// Streams Envoy destroyed (`filter_destroy` called): a callback on one is a misuse.
+        pub destroyed: HashSet<usize>,
+        /// Streams whose hooks the fake re-entered from inside a callback (count by stream):
+        /// the module's stream must stay alive while any of them runs.
+        reentered: HashMap<usize, u32>,
+        /// The module's stream objects alive (made by `filter_new`, not yet freed).
+        pub live_streams: usize,
         next: usize,
     }
 
@@ -1291,6 +1340,88 @@ pub(crate) mod fake {
 
     fn id(p: *mut c_void) -> usize {
         p.addr()
+    }
+
+    /// The stream of a filter callback; a callback on a destroyed stream is a misuse.
+    fn stream_of<'a>(
+        e: &'a mut FakeEnvoy,
+        f: FilterEnvoyPtr,
+        what: &str,
+    ) -> Option<&'a mut FakeStream> {
+        if e.destroyed.contains(&id(f)) {
+            e.violations
+                .push(format!("{what} on stream {} after filter_destroy", id(f)));
+            return None;
+        }
+        e.streams.get_mut(&id(f))
+    }
+
+    /// The header map of a stream a header callback names.
+    fn map_of<'a>(
+        e: &'a mut FakeEnvoy,
+        f: FilterEnvoyPtr,
+        kind: HeaderType,
+        what: &str,
+    ) -> Option<&'a mut Vec<(String, String)>> {
+        if kind != HeaderType::REQUEST_HEADER && kind != HeaderType::REQUEST_TRAILER {
+            e.violations.push(format!("{what}: header type {}", kind.0));
+            return None;
+        }
+        let s = stream_of(e, f, what)?;
+        if kind == HeaderType::REQUEST_HEADER {
+            Some(&mut s.headers)
+        } else if s.trailers_unreadable {
+            None
+        } else {
+            s.trailers.as_mut()
+        }
+    }
+
+    /// Calls hooks of stream `n` from inside a callback it made (as Envoy can).
+    fn reenter(n: usize, f: impl FnOnce()) {
+        with(|e| *e.reentered.entry(n).or_default() += 1);
+        f();
+        with(|e| *e.reentered.entry(n).or_default() -= 1);
+    }
+
+    /// Envoy ends stream `n` inside a callback (`Inside`): completes and destroys it.
+    fn destroy_inline(n: usize, module: usize) {
+        reenter(n, || {
+            let p = std::ptr::with_exposed_provenance::<c_void>(module);
+            envoy_dynamic_module_on_http_filter_stream_complete(ptr(n), p);
+            with(|e| e.destroyed.insert(n));
+            // SAFETY: the stream's module pointer, destroyed once (the driver skips it later).
+            unsafe { envoy_dynamic_module_on_http_filter_destroy(p) };
+        });
+    }
+
+    /// Envoy ends the stream inside `inside` if the test asked for it.
+    fn maybe_destroy(f: FilterEnvoyPtr, inside: Inside) {
+        let module = with(|e| {
+            let s = e.streams.get_mut(&id(f))?;
+            if s.destroy_inside != Some(inside) || e.destroyed.contains(&id(f)) {
+                return None;
+            }
+            s.destroy_inside = None;
+            Some(s.module)
+        });
+        if let Some(module) = module {
+            destroy_inline(id(f), module);
+        }
+    }
+
+    /// The module freed a stream object (test builds call this from its `Drop`): never while
+    /// a hook of it is still running up the stack (a callback it made re-entered the module).
+    pub(crate) fn stream_dropped(filter: FilterHandle) {
+        let n = id(filter.0);
+        with(|e| {
+            e.live_streams = e.live_streams.saturating_sub(1);
+            if e.reentered.get(&n).copied().unwrap_or(0) > 0 {
+                e.violations.push(format!(
+                    "stream {n} freed inside a callback of its own hook (use after free up the stack)"
+                ));
+            }
+        });
     }
 
     fn ptr(n: usize) -> *mut c_void {
@@ -1336,19 +1467,19 @@ pub(crate) mod fake {
     unsafe extern "C" fn is_validation_mode() -> bool {
         with(|e| e.validation_mode)
     }
-    unsafe extern "C" fn get_headers_size(f: FilterEnvoyPtr, _: HeaderType) -> usize {
-        with(|e| e.streams.get(&id(f)).map_or(0, |s| s.headers.len()))
+    unsafe extern "C" fn get_headers_size(f: FilterEnvoyPtr, kind: HeaderType) -> usize {
+        with(|e| map_of(e, f, kind, "get_headers_size").map_or(0, |m| m.len()))
     }
     unsafe extern "C" fn get_headers(
         f: FilterEnvoyPtr,
-        _: HeaderType,
+        kind: HeaderType,
         out: *mut EnvoyHttpHeader,
     ) -> bool {
         with(|e| {
-            let Some(s) = e.streams.get(&id(f)) else {
+            let Some(m) = map_of(e, f, kind, "get_headers") else {
                 return false;
             };
-            for (i, (k, v)) in s.headers.iter().enumerate() {
+            for (i, (k, v)) in m.iter().enumerate() {
                 // SAFETY: the module allocated `get_headers_size` entries; the strings live
                 // in the thread's fake until the module changes the map (it copies first).
                 unsafe {
@@ -1365,19 +1496,19 @@ pub(crate) mod fake {
     }
     unsafe extern "C" fn set_header(
         f: FilterEnvoyPtr,
-        _: HeaderType,
+        kind: HeaderType,
         k: ModuleBuffer,
         v: ModuleBuffer,
     ) -> bool {
         // SAFETY: valid buffers from the module (a NULL value means remove).
         let (key, value) = unsafe { (text(k), (!v.ptr.is_null()).then(|| text(v))) };
         with(|e| {
-            let Some(s) = e.streams.get_mut(&id(f)) else {
+            let Some(m) = map_of(e, f, kind, "set_header") else {
                 return false;
             };
-            s.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&key));
+            m.retain(|(n, _)| !n.eq_ignore_ascii_case(&key));
             if let Some(v) = value {
-                s.headers.push((key, v));
+                m.push((key, v));
             }
             true
         })
@@ -1393,24 +1524,26 @@ pub(crate) mod fake {
         // SAFETY: valid views from the module.
         let (h, body, details) = unsafe { (pairs(h, n), text(body), text(details)) };
         with(|e| {
-            if let Some(s) = e.streams.get_mut(&id(f)) {
+            if let Some(s) = stream_of(e, f, "send_response") {
                 s.sent.push((status, h, body, details));
             }
         });
+        maybe_destroy(f, Inside::SendResponse);
     }
     unsafe extern "C" fn continue_decoding(f: FilterEnvoyPtr) {
         with(|e| {
-            if let Some(s) = e.streams.get_mut(&id(f)) {
+            if let Some(s) = stream_of(e, f, "continue_decoding") {
                 s.continued += 1;
             }
         });
+        maybe_destroy(f, Inside::ContinueDecoding);
     }
     unsafe extern "C" fn get_buffer_limit(f: FilterEnvoyPtr) -> u64 {
-        with(|e| e.streams.get(&id(f)).map_or(0, |s| s.buffer_limit))
+        with(|e| stream_of(e, f, "get_buffer_limit").map_or(0, |s| s.buffer_limit))
     }
     unsafe extern "C" fn set_buffer_limit(f: FilterEnvoyPtr, l: u64) {
         with(|e| {
-            if let Some(s) = e.streams.get_mut(&id(f)) {
+            if let Some(s) = stream_of(e, f, "set_buffer_limit") {
                 s.buffer_limit = l;
             }
         });
@@ -1424,8 +1557,7 @@ pub(crate) mod fake {
     }
     unsafe extern "C" fn get_body_chunks_size(f: FilterEnvoyPtr, kind: BodyType) -> usize {
         with(|e| {
-            e.streams
-                .get(&id(f))
+            stream_of(e, f, "get_body_chunks_size")
                 .map_or(0, |s| usize::from(!body_of(s, kind).is_empty()))
         })
     }
@@ -1435,7 +1567,7 @@ pub(crate) mod fake {
         out: *mut EnvoyBuffer,
     ) -> bool {
         with(|e| {
-            let Some(s) = e.streams.get(&id(f)) else {
+            let Some(s) = stream_of(e, f, "get_body_chunks") else {
                 return false;
             };
             let b = body_of(s, kind);
@@ -1460,7 +1592,7 @@ pub(crate) mod fake {
         // SAFETY: valid buffers from the module.
         let (k, v) = unsafe { (text(k), text(v)) };
         with(|e| {
-            let Some(s) = e.streams.get_mut(&id(f)) else {
+            let Some(s) = stream_of(e, f, "set_filter_state") else {
                 return false;
             };
             // Envoy's read-only filter state: a second value for a key is a bug.
@@ -1496,8 +1628,15 @@ pub(crate) mod fake {
         _: usize,
         v: u64,
     ) -> MetricsResult {
-        let _ = p;
-        with(|e| *e.values.entry(i).or_default() += v);
+        with(|e| {
+            if e.destroyed.contains(&id(p)) {
+                e.violations.push(format!(
+                    "increment_counter on stream {} after filter_destroy",
+                    id(p)
+                ));
+            }
+            *e.values.entry(i).or_default() += v
+        });
         MetricsResult::SUCCESS
     }
     unsafe extern "C" fn set(
@@ -1523,7 +1662,7 @@ pub(crate) mod fake {
         let (cluster, h) = unsafe { (text(cluster), pairs(h, n)) };
         let r = with(|e| {
             let cid = e.next() as u64;
-            let s = e.streams.get_mut(&id(f))?;
+            let s = stream_of(e, f, "http_callout")?;
             if s.callout_init != 0 {
                 return Some((s.callout_init, 0, None, 0));
             }
@@ -1536,7 +1675,7 @@ pub(crate) mod fake {
         if let Some(status) = inline {
             let hs = [status_header(&status)];
             // SAFETY: the stream's module pointer, alive; views valid for the call.
-            unsafe {
+            reenter(id(f), || unsafe {
                 envoy_dynamic_module_on_http_filter_http_callout_done(
                     f,
                     std::ptr::with_exposed_provenance::<c_void>(module),
@@ -1547,8 +1686,9 @@ pub(crate) mod fake {
                     std::ptr::null(),
                     0,
                 )
-            };
+            });
         }
+        maybe_destroy(f, Inside::HttpCallout);
         // SAFETY: valid out-pointer.
         unsafe { out.write(cid) };
         CalloutInitResult(init)
@@ -1603,6 +1743,9 @@ pub(crate) mod fake {
 
     unsafe extern "C" fn scheduler_new(f: FilterEnvoyPtr) -> SchedulerPtr {
         with(|e| {
+            if stream_of(e, f, "scheduler_new").is_none() {
+                return std::ptr::null_mut();
+            }
             let s = e.next();
             e.schedulers.insert(s, id(f));
             ptr(s)
@@ -1759,7 +1902,10 @@ pub(crate) mod fake {
             // SAFETY: the config is alive.
             let p = unsafe { envoy_dynamic_module_on_http_filter_new(self.0, ptr(n)) };
             assert!(!p.is_null());
-            with(|e| e.streams.get_mut(&n).expect("stream").module = p.expose_provenance());
+            with(|e| {
+                e.live_streams += 1;
+                e.streams.get_mut(&n).expect("stream").module = p.expose_provenance()
+            });
             Stream { n, p }
         }
     }
@@ -1803,7 +1949,11 @@ pub(crate) mod fake {
             r
         }
 
+        /// Trailers end the request (Envoy's map, as the stream has it: none unless set).
         pub fn trailers(&self) -> TrailersStatus {
+            self.fake(|s| {
+                s.trailers.get_or_insert_with(Vec::new);
+            });
             envoy_dynamic_module_on_http_filter_request_trailers(ptr(self.n), self.p)
         }
 
@@ -1861,10 +2011,14 @@ pub(crate) mod fake {
             envoy_dynamic_module_on_http_filter_stream_complete(ptr(self.n), self.p);
         }
 
+        /// Envoy completes and destroys the stream (unless it did already, inline).
         pub fn complete(self) -> FakeStream {
-            envoy_dynamic_module_on_http_filter_stream_complete(ptr(self.n), self.p);
-            // SAFETY: from filter_new, destroyed once.
-            unsafe { envoy_dynamic_module_on_http_filter_destroy(self.p) };
+            if !with(|e| e.destroyed.contains(&self.n)) {
+                envoy_dynamic_module_on_http_filter_stream_complete(ptr(self.n), self.p);
+                with(|e| e.destroyed.insert(self.n));
+                // SAFETY: from filter_new, destroyed once.
+                unsafe { envoy_dynamic_module_on_http_filter_destroy(self.p) };
+            }
             with(|e| e.streams.remove(&self.n).expect("stream"))
         }
     }

@@ -9,7 +9,9 @@
 //!
 //! `send_response` and `continue_decoding` can run other hooks of the same stream before they
 //! return, so they are called only after the stream's state is released: each hook decides
-//! (state borrowed), then acts (nothing borrowed).
+//! (state borrowed), then acts (nothing borrowed). They, and `http_callout`, can even end and
+//! destroy the stream before they return: the stream is then [`Stream::gone`] and calls Envoy
+//! no more (its memory lives until the hook returns, see `abi::stream_rc`).
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -88,6 +90,9 @@ pub struct Stream {
     /// Envoy completed the stream (a client that went away, say): late scheduler events and
     /// callout answers are ignored.
     completed: Cell<bool>,
+    /// Envoy destroyed the stream (maybe inside a callback of a hook still running): no more
+    /// callbacks with its handle.
+    gone: Cell<bool>,
     /// A store callout is being sent: an answer that comes inside the send waits here.
     calling_out: Cell<bool>,
     early_answer: RefCell<Option<CalloutAnswer>>,
@@ -113,6 +118,7 @@ impl Stream {
             logged: Cell::new(0),
             registered: Cell::new(false),
             completed: Cell::new(false),
+            gone: Cell::new(false),
             calling_out: Cell::new(false),
             early_answer: RefCell::new(None),
         }
@@ -122,6 +128,11 @@ impl Stream {
         self.poisoned.get()
     }
 
+    /// Envoy destroyed it (`filter_destroy`): its handle is no longer to be used.
+    pub fn gone(&self) -> bool {
+        self.gone.get()
+    }
+
     /// After a panic in one of its hooks: answer 500 unless already answered or passed on;
     /// from now on every hook lets things pass.
     pub fn on_panic(&self) {
@@ -129,7 +140,7 @@ impl Stream {
         if let Some(shared) = &self.shared {
             shared.metrics.count(self.filter, Counter::HostError);
         }
-        if !self.concluded.replace(true) {
+        if !self.concluded.replace(true) && !self.gone.get() {
             self.filter.send_response(500, &[], "", PANIC_DETAILS);
         }
     }
@@ -275,11 +286,17 @@ impl Stream {
         self.completed.set(true);
     }
 
-    /// `filter_destroy`: a stream that registered a scheduler deletes it; a waiting one is
-    /// forgotten by the main thread.
-    pub fn destroy(self) {
+    /// `filter_destroy` (maybe inside a callback of one of its hooks, which then makes no
+    /// more): a stream that registered a scheduler deletes it; a waiting one is forgotten by
+    /// the main thread.
+    pub fn destroy(&self) {
+        if self.gone.replace(true) {
+            return;
+        }
+        self.completed.set(true);
         if let (Some(shared), true) = (&self.shared, self.registered.get()) {
-            // Never borrowed here (the last hook); if it were, assume waiting (forget it).
+            // Borrowed only when Envoy destroys the stream inside a callout a decision sends;
+            // then assume waiting (forget it).
             let waiting = self
                 .state
                 .try_borrow()
@@ -395,6 +412,11 @@ impl Stream {
                     );
                     self.calling_out.set(false);
                     let early = self.early_answer.borrow_mut().take();
+                    if self.gone.get() {
+                        // Envoy ended the stream inside the send: nothing more to decide or call.
+                        st.phase = Phase::Answered;
+                        return Step::Hold;
+                    }
                     let answer = match (sent, early) {
                         (Ok(_), None) => {
                             st.phase = Phase::Store { query };
@@ -430,6 +452,9 @@ impl Stream {
     /// Carries out a step with the state released: answers, or resumes a paused request
     /// (`resume`: the hook is not the one the request is stopped in).
     fn act(&self, step: Step, resume: bool) -> Step {
+        if self.gone.get() {
+            return step;
+        }
         match &step {
             Step::Answer(r) => {
                 self.concluded.set(true);
@@ -460,6 +485,14 @@ impl Stream {
                 panic!("x-wba-test-panic (fault-panic test build)");
             }
         }
+    }
+}
+
+/// Test builds: the fake Envoy checks when the module frees a stream.
+#[cfg(test)]
+impl Drop for Stream {
+    fn drop(&mut self) {
+        crate::abi::fake::stream_dropped(self.filter);
     }
 }
 
@@ -537,7 +570,7 @@ impl Host for NativeHost<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::abi::fake::{self, Config as FakeConfig};
+    use crate::abi::fake::{self, Config as FakeConfig, Inside};
     use crate::abi::CalloutResult;
     use crate::fetcher::{EVENT_TICK, EVENT_WAKE};
     use ed25519_dalek::SigningKey;
@@ -987,6 +1020,75 @@ pub(crate) mod tests {
         s.fake(|f| f.callout_init = 2);
         assert_eq!(s.headers(true), HeadersStatus::STOP_ITERATION);
         assert_eq!(s.complete().sent[0].0, 503);
+    }
+
+    /// No misuse, and every stream object freed.
+    fn no_violations_nothing_left() {
+        no_violations();
+        assert_eq!(
+            fake::with(|e| e.live_streams),
+            0,
+            "a stream was never freed"
+        );
+    }
+
+    #[test]
+    fn envoy_may_destroy_a_stream_inside_its_local_reply() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &pinned("require")).unwrap();
+        let s = config.stream(&refs(&request(false, &[])));
+        s.fake(|f| f.destroy_inside = Some(Inside::SendResponse));
+        assert_eq!(s.headers(true), HeadersStatus::STOP_ITERATION);
+        assert!(fake::with(|e| e.destroyed.contains(&s.n)));
+        assert_eq!(s.complete().sent[0].0, 403);
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn envoy_may_destroy_a_stream_inside_continue_decoding() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &fetched("enforce")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(true), HeadersStatus::STOP_ITERATION);
+        // Resumed, the upstream fails at once and Envoy ends the stream inside the call.
+        s.fake(|f| f.destroy_inside = Some(Inside::ContinueDecoding));
+        config.scheduled(EVENT_WAKE);
+        answer_fetch(&config, "200");
+        assert_eq!(s.run_events(), 1);
+        assert_eq!(s.complete().continued, 1);
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn envoy_may_destroy_a_stream_inside_a_store_callout() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &with_store("reject")).unwrap();
+        // Destroyed inside the send, with and without an answer inside it first.
+        for inline in [None, Some("201"), Some("409")] {
+            let path = format!("/{inline:?}");
+            let s = config.stream(&refs(&request(true, &[(":path", &path)])));
+            s.fake(|f| {
+                f.destroy_inside = Some(Inside::HttpCallout);
+                f.inline_status = inline.map(String::from);
+            });
+            assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+            let done = s.complete();
+            assert_eq!((done.continued, done.sent.len()), (0, 0));
+        }
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn envoy_may_destroy_a_stream_inside_the_reply_to_a_store_answer() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &with_store("reject")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(true), HeadersStatus::STOP_ITERATION);
+        let (id, _, _) = s.fake(|f| f.callouts.pop()).unwrap();
+        s.fake(|f| f.destroy_inside = Some(Inside::SendResponse));
+        s.callout_done(id, CalloutResult::SUCCESS, Some("409"), b"");
+        assert_eq!(s.complete().sent[0].0, 429);
+        no_violations_nothing_left();
     }
 
     #[test]
