@@ -873,8 +873,10 @@ where
     guarded(what, passive, || stream.on_panic(), || f(&stream))
 }
 
-/// The request-path variant: after a panic the stream is held (the 500 went out).
+/// The request-path variant: after a panic the stream is held (the 500 went out). Without
+/// its stream (NULL) nothing of the request is known: it is refused.
 fn request_hook<R: Copy>(
+    fe: FilterEnvoyPtr,
     p: FilterModulePtr,
     what: &str,
     passive: R,
@@ -883,7 +885,8 @@ fn request_hook<R: Copy>(
 ) -> R {
     // SAFETY: Envoy passes the pointer filter_new returned, until filter_destroy.
     let Some(stream) = (unsafe { stream_rc(p) }) else {
-        return passive;
+        refuse_without_stream(fe, what);
+        return stopped;
     };
     if stream.gone() {
         return stopped;
@@ -892,6 +895,22 @@ fn request_hook<R: Copy>(
         return passive;
     }
     guarded(what, stopped, || stream.on_panic(), || f(&stream))
+}
+
+/// A request hook Envoy calls with no stream of this module (NULL): nothing of the request was
+/// checked, so none of it passes: 500 (when Envoy names its filter object), and the hook stops.
+fn refuse_without_stream(fe: FilterEnvoyPtr, what: &str) {
+    let _ = catch_unwind(|| {
+        log(
+            LogLevel::ERROR,
+            &format!(
+                "web-bot-auth: {what} without a stream of this module (NULL): refused with 500"
+            ),
+        );
+        if !fe.is_null() {
+            FilterHandle(fe).send_response(500, &[], "", crate::stream::PANIC_DETAILS);
+        }
+    });
 }
 
 /// Loads the module: resolves the callbacks and checks that this Envoy's ABI is 1.40.0's.
@@ -1003,11 +1022,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: Fil
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
-    _fe: FilterEnvoyPtr,
+    fe: FilterEnvoyPtr,
     filter: FilterModulePtr,
     end_of_stream: bool,
 ) -> HeadersStatus {
     request_hook(
+        fe,
         filter,
         "request_headers",
         HeadersStatus::CONTINUE,
@@ -1018,11 +1038,12 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    _fe: FilterEnvoyPtr,
+    fe: FilterEnvoyPtr,
     filter: FilterModulePtr,
     end_of_stream: bool,
 ) -> BodyStatus {
     request_hook(
+        fe,
         filter,
         "request_body",
         BodyStatus::CONTINUE,
@@ -1033,10 +1054,11 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    _fe: FilterEnvoyPtr,
+    fe: FilterEnvoyPtr,
     filter: FilterModulePtr,
 ) -> TrailersStatus {
     request_hook(
+        fe,
         filter,
         "request_trailers",
         TrailersStatus::CONTINUE,
@@ -1907,6 +1929,18 @@ pub(crate) mod fake {
                 e.streams.get_mut(&n).expect("stream").module = p.expose_provenance()
             });
             Stream { n, p }
+        }
+
+        /// A stream whose module pointer is NULL (as if `filter_new` had given none).
+        pub fn unknown_stream(&self, headers: &[(&str, &str)]) -> Stream {
+            let s = self.stream(headers);
+            // Envoy's side stays; the module's stream is freed now, and hooks get NULL.
+            // SAFETY: from filter_new, destroyed once.
+            unsafe { envoy_dynamic_module_on_http_filter_destroy(s.p) };
+            Stream {
+                n: s.n,
+                p: std::ptr::null(),
+            }
         }
     }
 

@@ -32,7 +32,7 @@ use crate::fetcher::{now_ms, EVENT_KEYS};
 /// `%RESPONSE_CODE_DETAILS%` of the module's local replies.
 const DETAILS: &str = "web_bot_auth";
 /// `%RESPONSE_CODE_DETAILS%` of the 500 after an internal error.
-const PANIC_DETAILS: &str = "web_bot_auth_internal_error";
+pub(crate) const PANIC_DETAILS: &str = "web_bot_auth_internal_error";
 /// Filter-state keys: the same the wasm module's properties become (`wasm.` + key), so one
 /// access-log format serves both.
 const FILTER_STATE_PREFIX: &str = "wasm.";
@@ -1088,6 +1088,39 @@ pub(crate) mod tests {
         s.fake(|f| f.destroy_inside = Some(Inside::SendResponse));
         s.callout_done(id, CalloutResult::SUCCESS, Some("409"), b"");
         assert_eq!(s.complete().sent[0].0, 429);
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn a_request_hook_without_its_stream_refuses_the_request() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &pinned("enforce")).unwrap();
+        // Unsigned: a stream would pass it; without one nothing is known of it.
+        let s = config.unknown_stream(&refs(&request(false, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        assert_eq!(s.body(b"x", false), BodyStatus::STOP_ITERATION_NO_BUFFER);
+        assert_eq!(s.trailers(), TrailersStatus::STOP_ITERATION);
+        // The other hooks have nothing to act on.
+        s.callout_done(1, CalloutResult::SUCCESS, Some("201"), b"");
+        s.stream_complete();
+        let done = s.complete();
+        assert!(!done.sent.is_empty());
+        assert!(done.sent.iter().all(|r| r.0 == 500), "{:?}", done.sent);
+        assert_eq!(done.continued, 0);
+        // Without Envoy's filter object either, it can only stop.
+        let (fe, p) = (std::ptr::null_mut(), std::ptr::null());
+        assert_eq!(
+            crate::abi::envoy_dynamic_module_on_http_filter_request_headers(fe, p, true),
+            HeadersStatus::STOP_ITERATION
+        );
+        assert_eq!(
+            crate::abi::envoy_dynamic_module_on_http_filter_request_body(fe, p, true),
+            BodyStatus::STOP_ITERATION_NO_BUFFER
+        );
+        assert_eq!(
+            crate::abi::envoy_dynamic_module_on_http_filter_request_trailers(fe, p),
+            TrailersStatus::STOP_ITERATION
+        );
         no_violations_nothing_left();
     }
 
