@@ -37,9 +37,10 @@ pub(crate) const PANIC_DETAILS: &str = "web_bot_auth_internal_error";
 /// access-log format serves both.
 const FILTER_STATE_PREFIX: &str = "wasm.";
 
-/// Where a request is.
+/// Where a request is. Only a decision changes it (each sets the next phase); an event a
+/// phase does not expect leaves it as it is.
 enum Phase {
-    /// Headers not seen yet.
+    /// Headers not decided yet: no body or trailers may pass.
     Start,
     /// Paused until its agent's keys are fetched.
     Waiting,
@@ -54,6 +55,31 @@ enum Phase {
     Passed,
     /// Answered locally.
     Answered,
+}
+
+impl Phase {
+    /// Takes out the held body for its decision, leaving `Answered` (nothing passes) until the
+    /// decision sets the next phase; any other phase stays as it is (`None`).
+    fn take_body(&mut self) -> Option<(Box<PendingBody>, Box<BodyHasher>)> {
+        match std::mem::replace(self, Phase::Answered) {
+            Phase::Body { pending, hasher } => Some((pending, hasher)),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// Takes out the store query for its answer's decision, as [`Phase::take_body`].
+    fn take_store(&mut self) -> Option<Box<StoreQuery>> {
+        match std::mem::replace(self, Phase::Answered) {
+            Phase::Store { query } => Some(query),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
 }
 
 struct State {
@@ -154,9 +180,14 @@ impl Stream {
         };
         self.fault_panic();
         let step = {
+            // Borrowed, or headers again (Envoy sends them once): whatever decides the request
+            // is elsewhere; this hook lets nothing pass.
             let Ok(mut st) = self.state.try_borrow_mut() else {
                 return HeadersStatus::STOP_ITERATION;
             };
+            if !matches!(st.phase, Phase::Start) {
+                return HeadersStatus::STOP_ITERATION;
+            }
             st.body_ended = end_of_stream;
             self.headers_step(&shared, &mut st, true)
         };
@@ -179,11 +210,16 @@ impl Stream {
                 st.body_ended = true;
             }
             match &mut st.phase {
-                Phase::Start | Phase::Passed => return BodyStatus::CONTINUE,
+                Phase::Passed => return BodyStatus::CONTINUE,
                 Phase::Answered => return BodyStatus::STOP_ITERATION_NO_BUFFER,
                 Phase::Waiting | Phase::Store { .. } => {
                     return BodyStatus::STOP_ITERATION_AND_BUFFER
                 }
+                Phase::Start => self.refuse(
+                    &shared,
+                    st,
+                    "a request body came before its headers were decided",
+                ),
                 Phase::Body { hasher, .. } => {
                     self.filter
                         .request_body(false, |chunk| hasher.update(chunk));
@@ -191,10 +227,9 @@ impl Stream {
                     if !too_large && !st.body_ended {
                         return BodyStatus::STOP_ITERATION_AND_BUFFER;
                     }
+                    self.body_decision(&shared, st)
                 }
             }
-            let mut host = self.host(&shared.metrics);
-            self.body_decision(&shared, st, &mut host)
         };
         match self.act(step, false) {
             Step::Pass => BodyStatus::CONTINUE,
@@ -215,14 +250,17 @@ impl Stream {
             // Trailers end the body.
             st.body_ended = true;
             match st.phase {
-                Phase::Start | Phase::Passed => return TrailersStatus::CONTINUE,
+                Phase::Passed => return TrailersStatus::CONTINUE,
                 Phase::Answered | Phase::Waiting | Phase::Store { .. } => {
                     return TrailersStatus::STOP_ITERATION
                 }
-                Phase::Body { .. } => {}
+                Phase::Start => self.refuse(
+                    &shared,
+                    st,
+                    "request trailers came before the headers were decided",
+                ),
+                Phase::Body { .. } => self.body_decision(&shared, st),
             }
-            let mut host = self.host(&shared.metrics);
-            self.body_decision(&shared, st, &mut host)
         };
         match self.act(step, false) {
             Step::Pass => TrailersStatus::CONTINUE,
@@ -245,7 +283,6 @@ impl Stream {
             if !matches!(st.phase, Phase::Waiting) {
                 return;
             }
-            st.phase = Phase::Start;
             self.headers_step(&shared, &mut st, false)
         };
         self.act(step, true);
@@ -270,7 +307,8 @@ impl Stream {
             let Ok(mut st) = self.state.try_borrow_mut() else {
                 return;
             };
-            let Phase::Store { query } = std::mem::replace(&mut st.phase, Phase::Start) else {
+            // An answer no store query waits for (a late or stray one) changes nothing.
+            let Some(query) = st.phase.take_store() else {
                 return;
             };
             let mut host = self.host(&shared.metrics);
@@ -315,15 +353,24 @@ impl Stream {
     }
 
     /// The verdict of a held body, complete or too large (its hasher says which).
-    fn body_decision(&self, shared: &Shared, st: &mut State, host: &mut NativeHost) -> Step {
-        let Phase::Body { pending, hasher } = std::mem::replace(&mut st.phase, Phase::Start) else {
+    fn body_decision(&self, shared: &Shared, st: &mut State) -> Step {
+        let Some((pending, hasher)) = st.phase.take_body() else {
             return Step::Hold;
         };
+        let mut host = self.host(&shared.metrics);
         let action = with_replay(shared, |replay| {
             let body = Body::hashed(&hasher, &shared.config);
-            request_filter::on_request_body(host, &shared.config, replay, &pending, body)
+            request_filter::on_request_body(&mut host, &shared.config, replay, &pending, body)
         });
-        self.advance(shared, st, host, action, false)
+        self.advance(shared, st, &mut host, action, false)
+    }
+
+    /// Refuses a request whose state cannot account for what came (500, `host_error`): nothing
+    /// of it was checked, so nothing of it passes.
+    fn refuse(&self, shared: &Shared, st: &mut State, detail: &str) -> Step {
+        let mut host = self.host(&shared.metrics);
+        let action = request_filter::fail_closed(&mut host, detail);
+        self.advance(shared, st, &mut host, action, false)
     }
 
     /// Runs the core on the request's headers: on arrival (`may_wait`), or again once the
@@ -1088,6 +1135,64 @@ pub(crate) mod tests {
         s.fake(|f| f.destroy_inside = Some(Inside::SendResponse));
         s.callout_done(id, CalloutResult::SUCCESS, Some("409"), b"");
         assert_eq!(s.complete().sent[0].0, 429);
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn a_stray_callout_answer_leaves_a_held_body_held_and_checked() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &pinned("enforce")).unwrap();
+        let digest = content_digest::sha256(b"the signed body");
+        let s = config.stream(&refs(&request(true, &[("content-digest", &digest)])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        // No callout was sent: an answer now changes nothing.
+        s.callout_done(77, CalloutResult::SUCCESS, Some("201"), b"");
+        assert_eq!(
+            s.body(b"another body", true),
+            BodyStatus::STOP_ITERATION_NO_BUFFER
+        );
+        let done = s.complete();
+        assert_eq!(done.sent[0].0, 403);
+        assert_eq!(state(&done, "wasm.wba.reason"), Some("digest_mismatch"));
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn a_stray_callout_answer_leaves_a_waiting_request_waiting() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &fetched("require")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        s.callout_done(77, CalloutResult::SUCCESS, Some("201"), b"");
+        assert_eq!(s.body(b"abc", true), BodyStatus::STOP_ITERATION_AND_BUFFER);
+        assert_eq!(s.fake(|f| f.continued), 0);
+        config.scheduled(EVENT_WAKE);
+        answer_fetch(&config, "200");
+        assert_eq!(s.run_events(), 1);
+        let done = s.complete();
+        assert_eq!(done.continued, 1);
+        assert_eq!(header(&done, "x-web-bot-auth-result"), Some("verified"));
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn a_body_or_trailers_before_the_headers_are_decided_are_refused() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &pinned("observe")).unwrap();
+        let s = config.stream(&refs(&request(false, &[])));
+        assert_eq!(
+            s.body(b"x", false),
+            BodyStatus::STOP_ITERATION_NO_BUFFER,
+            "no headers hook came"
+        );
+        assert_eq!(s.trailers(), TrailersStatus::STOP_ITERATION);
+        let done = s.complete();
+        assert_eq!(done.sent.len(), 1);
+        assert_eq!(done.sent[0].0, 500);
+        let s = config.stream(&refs(&request(false, &[])));
+        assert_eq!(s.trailers(), TrailersStatus::STOP_ITERATION);
+        assert_eq!(s.complete().sent[0].0, 500);
+        assert_eq!(fake::with(|e| e.stat("web_bot_auth.host_error")), 2);
         no_violations_nothing_left();
     }
 
