@@ -420,7 +420,6 @@ impl Stream {
                         shared.fetcher.wait(agent, self.token, scheduler);
                         self.registered.set(true);
                         st.phase = Phase::Waiting;
-                        self.hold_body(config, st);
                         return Step::Hold;
                     }
                     None => request_filter::fail_closed(host, "the request could not be paused"),
@@ -436,11 +435,11 @@ impl Stream {
                             request_filter::on_request_body(host, config, replay, &pending, body)
                         })
                     } else {
+                        self.raise_buffer_limit(config);
                         st.phase = Phase::Body {
                             pending,
                             hasher: Box::new(hasher),
                         };
-                        self.hold_body(config, st);
                         return Step::Hold;
                     }
                 }
@@ -467,7 +466,6 @@ impl Stream {
                     let answer = match (sent, early) {
                         (Ok(_), None) => {
                             st.phase = Phase::Store { query };
-                            self.hold_body(config, st);
                             return Step::Hold;
                         }
                         (Ok(_), Some(a)) => StoreAnswer::from_response(a.status(), &a.body),
@@ -482,12 +480,11 @@ impl Stream {
         }
     }
 
-    /// While the request waits with body still to come, Envoy buffers it for us: let it hold
-    /// `max_body_bytes` (and one more, to see "too large") instead of answering 413 first.
-    fn hold_body(&self, config: &Config, st: &State) {
-        if st.body_ended {
-            return;
-        }
+    /// The body is held for its `Content-Digest` (the signature verified and covers it, the
+    /// body is still to come): let Envoy buffer `max_body_bytes` (and one more, to see "too
+    /// large") instead of answering 413 first. Only then: a request that waits for keys or
+    /// the store buffers under the operator's limit.
+    fn raise_buffer_limit(&self, config: &Config) {
         let want = (config.max_body_bytes as u64).saturating_add(1);
         let limit = self.filter.buffer_limit();
         // 0: no limit.
@@ -1193,6 +1190,45 @@ pub(crate) mod tests {
         assert_eq!(s.trailers(), TrailersStatus::STOP_ITERATION);
         assert_eq!(s.complete().sent[0].0, 500);
         assert_eq!(fake::with(|e| e.stat("web_bot_auth.host_error")), 2);
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn only_a_body_held_for_its_digest_raises_the_buffer_limit() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &fetched("enforce")).unwrap();
+        let body = b"0123456789";
+        let digest = content_digest::sha256(body);
+        // Waiting for keys: the operator's limit stays, whatever the signature covers.
+        let plain = config.stream(&refs(&request(true, &[])));
+        let signed_body = config.stream(&refs(&request(
+            true,
+            &[(":path", "/b"), ("content-digest", &digest)],
+        )));
+        for s in [&plain, &signed_body] {
+            assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+            assert_eq!(s.fake(|f| f.buffer_limit), 1024, "not while waiting");
+        }
+        config.scheduled(EVENT_WAKE);
+        answer_fetch(&config, "200");
+        assert_eq!(plain.run_events(), 1);
+        assert_eq!(plain.fake(|f| f.buffer_limit), 1024);
+        // Verified over its Content-Digest: now the body is held for checking.
+        assert_eq!(signed_body.run_events(), 1);
+        assert!(signed_body.fake(|f| f.buffer_limit) > 1024);
+        assert_eq!(signed_body.body(body, true), BodyStatus::CONTINUE);
+        plain.complete();
+        signed_body.complete();
+        // Waiting for the replay store: the operator's limit stays.
+        let config = FakeConfig::new("web_bot_auth", &with_store("reject")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        assert_eq!(
+            s.fake(|f| f.buffer_limit),
+            1024,
+            "not while asking the store"
+        );
+        s.complete();
         no_violations_nothing_left();
     }
 
