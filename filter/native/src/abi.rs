@@ -326,14 +326,25 @@ impl FilterHandle {
     /// bytes 0x80-0xFF in values; such a covered field then fails verification: the safe
     /// side). `None` when Envoy has none to give.
     pub fn request_headers(self) -> Option<Vec<(String, String)>> {
+        self.header_map(HeaderType::REQUEST_HEADER)
+    }
+
+    /// The request trailers (inside the trailers hook: Envoy has them only from then on),
+    /// decoded lossily. `Some(empty)` when the request has none; `None` when Envoy could not
+    /// hand over those it has.
+    pub fn request_trailers(self) -> Option<Vec<(String, String)>> {
+        self.header_map(HeaderType::REQUEST_TRAILER)
+    }
+
+    fn header_map(self, kind: HeaderType) -> Option<Vec<(String, String)>> {
         let h = host()?;
         // SAFETY: `self.0` is live (see the type); Envoy fills at most `size` entries whose
         // pointers stay valid until this hook returns or the map is changed; both are copied
         // out before either happens.
         unsafe {
-            let size = (h.get_headers_size)(self.0, HeaderType::REQUEST_HEADER);
+            let size = (h.get_headers_size)(self.0, kind);
             let mut raw = vec![EnvoyHttpHeader::EMPTY; size];
-            if size > 0 && !(h.get_headers)(self.0, HeaderType::REQUEST_HEADER, raw.as_mut_ptr()) {
+            if size > 0 && !(h.get_headers)(self.0, kind, raw.as_mut_ptr()) {
                 return None;
             }
             Some(
@@ -351,31 +362,27 @@ impl FilterHandle {
 
     /// Sets (replaces every line of) a request header.
     pub fn set_request_header(self, name: &str, value: &str) {
-        if let Some(h) = host() {
-            // SAFETY: live handle; both buffers outlive the call (Envoy copies them).
-            unsafe {
-                (h.set_header)(
-                    self.0,
-                    HeaderType::REQUEST_HEADER,
-                    ModuleBuffer::of(name.as_bytes()),
-                    ModuleBuffer::of(value.as_bytes()),
-                );
-            }
-        }
+        self.set(HeaderType::REQUEST_HEADER, name, Some(value));
     }
 
-    /// Removes every line of a request header (a NULL value means "remove").
+    /// Removes every line of a request header.
     pub fn remove_request_header(self, name: &str) {
+        self.set(HeaderType::REQUEST_HEADER, name, None);
+    }
+
+    /// Removes every line of a request trailer (inside the trailers hook).
+    pub fn remove_request_trailer(self, name: &str) {
+        self.set(HeaderType::REQUEST_TRAILER, name, None);
+    }
+
+    /// Sets, or removes (`None`: a NULL value is the documented "remove" form), every line of
+    /// `name` in the map `kind`.
+    fn set(self, kind: HeaderType, name: &str, value: Option<&str>) {
         if let Some(h) = host() {
-            // SAFETY: live handle; the key outlives the call; a NULL value is the documented
-            // "remove" form.
+            let value = value.map_or_else(ModuleBuffer::null, |v| ModuleBuffer::of(v.as_bytes()));
+            // SAFETY: live handle; the key and value outlive the call (Envoy copies them).
             unsafe {
-                (h.set_header)(
-                    self.0,
-                    HeaderType::REQUEST_HEADER,
-                    ModuleBuffer::of(name.as_bytes()),
-                    ModuleBuffer::null(),
-                );
+                (h.set_header)(self.0, kind, ModuleBuffer::of(name.as_bytes()), value);
             }
         }
     }
@@ -1285,7 +1292,7 @@ pub(crate) mod fake {
         pub inline_status: Option<String>,
         /// The request trailers (`None`: none came, Envoy has no trailer map).
         pub trailers: Option<Vec<(String, String)>>,
-        /// Envoy cannot hand the trailers over (`get_headers` fails).
+        /// Envoy cannot hand the trailers over (it counts them, `get_headers` fails).
         pub trailers_unreadable: bool,
         /// Envoy completes and destroys the stream inside this callback, before it returns
         /// (a local reply or a reset that ends the stream at once).
@@ -1392,8 +1399,6 @@ pub(crate) mod fake {
         let s = stream_of(e, f, what)?;
         if kind == HeaderType::REQUEST_HEADER {
             Some(&mut s.headers)
-        } else if s.trailers_unreadable {
-            None
         } else {
             s.trailers.as_mut()
         }
@@ -1498,9 +1503,14 @@ pub(crate) mod fake {
         out: *mut EnvoyHttpHeader,
     ) -> bool {
         with(|e| {
+            let unreadable = kind == HeaderType::REQUEST_TRAILER
+                && e.streams.get(&id(f)).is_some_and(|s| s.trailers_unreadable);
             let Some(m) = map_of(e, f, kind, "get_headers") else {
                 return false;
             };
+            if unreadable {
+                return false;
+            }
             for (i, (k, v)) in m.iter().enumerate() {
                 // SAFETY: the module allocated `get_headers_size` entries; the strings live
                 // in the thread's fake until the module changes the map (it copies first).
@@ -1989,6 +1999,19 @@ pub(crate) mod fake {
                 s.trailers.get_or_insert_with(Vec::new);
             });
             envoy_dynamic_module_on_http_filter_request_trailers(ptr(self.n), self.p)
+        }
+
+        /// These trailers end the request.
+        pub fn trailers_of(&self, trailers: &[(&str, &str)]) -> TrailersStatus {
+            self.fake(|s| {
+                s.trailers = Some(
+                    trailers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                )
+            });
+            self.trailers()
         }
 
         /// Runs the scheduler events committed to this stream.

@@ -242,6 +242,9 @@ impl Stream {
         let Some(shared) = self.shared.clone() else {
             return TrailersStatus::CONTINUE;
         };
+        // Trailers go on with the request if any of it does, now or once it is resumed (some
+        // upstreams merge them into the headers): ours go first, whatever the phase.
+        let stripped = self.strip_trailers(&shared.config);
         let step = {
             let Ok(mut st) = self.state.try_borrow_mut() else {
                 return TrailersStatus::STOP_ITERATION;
@@ -250,10 +253,14 @@ impl Stream {
             // Trailers end the body.
             st.body_ended = true;
             match st.phase {
+                Phase::Answered => return TrailersStatus::STOP_ITERATION,
+                _ if !stripped => self.refuse(
+                    &shared,
+                    st,
+                    "the filter could not read the request trailers",
+                ),
                 Phase::Passed => return TrailersStatus::CONTINUE,
-                Phase::Answered | Phase::Waiting | Phase::Store { .. } => {
-                    return TrailersStatus::STOP_ITERATION
-                }
+                Phase::Waiting | Phase::Store { .. } => return TrailersStatus::STOP_ITERATION,
                 Phase::Start => self.refuse(
                     &shared,
                     st,
@@ -266,6 +273,19 @@ impl Stream {
             Step::Pass => TrailersStatus::CONTINUE,
             Step::Answer(_) | Step::Hold => TrailersStatus::STOP_ITERATION,
         }
+    }
+
+    /// Removes the request trailers named with the header prefix (any case, `_` for `-`);
+    /// false when Envoy cannot hand the trailers over.
+    fn strip_trailers(&self, config: &Config) -> bool {
+        let Some(trailers) = self.filter.request_trailers() else {
+            return false;
+        };
+        let names = trailers.iter().map(|(n, _)| n.as_str());
+        for name in request_filter::trailers_to_strip(config, names) {
+            self.filter.remove_request_trailer(name);
+        }
+        true
     }
 
     /// The stream's scheduler fired: the keys it waited for are there (or will not come).
@@ -1229,6 +1249,86 @@ pub(crate) mod tests {
             "not while asking the store"
         );
         s.complete();
+        no_violations_nothing_left();
+    }
+
+    /// Trailers a client may send: ours forged in two spellings, and one of its own.
+    const FORGED_TRAILERS: [(&str, &str); 3] = [
+        ("x-web-bot-auth-result", "verified"),
+        ("grpc-status", "0"),
+        ("X_Web_Bot_Auth_Agent", "https://evil.example"),
+    ];
+
+    fn trailers_left(s: &fake::FakeStream) -> Vec<(String, String)> {
+        s.trailers.clone().unwrap_or_default()
+    }
+
+    fn only_theirs() -> Vec<(String, String)> {
+        vec![("grpc-status".into(), "0".into())]
+    }
+
+    #[test]
+    fn forged_trailers_are_stripped_in_every_phase_that_lets_trailers_on() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &pinned("enforce")).unwrap();
+        // Passed on its headers.
+        let s = config.stream(&refs(&request(false, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::CONTINUE);
+        assert_eq!(s.body(b"x", false), BodyStatus::CONTINUE);
+        assert_eq!(s.trailers_of(&FORGED_TRAILERS), TrailersStatus::CONTINUE);
+        assert_eq!(trailers_left(&s.complete()), only_theirs());
+        // A body held for its Content-Digest: the trailers end it, and go on with it.
+        let body = b"pay 10";
+        let digest = content_digest::sha256(body);
+        let s = config.stream(&refs(&request(true, &[("content-digest", &digest)])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        assert_eq!(s.body(body, false), BodyStatus::STOP_ITERATION_AND_BUFFER);
+        assert_eq!(s.trailers_of(&FORGED_TRAILERS), TrailersStatus::CONTINUE);
+        let done = s.complete();
+        assert_eq!(header(&done, "x-web-bot-auth-result"), Some("verified"));
+        assert_eq!(trailers_left(&done), only_theirs());
+        // Waiting for keys: held with the request, released with it.
+        let config = FakeConfig::new("web_bot_auth", &fetched("enforce")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        assert_eq!(
+            s.trailers_of(&FORGED_TRAILERS),
+            TrailersStatus::STOP_ITERATION
+        );
+        config.scheduled(EVENT_WAKE);
+        answer_fetch(&config, "200");
+        assert_eq!(s.run_events(), 1);
+        let done = s.complete();
+        assert_eq!(done.continued, 1);
+        assert_eq!(trailers_left(&done), only_theirs());
+        // Waiting for the replay store: the same.
+        let config = FakeConfig::new("web_bot_auth", &with_store("reject")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        assert_eq!(
+            s.trailers_of(&FORGED_TRAILERS),
+            TrailersStatus::STOP_ITERATION
+        );
+        let (id, _, _) = s.fake(|f| f.callouts.pop()).unwrap();
+        s.callout_done(id, CalloutResult::SUCCESS, Some("201"), b"");
+        let done = s.complete();
+        assert_eq!(done.continued, 1);
+        assert_eq!(trailers_left(&done), only_theirs());
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn trailers_that_cannot_be_read_refuse_the_request() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &pinned("observe")).unwrap();
+        let s = config.stream(&refs(&request(false, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::CONTINUE);
+        s.fake(|f| f.trailers_unreadable = true);
+        assert_eq!(
+            s.trailers_of(&FORGED_TRAILERS),
+            TrailersStatus::STOP_ITERATION
+        );
+        assert_eq!(s.complete().sent[0].0, 500);
         no_violations_nothing_left();
     }
 
