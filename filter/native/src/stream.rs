@@ -49,8 +49,8 @@ enum Phase {
         pending: Box<PendingBody>,
         hasher: Box<BodyHasher>,
     },
-    /// Verified; the fleet's replay store is asked.
-    Store { query: Box<StoreQuery> },
+    /// Verified; the fleet's replay store is asked (callout `id`).
+    Store { id: u64, query: Box<StoreQuery> },
     /// Passed on.
     Passed,
     /// Answered locally.
@@ -70,10 +70,11 @@ impl Phase {
         }
     }
 
-    /// Takes out the store query for its answer's decision, as [`Phase::take_body`].
-    fn take_store(&mut self) -> Option<Box<StoreQuery>> {
+    /// Takes out the store query for the decision on the answer to callout `id`, as
+    /// [`Phase::take_body`] (an answer to any other callout leaves the phase).
+    fn take_store(&mut self, id: u64) -> Option<Box<StoreQuery>> {
         match std::mem::replace(self, Phase::Answered) {
-            Phase::Store { query } => Some(query),
+            Phase::Store { id: sent, query } if sent == id => Some(query),
             other => {
                 *self = other;
                 None
@@ -121,7 +122,7 @@ pub struct Stream {
     gone: Cell<bool>,
     /// A store callout is being sent: an answer that comes inside the send waits here.
     calling_out: Cell<bool>,
-    early_answer: RefCell<Option<CalloutAnswer>>,
+    early_answer: Cell<Option<(u64, CalloutAnswer)>>,
 }
 
 impl Stream {
@@ -146,7 +147,7 @@ impl Stream {
             completed: Cell::new(false),
             gone: Cell::new(false),
             calling_out: Cell::new(false),
-            early_answer: RefCell::new(None),
+            early_answer: Cell::new(None),
         }
     }
 
@@ -309,7 +310,7 @@ impl Stream {
     }
 
     /// The replay store answered (or the callout failed).
-    pub fn on_callout_done(&self, _id: u64, answer: &CalloutAnswer) {
+    pub fn on_callout_done(&self, id: u64, answer: &CalloutAnswer) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
@@ -318,9 +319,7 @@ impl Stream {
         }
         if self.calling_out.get() {
             // Inside the send (the hook that sends decides once it returns).
-            if let Ok(mut early) = self.early_answer.try_borrow_mut() {
-                *early = Some(answer.clone());
-            }
+            self.early_answer.set(Some((id, answer.clone())));
             return;
         }
         let step = {
@@ -328,7 +327,7 @@ impl Stream {
                 return;
             };
             // An answer no store query waits for (a late or stray one) changes nothing.
-            let Some(query) = st.phase.take_store() else {
+            let Some(query) = st.phase.take_store(id) else {
                 return;
             };
             let mut host = self.host(&shared.metrics);
@@ -477,18 +476,20 @@ impl Stream {
                         call.timeout_ms,
                     );
                     self.calling_out.set(false);
-                    let early = self.early_answer.borrow_mut().take();
+                    let early = self.early_answer.take();
                     if self.gone.get() {
                         // Envoy ended the stream inside the send: nothing more to decide or call.
                         st.phase = Phase::Answered;
                         return Step::Hold;
                     }
                     let answer = match (sent, early) {
-                        (Ok(_), None) => {
-                            st.phase = Phase::Store { query };
+                        (Ok(id), Some((answered, a))) if answered == id => {
+                            StoreAnswer::from_response(a.status(), &a.body)
+                        }
+                        (Ok(id), _) => {
+                            st.phase = Phase::Store { id, query };
                             return Step::Hold;
                         }
-                        (Ok(_), Some(a)) => StoreAnswer::from_response(a.status(), &a.body),
                         (Err(e), _) => StoreAnswer::Failed(format!(
                             "cannot reach the replay store cluster {:?}: {e}",
                             call.cluster
@@ -1329,6 +1330,24 @@ pub(crate) mod tests {
             TrailersStatus::STOP_ITERATION
         );
         assert_eq!(s.complete().sent[0].0, 500);
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn only_the_answer_to_the_store_callout_decides() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &with_store("reject")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(true), HeadersStatus::STOP_ITERATION);
+        let (id, _, _) = s.fake(|f| f.callouts.pop()).unwrap();
+        // An answer to some other callout (a stale or stray one) changes nothing.
+        s.callout_done(id + 100, CalloutResult::SUCCESS, Some("201"), b"");
+        assert_eq!(s.fake(|f| f.continued), 0);
+        s.callout_done(id, CalloutResult::SUCCESS, Some("409"), b"");
+        let done = s.complete();
+        assert_eq!(done.continued, 0);
+        assert_eq!(done.sent.len(), 1);
+        assert_eq!(done.sent[0].0, 429);
         no_violations_nothing_left();
     }
 
