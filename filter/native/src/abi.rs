@@ -8,7 +8,7 @@
 //!
 //! Every exported hook runs under `catch_unwind`. A panic in a request's hook answers that
 //! request 500 (unless it was already answered or passed on) and poisons the stream: its
-//! later hooks only let things pass. A panic while loading or configuring refuses the load or
+//! later request hooks stop, its other hooks do nothing. A panic while loading or configuring refuses the load or
 //! the configuration.
 
 use std::ffi::{c_char, c_void, CStr};
@@ -880,13 +880,13 @@ where
     guarded(what, passive, || stream.on_panic(), || f(&stream))
 }
 
-/// The request-path variant: after a panic the stream is held (the 500 went out). Without
-/// its stream (NULL) nothing of the request is known: it is refused.
+/// The request-path variant: it stops whenever the stream cannot decide: after a panic (the
+/// 500 went out, or the request was answered or passed already), once Envoy destroyed the
+/// stream, and without its stream (NULL: nothing of the request is known, it is refused).
 fn request_hook<R: Copy>(
     fe: FilterEnvoyPtr,
     p: FilterModulePtr,
     what: &str,
-    passive: R,
     stopped: R,
     f: impl FnOnce(&Stream) -> R,
 ) -> R {
@@ -895,11 +895,8 @@ fn request_hook<R: Copy>(
         refuse_without_stream(fe, what);
         return stopped;
     };
-    if stream.gone() {
+    if stream.gone() || stream.poisoned() {
         return stopped;
-    }
-    if stream.poisoned() {
-        return passive;
     }
     guarded(what, stopped, || stream.on_panic(), || f(&stream))
 }
@@ -1037,7 +1034,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         fe,
         filter,
         "request_headers",
-        HeadersStatus::CONTINUE,
         HeadersStatus::STOP_ITERATION,
         |s| s.on_request_headers(end_of_stream),
     )
@@ -1053,7 +1049,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
         fe,
         filter,
         "request_body",
-        BodyStatus::CONTINUE,
         BodyStatus::STOP_ITERATION_NO_BUFFER,
         |s| s.on_request_body(end_of_stream),
     )
@@ -1068,7 +1063,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
         fe,
         filter,
         "request_trailers",
-        TrailersStatus::CONTINUE,
         TrailersStatus::STOP_ITERATION,
         |s| s.on_request_trailers(),
     )

@@ -105,7 +105,8 @@ pub struct Stream {
     filter: FilterHandle,
     token: u64,
     state: RefCell<State>,
-    /// A panic was caught in one of its hooks: every later hook lets things pass.
+    /// A panic was caught in one of its hooks: its later request hooks stop, the others do
+    /// nothing.
     poisoned: Cell<bool>,
     /// A local reply was sent or the request was passed on: the 500 after a panic is not.
     concluded: Cell<bool>,
@@ -161,7 +162,7 @@ impl Stream {
     }
 
     /// After a panic in one of its hooks: answer 500 unless already answered or passed on;
-    /// from now on every hook lets things pass.
+    /// from now on its request hooks stop and its other hooks do nothing.
     pub fn on_panic(&self) {
         self.poisoned.set(true);
         if let Some(shared) = &self.shared {
@@ -1390,14 +1391,17 @@ pub(crate) mod tests {
         let config = FakeConfig::new("web_bot_auth", &pinned("enforce")).unwrap();
         let s = config.stream(&refs(&request(false, &[("x-wba-test-panic", "1")])));
         assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        // Poisoned: the 500 went out, and nothing of the request passes after it.
         assert_eq!(
-            s.body(b"x", true),
-            BodyStatus::CONTINUE,
-            "poisoned: passive"
+            s.body(b"x", false),
+            BodyStatus::STOP_ITERATION_NO_BUFFER,
+            "poisoned: stopped"
         );
+        assert_eq!(s.trailers(), TrailersStatus::STOP_ITERATION);
         let done = s.complete();
         assert_eq!(done.sent.len(), 1);
         assert_eq!(done.sent[0].0, 500);
+        assert_eq!(done.continued, 0);
         assert_eq!(fake::with(|e| e.stat("web_bot_auth.host_error")), 1);
         let next = config.stream(&refs(&request(false, &[])));
         assert_eq!(next.headers(true), HeadersStatus::CONTINUE);
