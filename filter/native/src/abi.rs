@@ -8,11 +8,12 @@
 //!
 //! Every exported hook runs under `catch_unwind`. A panic in a request's hook answers that
 //! request 500 (unless it was already answered or passed on) and poisons the stream: its
-//! later hooks only let things pass. A panic while loading or configuring refuses the load or
+//! later request hooks stop, its other hooks do nothing. A panic while loading or configuring refuses the load or
 //! the configuration.
 
 use std::ffi::{c_char, c_void, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 use crate::config::FilterConfig;
@@ -109,7 +110,10 @@ macro_rules! c_enum {
     };
 }
 
-c_enum!(HeaderType { REQUEST_HEADER = 0 });
+c_enum!(HeaderType {
+    REQUEST_HEADER = 0,
+    REQUEST_TRAILER = 1
+});
 c_enum!(BodyType {
     RECEIVED_REQUEST_BODY = 0,
     BUFFERED_REQUEST_BODY = 1
@@ -322,14 +326,25 @@ impl FilterHandle {
     /// bytes 0x80-0xFF in values; such a covered field then fails verification: the safe
     /// side). `None` when Envoy has none to give.
     pub fn request_headers(self) -> Option<Vec<(String, String)>> {
+        self.header_map(HeaderType::REQUEST_HEADER)
+    }
+
+    /// The request trailers (inside the trailers hook: Envoy has them only from then on),
+    /// decoded lossily. `Some(empty)` when the request has none; `None` when Envoy could not
+    /// hand over those it has.
+    pub fn request_trailers(self) -> Option<Vec<(String, String)>> {
+        self.header_map(HeaderType::REQUEST_TRAILER)
+    }
+
+    fn header_map(self, kind: HeaderType) -> Option<Vec<(String, String)>> {
         let h = host()?;
         // SAFETY: `self.0` is live (see the type); Envoy fills at most `size` entries whose
         // pointers stay valid until this hook returns or the map is changed; both are copied
         // out before either happens.
         unsafe {
-            let size = (h.get_headers_size)(self.0, HeaderType::REQUEST_HEADER);
+            let size = (h.get_headers_size)(self.0, kind);
             let mut raw = vec![EnvoyHttpHeader::EMPTY; size];
-            if size > 0 && !(h.get_headers)(self.0, HeaderType::REQUEST_HEADER, raw.as_mut_ptr()) {
+            if size > 0 && !(h.get_headers)(self.0, kind, raw.as_mut_ptr()) {
                 return None;
             }
             Some(
@@ -347,31 +362,27 @@ impl FilterHandle {
 
     /// Sets (replaces every line of) a request header.
     pub fn set_request_header(self, name: &str, value: &str) {
-        if let Some(h) = host() {
-            // SAFETY: live handle; both buffers outlive the call (Envoy copies them).
-            unsafe {
-                (h.set_header)(
-                    self.0,
-                    HeaderType::REQUEST_HEADER,
-                    ModuleBuffer::of(name.as_bytes()),
-                    ModuleBuffer::of(value.as_bytes()),
-                );
-            }
-        }
+        self.set(HeaderType::REQUEST_HEADER, name, Some(value));
     }
 
-    /// Removes every line of a request header (a NULL value means "remove").
+    /// Removes every line of a request header.
     pub fn remove_request_header(self, name: &str) {
+        self.set(HeaderType::REQUEST_HEADER, name, None);
+    }
+
+    /// Removes every line of a request trailer (inside the trailers hook).
+    pub fn remove_request_trailer(self, name: &str) {
+        self.set(HeaderType::REQUEST_TRAILER, name, None);
+    }
+
+    /// Sets, or removes (`None`: a NULL value is the documented "remove" form), every line of
+    /// `name` in the map `kind`.
+    fn set(self, kind: HeaderType, name: &str, value: Option<&str>) {
         if let Some(h) = host() {
-            // SAFETY: live handle; the key outlives the call; a NULL value is the documented
-            // "remove" form.
+            let value = value.map_or_else(ModuleBuffer::null, |v| ModuleBuffer::of(v.as_bytes()));
+            // SAFETY: live handle; the key and value outlive the call (Envoy copies them).
             unsafe {
-                (h.set_header)(
-                    self.0,
-                    HeaderType::REQUEST_HEADER,
-                    ModuleBuffer::of(name.as_bytes()),
-                    ModuleBuffer::null(),
-                );
+                (h.set_header)(self.0, kind, ModuleBuffer::of(name.as_bytes()), value);
             }
         }
     }
@@ -829,13 +840,29 @@ unsafe fn config_ref<'a>(p: ConfigModulePtr) -> Option<&'a FilterConfig> {
     unsafe { p.cast::<FilterConfig>().as_ref() }
 }
 
+/// A stream, shared by Envoy and the hooks running for it.
+///
+/// `filter_new` hands Envoy one reference (`Rc::into_raw`), which `filter_destroy` takes
+/// back; each hook holds another while it runs. Envoy may destroy a stream inline, inside a
+/// callback one of its hooks makes (`send_response`, `continue_decoding` and `http_callout`
+/// can end the stream before they return): the stream is then marked gone (it calls Envoy no
+/// more) and freed only when the outermost hook returns, never under a hook that uses it.
+///
 /// # Safety
-/// `p` is a pointer `filter_new` returned and `filter_destroy` has not consumed.
-unsafe fn stream_ref<'a>(p: FilterModulePtr) -> Option<&'a Stream> {
-    // SAFETY: `p` came from `Box::into_raw(Box<Stream>)` and is alive until filter_destroy.
-    // Only shared references are made: hooks of one stream can nest (send_response and
-    // continue_decoding run others inline) and the stream's state is in cells.
-    unsafe { p.cast::<Stream>().as_ref() }
+/// `p` is NULL or a pointer `filter_new` returned whose `filter_destroy` has not run (so
+/// Envoy's reference is still counted).
+unsafe fn stream_rc(p: FilterModulePtr) -> Option<Rc<Stream>> {
+    if p.is_null() {
+        return None;
+    }
+    let p = p.cast::<Stream>();
+    // SAFETY: `p` came from `Rc::into_raw` in filter_new and Envoy's reference keeps it alive
+    // (the caller's contract); this adds the hook's own reference, dropped when it returns.
+    // Only shared references are made: hooks of one stream can nest and its state is in cells.
+    unsafe {
+        Rc::increment_strong_count(p);
+        Some(Rc::from_raw(p))
+    }
 }
 
 /// A stream hook: no-op fallback after poisoning; a panic answers 500 and poisons.
@@ -844,31 +871,50 @@ where
     R: Copy,
 {
     // SAFETY: Envoy passes the pointer filter_new returned, until filter_destroy.
-    let Some(stream) = (unsafe { stream_ref(p) }) else {
+    let Some(stream) = (unsafe { stream_rc(p) }) else {
         return passive;
     };
-    if stream.poisoned() {
+    if stream.poisoned() || stream.gone() {
         return passive;
     }
-    guarded(what, passive, || stream.on_panic(), || f(stream))
+    guarded(what, passive, || stream.on_panic(), || f(&stream))
 }
 
-/// The request-path variant: after a panic the stream is held (the 500 went out).
+/// The request-path variant: it stops whenever the stream cannot decide: after a panic (the
+/// 500 went out, or the request was answered or passed already), once Envoy destroyed the
+/// stream, and without its stream (NULL: nothing of the request is known, it is refused).
 fn request_hook<R: Copy>(
+    fe: FilterEnvoyPtr,
     p: FilterModulePtr,
     what: &str,
-    passive: R,
     stopped: R,
     f: impl FnOnce(&Stream) -> R,
 ) -> R {
     // SAFETY: Envoy passes the pointer filter_new returned, until filter_destroy.
-    let Some(stream) = (unsafe { stream_ref(p) }) else {
-        return passive;
+    let Some(stream) = (unsafe { stream_rc(p) }) else {
+        refuse_without_stream(fe, what);
+        return stopped;
     };
-    if stream.poisoned() {
-        return passive;
+    if stream.gone() || stream.poisoned() {
+        return stopped;
     }
-    guarded(what, stopped, || stream.on_panic(), || f(stream))
+    guarded(what, stopped, || stream.on_panic(), || f(&stream))
+}
+
+/// A request hook Envoy calls with no stream of this module (NULL): nothing of the request was
+/// checked, so none of it passes: 500 (when Envoy names its filter object), and the hook stops.
+fn refuse_without_stream(fe: FilterEnvoyPtr, what: &str) {
+    let _ = catch_unwind(|| {
+        log(
+            LogLevel::ERROR,
+            &format!(
+                "web-bot-auth: {what} without a stream of this module (NULL): refused with 500"
+            ),
+        );
+        if !fe.is_null() {
+            FilterHandle(fe).send_response(500, &[], "", crate::stream::PANIC_DETAILS);
+        }
+    });
 }
 
 /// Loads the module: resolves the callbacks and checks that this Envoy's ABI is 1.40.0's.
@@ -956,11 +1002,15 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         || Some(Stream::new(config, FilterHandle(filter_envoy))),
     );
     match made {
-        Some(s) => Box::into_raw(Box::new(s)).cast_const().cast(),
+        // Envoy's reference (see `stream_rc`).
+        Some(s) => Rc::into_raw(Rc::new(s)).cast(),
         None => std::ptr::null(),
     }
 }
 
+/// Envoy is done with the stream; maybe inline, inside a callback a hook of it made (then the
+/// stream is freed when that hook returns).
+///
 /// # Safety
 /// `filter` is a pointer `filter_new` returned, passed once.
 #[no_mangle]
@@ -968,22 +1018,22 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: Fil
     if filter.is_null() {
         return;
     }
-    // SAFETY: `filter` came from Box::into_raw in filter_new; Envoy destroys it once, after
-    // every other hook of the stream.
-    let boxed = unsafe { Box::from_raw(filter.cast::<Stream>().cast_mut()) };
-    guarded("filter_destroy", (), || {}, move || boxed.destroy());
+    // SAFETY: `filter` came from Rc::into_raw in filter_new; Envoy destroys it once: this
+    // takes Envoy's reference back (hooks still running hold their own).
+    let stream = unsafe { Rc::from_raw(filter.cast::<Stream>()) };
+    guarded("filter_destroy", (), || {}, move || stream.destroy());
 }
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
-    _fe: FilterEnvoyPtr,
+    fe: FilterEnvoyPtr,
     filter: FilterModulePtr,
     end_of_stream: bool,
 ) -> HeadersStatus {
     request_hook(
+        fe,
         filter,
         "request_headers",
-        HeadersStatus::CONTINUE,
         HeadersStatus::STOP_ITERATION,
         |s| s.on_request_headers(end_of_stream),
     )
@@ -991,14 +1041,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    _fe: FilterEnvoyPtr,
+    fe: FilterEnvoyPtr,
     filter: FilterModulePtr,
     end_of_stream: bool,
 ) -> BodyStatus {
     request_hook(
+        fe,
         filter,
         "request_body",
-        BodyStatus::CONTINUE,
         BodyStatus::STOP_ITERATION_NO_BUFFER,
         |s| s.on_request_body(end_of_stream),
     )
@@ -1006,13 +1056,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    _fe: FilterEnvoyPtr,
+    fe: FilterEnvoyPtr,
     filter: FilterModulePtr,
 ) -> TrailersStatus {
     request_hook(
+        fe,
         filter,
         "request_trailers",
-        TrailersStatus::CONTINUE,
         TrailersStatus::STOP_ITERATION,
         |s| s.on_request_trailers(),
     )
@@ -1209,7 +1259,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
 pub(crate) mod fake {
     use super::*;
     use std::cell::RefCell;
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
 
     type Headers = Vec<(String, String)>;
     /// A local reply: status, headers, body, details.
@@ -1234,8 +1284,23 @@ pub(crate) mod fake {
         pub callout_init: u32,
         /// An answer (status) Envoy gives inside `http_callout`, before it returns.
         pub inline_status: Option<String>,
+        /// The request trailers (`None`: none came, Envoy has no trailer map).
+        pub trailers: Option<Vec<(String, String)>>,
+        /// Envoy cannot hand the trailers over (it counts them, `get_headers` fails).
+        pub trailers_unreadable: bool,
+        /// Envoy completes and destroys the stream inside this callback, before it returns
+        /// (a local reply or a reset that ends the stream at once).
+        pub destroy_inside: Option<Inside>,
         /// The module's pointer for this stream (set by the driver).
         module: usize,
+    }
+
+    /// A callback inside which Envoy can end the stream.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Inside {
+        SendResponse,
+        ContinueDecoding,
+        HttpCallout,
     }
 
     #[derive(Debug, Default)]
@@ -1259,6 +1324,13 @@ pub(crate) mod fake {
         config_module: usize,
         /// Misuses of the ABI the fake noticed (a real Envoy would misbehave).
         pub violations: Vec<String>,
+        /// Streams Envoy destroyed (`filter_destroy` called): a callback on one is a misuse.
+        pub destroyed: HashSet<usize>,
+        /// Streams whose hooks the fake re-entered from inside a callback (count by stream):
+        /// the module's stream must stay alive while any of them runs.
+        reentered: HashMap<usize, u32>,
+        /// The module's stream objects alive (made by `filter_new`, not yet freed).
+        pub live_streams: usize,
         next: usize,
     }
 
@@ -1291,6 +1363,86 @@ pub(crate) mod fake {
 
     fn id(p: *mut c_void) -> usize {
         p.addr()
+    }
+
+    /// The stream of a filter callback; a callback on a destroyed stream is a misuse.
+    fn stream_of<'a>(
+        e: &'a mut FakeEnvoy,
+        f: FilterEnvoyPtr,
+        what: &str,
+    ) -> Option<&'a mut FakeStream> {
+        if e.destroyed.contains(&id(f)) {
+            e.violations
+                .push(format!("{what} on stream {} after filter_destroy", id(f)));
+            return None;
+        }
+        e.streams.get_mut(&id(f))
+    }
+
+    /// The header map of a stream a header callback names.
+    fn map_of<'a>(
+        e: &'a mut FakeEnvoy,
+        f: FilterEnvoyPtr,
+        kind: HeaderType,
+        what: &str,
+    ) -> Option<&'a mut Vec<(String, String)>> {
+        if kind != HeaderType::REQUEST_HEADER && kind != HeaderType::REQUEST_TRAILER {
+            e.violations.push(format!("{what}: header type {}", kind.0));
+            return None;
+        }
+        let s = stream_of(e, f, what)?;
+        if kind == HeaderType::REQUEST_HEADER {
+            Some(&mut s.headers)
+        } else {
+            s.trailers.as_mut()
+        }
+    }
+
+    /// Calls hooks of stream `n` from inside a callback it made (as Envoy can).
+    fn reenter(n: usize, f: impl FnOnce()) {
+        with(|e| *e.reentered.entry(n).or_default() += 1);
+        f();
+        with(|e| *e.reentered.entry(n).or_default() -= 1);
+    }
+
+    /// Envoy ends stream `n` inside a callback (`Inside`): completes and destroys it.
+    fn destroy_inline(n: usize, module: usize) {
+        reenter(n, || {
+            let p = std::ptr::with_exposed_provenance::<c_void>(module);
+            envoy_dynamic_module_on_http_filter_stream_complete(ptr(n), p);
+            with(|e| e.destroyed.insert(n));
+            // SAFETY: the stream's module pointer, destroyed once (the driver skips it later).
+            unsafe { envoy_dynamic_module_on_http_filter_destroy(p) };
+        });
+    }
+
+    /// Envoy ends the stream inside `inside` if the test asked for it.
+    fn maybe_destroy(f: FilterEnvoyPtr, inside: Inside) {
+        let module = with(|e| {
+            let s = e.streams.get_mut(&id(f))?;
+            if s.destroy_inside != Some(inside) || e.destroyed.contains(&id(f)) {
+                return None;
+            }
+            s.destroy_inside = None;
+            Some(s.module)
+        });
+        if let Some(module) = module {
+            destroy_inline(id(f), module);
+        }
+    }
+
+    /// The module freed a stream object (test builds call this from its `Drop`): never while
+    /// a hook of it is still running up the stack (a callback it made re-entered the module).
+    pub(crate) fn stream_dropped(filter: FilterHandle) {
+        let n = id(filter.0);
+        with(|e| {
+            e.live_streams = e.live_streams.saturating_sub(1);
+            if e.reentered.get(&n).copied().unwrap_or(0) > 0 {
+                e.violations.push(format!(
+                    "stream {n} freed inside a callback of its own hook (use after free up the stack)"
+                ));
+            }
+        });
     }
 
     fn ptr(n: usize) -> *mut c_void {
@@ -1336,19 +1488,24 @@ pub(crate) mod fake {
     unsafe extern "C" fn is_validation_mode() -> bool {
         with(|e| e.validation_mode)
     }
-    unsafe extern "C" fn get_headers_size(f: FilterEnvoyPtr, _: HeaderType) -> usize {
-        with(|e| e.streams.get(&id(f)).map_or(0, |s| s.headers.len()))
+    unsafe extern "C" fn get_headers_size(f: FilterEnvoyPtr, kind: HeaderType) -> usize {
+        with(|e| map_of(e, f, kind, "get_headers_size").map_or(0, |m| m.len()))
     }
     unsafe extern "C" fn get_headers(
         f: FilterEnvoyPtr,
-        _: HeaderType,
+        kind: HeaderType,
         out: *mut EnvoyHttpHeader,
     ) -> bool {
         with(|e| {
-            let Some(s) = e.streams.get(&id(f)) else {
+            let unreadable = kind == HeaderType::REQUEST_TRAILER
+                && e.streams.get(&id(f)).is_some_and(|s| s.trailers_unreadable);
+            let Some(m) = map_of(e, f, kind, "get_headers") else {
                 return false;
             };
-            for (i, (k, v)) in s.headers.iter().enumerate() {
+            if unreadable {
+                return false;
+            }
+            for (i, (k, v)) in m.iter().enumerate() {
                 // SAFETY: the module allocated `get_headers_size` entries; the strings live
                 // in the thread's fake until the module changes the map (it copies first).
                 unsafe {
@@ -1365,19 +1522,19 @@ pub(crate) mod fake {
     }
     unsafe extern "C" fn set_header(
         f: FilterEnvoyPtr,
-        _: HeaderType,
+        kind: HeaderType,
         k: ModuleBuffer,
         v: ModuleBuffer,
     ) -> bool {
         // SAFETY: valid buffers from the module (a NULL value means remove).
         let (key, value) = unsafe { (text(k), (!v.ptr.is_null()).then(|| text(v))) };
         with(|e| {
-            let Some(s) = e.streams.get_mut(&id(f)) else {
+            let Some(m) = map_of(e, f, kind, "set_header") else {
                 return false;
             };
-            s.headers.retain(|(n, _)| !n.eq_ignore_ascii_case(&key));
+            m.retain(|(n, _)| !n.eq_ignore_ascii_case(&key));
             if let Some(v) = value {
-                s.headers.push((key, v));
+                m.push((key, v));
             }
             true
         })
@@ -1393,24 +1550,26 @@ pub(crate) mod fake {
         // SAFETY: valid views from the module.
         let (h, body, details) = unsafe { (pairs(h, n), text(body), text(details)) };
         with(|e| {
-            if let Some(s) = e.streams.get_mut(&id(f)) {
+            if let Some(s) = stream_of(e, f, "send_response") {
                 s.sent.push((status, h, body, details));
             }
         });
+        maybe_destroy(f, Inside::SendResponse);
     }
     unsafe extern "C" fn continue_decoding(f: FilterEnvoyPtr) {
         with(|e| {
-            if let Some(s) = e.streams.get_mut(&id(f)) {
+            if let Some(s) = stream_of(e, f, "continue_decoding") {
                 s.continued += 1;
             }
         });
+        maybe_destroy(f, Inside::ContinueDecoding);
     }
     unsafe extern "C" fn get_buffer_limit(f: FilterEnvoyPtr) -> u64 {
-        with(|e| e.streams.get(&id(f)).map_or(0, |s| s.buffer_limit))
+        with(|e| stream_of(e, f, "get_buffer_limit").map_or(0, |s| s.buffer_limit))
     }
     unsafe extern "C" fn set_buffer_limit(f: FilterEnvoyPtr, l: u64) {
         with(|e| {
-            if let Some(s) = e.streams.get_mut(&id(f)) {
+            if let Some(s) = stream_of(e, f, "set_buffer_limit") {
                 s.buffer_limit = l;
             }
         });
@@ -1424,8 +1583,7 @@ pub(crate) mod fake {
     }
     unsafe extern "C" fn get_body_chunks_size(f: FilterEnvoyPtr, kind: BodyType) -> usize {
         with(|e| {
-            e.streams
-                .get(&id(f))
+            stream_of(e, f, "get_body_chunks_size")
                 .map_or(0, |s| usize::from(!body_of(s, kind).is_empty()))
         })
     }
@@ -1435,7 +1593,7 @@ pub(crate) mod fake {
         out: *mut EnvoyBuffer,
     ) -> bool {
         with(|e| {
-            let Some(s) = e.streams.get(&id(f)) else {
+            let Some(s) = stream_of(e, f, "get_body_chunks") else {
                 return false;
             };
             let b = body_of(s, kind);
@@ -1460,7 +1618,7 @@ pub(crate) mod fake {
         // SAFETY: valid buffers from the module.
         let (k, v) = unsafe { (text(k), text(v)) };
         with(|e| {
-            let Some(s) = e.streams.get_mut(&id(f)) else {
+            let Some(s) = stream_of(e, f, "set_filter_state") else {
                 return false;
             };
             // Envoy's read-only filter state: a second value for a key is a bug.
@@ -1496,8 +1654,15 @@ pub(crate) mod fake {
         _: usize,
         v: u64,
     ) -> MetricsResult {
-        let _ = p;
-        with(|e| *e.values.entry(i).or_default() += v);
+        with(|e| {
+            if e.destroyed.contains(&id(p)) {
+                e.violations.push(format!(
+                    "increment_counter on stream {} after filter_destroy",
+                    id(p)
+                ));
+            }
+            *e.values.entry(i).or_default() += v
+        });
         MetricsResult::SUCCESS
     }
     unsafe extern "C" fn set(
@@ -1523,7 +1688,7 @@ pub(crate) mod fake {
         let (cluster, h) = unsafe { (text(cluster), pairs(h, n)) };
         let r = with(|e| {
             let cid = e.next() as u64;
-            let s = e.streams.get_mut(&id(f))?;
+            let s = stream_of(e, f, "http_callout")?;
             if s.callout_init != 0 {
                 return Some((s.callout_init, 0, None, 0));
             }
@@ -1536,7 +1701,7 @@ pub(crate) mod fake {
         if let Some(status) = inline {
             let hs = [status_header(&status)];
             // SAFETY: the stream's module pointer, alive; views valid for the call.
-            unsafe {
+            reenter(id(f), || unsafe {
                 envoy_dynamic_module_on_http_filter_http_callout_done(
                     f,
                     std::ptr::with_exposed_provenance::<c_void>(module),
@@ -1547,8 +1712,9 @@ pub(crate) mod fake {
                     std::ptr::null(),
                     0,
                 )
-            };
+            });
         }
+        maybe_destroy(f, Inside::HttpCallout);
         // SAFETY: valid out-pointer.
         unsafe { out.write(cid) };
         CalloutInitResult(init)
@@ -1603,6 +1769,9 @@ pub(crate) mod fake {
 
     unsafe extern "C" fn scheduler_new(f: FilterEnvoyPtr) -> SchedulerPtr {
         with(|e| {
+            if stream_of(e, f, "scheduler_new").is_none() {
+                return std::ptr::null_mut();
+            }
             let s = e.next();
             e.schedulers.insert(s, id(f));
             ptr(s)
@@ -1759,8 +1928,23 @@ pub(crate) mod fake {
             // SAFETY: the config is alive.
             let p = unsafe { envoy_dynamic_module_on_http_filter_new(self.0, ptr(n)) };
             assert!(!p.is_null());
-            with(|e| e.streams.get_mut(&n).expect("stream").module = p.expose_provenance());
+            with(|e| {
+                e.live_streams += 1;
+                e.streams.get_mut(&n).expect("stream").module = p.expose_provenance()
+            });
             Stream { n, p }
+        }
+
+        /// A stream whose module pointer is NULL (as if `filter_new` had given none).
+        pub fn unknown_stream(&self, headers: &[(&str, &str)]) -> Stream {
+            let s = self.stream(headers);
+            // Envoy's side stays; the module's stream is freed now, and hooks get NULL.
+            // SAFETY: from filter_new, destroyed once.
+            unsafe { envoy_dynamic_module_on_http_filter_destroy(s.p) };
+            Stream {
+                n: s.n,
+                p: std::ptr::null(),
+            }
         }
     }
 
@@ -1803,8 +1987,25 @@ pub(crate) mod fake {
             r
         }
 
+        /// Trailers end the request (Envoy's map, as the stream has it: none unless set).
         pub fn trailers(&self) -> TrailersStatus {
+            self.fake(|s| {
+                s.trailers.get_or_insert_with(Vec::new);
+            });
             envoy_dynamic_module_on_http_filter_request_trailers(ptr(self.n), self.p)
+        }
+
+        /// These trailers end the request.
+        pub fn trailers_of(&self, trailers: &[(&str, &str)]) -> TrailersStatus {
+            self.fake(|s| {
+                s.trailers = Some(
+                    trailers
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                )
+            });
+            self.trailers()
         }
 
         /// Runs the scheduler events committed to this stream.
@@ -1861,10 +2062,14 @@ pub(crate) mod fake {
             envoy_dynamic_module_on_http_filter_stream_complete(ptr(self.n), self.p);
         }
 
+        /// Envoy completes and destroys the stream (unless it did already, inline).
         pub fn complete(self) -> FakeStream {
-            envoy_dynamic_module_on_http_filter_stream_complete(ptr(self.n), self.p);
-            // SAFETY: from filter_new, destroyed once.
-            unsafe { envoy_dynamic_module_on_http_filter_destroy(self.p) };
+            if !with(|e| e.destroyed.contains(&self.n)) {
+                envoy_dynamic_module_on_http_filter_stream_complete(ptr(self.n), self.p);
+                with(|e| e.destroyed.insert(self.n));
+                // SAFETY: from filter_new, destroyed once.
+                unsafe { envoy_dynamic_module_on_http_filter_destroy(self.p) };
+            }
             with(|e| e.streams.remove(&self.n).expect("stream"))
         }
     }

@@ -1,10 +1,12 @@
 //! Property tests: arbitrary requests (headers, body frames, trailers) and arbitrary key
 //! directory answers through the module's hooks, as Envoy calls them. No hook may panic (a
-//! caught panic logs "internal error (panic)"), a stream is answered at most once, and the
-//! fake Envoy sees no misuse of its ABI (filter state set twice, a deleted scheduler used).
+//! caught panic logs "internal error (panic)"), a stream is answered at most once, no trailer
+//! of ours goes on with a request, and the fake Envoy sees no misuse of its ABI (filter state
+//! set twice, a deleted scheduler used, a callback on a destroyed stream).
 
 use proptest::prelude::*;
 use wba_filter::content_digest;
+use wba_filter::plan::is_owned_header;
 
 use crate::abi::fake::{self, Config};
 use crate::abi::{BodyStatus, CalloutResult, HeadersStatus};
@@ -18,8 +20,16 @@ fn header_name() -> impl Strategy<Value = String> {
         Just("signature-agent".to_string()),
         Just("content-digest".to_string()),
         Just("x-web-bot-auth-result".to_string()),
-        "[a-z_-]{1,12}",
+        Just("X_Web_Bot_Auth_Agent".to_string()),
+        "[a-zA-Z_-]{1,12}",
     ]
+}
+
+/// Request trailers: none (`None`), or some, ours forged among them.
+type Trailers = Option<Vec<(String, String)>>;
+
+fn trailers() -> impl Strategy<Value = Trailers> {
+    prop::option::of(prop::collection::vec((header_name(), header_value()), 0..4))
 }
 
 fn header_value() -> impl Strategy<Value = String> {
@@ -32,15 +42,15 @@ fn header_value() -> impl Strategy<Value = String> {
     ]
 }
 
-/// A request: its headers, body frames, whether trailers end it. A signed one may cover a
+/// A request: its headers, body frames, the trailers that end it. A signed one may cover a
 /// `Content-Digest` (of its body, or of another), so the body is held and checked.
-fn exchange() -> impl Strategy<Value = (Vec<(String, String)>, Vec<Vec<u8>>, bool)> {
+fn exchange() -> impl Strategy<Value = (Vec<(String, String)>, Vec<Vec<u8>>, Trailers)> {
     (
         any::<bool>(),
         0..3usize,
         prop::collection::vec((header_name(), header_value()), 0..6),
         prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 0..4),
-        any::<bool>(),
+        trailers(),
     )
         .prop_map(|(signed, digest, extra, body, trailers)| {
             let whole: Vec<u8> = body.concat();
@@ -60,23 +70,21 @@ fn exchange() -> impl Strategy<Value = (Vec<(String, String)>, Vec<Vec<u8>>, boo
         })
 }
 
-fn drive(config: &Config, headers: &[(String, String)], body: &[Vec<u8>], trailers: bool) {
+fn drive(config: &Config, headers: &[(String, String)], body: &[Vec<u8>], trailers: &Trailers) {
     let refs: Vec<(&str, &str)> = headers
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
     let s = config.stream(&refs);
-    let no_body = body.is_empty() && !trailers;
+    let no_body = body.is_empty() && trailers.is_none();
     let status = s.headers(no_body);
     assert!(status == HeadersStatus::CONTINUE || status == HeadersStatus::STOP_ITERATION);
     for (i, chunk) in body.iter().enumerate() {
-        let last = i + 1 == body.len() && !trailers;
+        let last = i + 1 == body.len() && trailers.is_none();
         let r = s.body(chunk, last);
         assert!(r != BodyStatus(2), "never watermark");
     }
-    if trailers {
-        s.trailers();
-    }
+    send_trailers(&s, trailers);
     config.scheduled(EVENT_WAKE);
     s.run_events();
     let done = s.complete();
@@ -85,6 +93,25 @@ fn drive(config: &Config, headers: &[(String, String)], body: &[Vec<u8>], traile
         done.sent.is_empty() || done.continued == 0,
         "answered and passed"
     );
+    no_trailer_of_ours(&done);
+}
+
+fn send_trailers(s: &crate::abi::fake::Stream, trailers: &Trailers) {
+    if let Some(t) = trailers {
+        let refs: Vec<(&str, &str)> = t.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+        s.trailers_of(&refs);
+    }
+}
+
+/// Whatever became of the request, none of our trailers is left in it.
+fn no_trailer_of_ours(done: &fake::FakeStream) {
+    let ours: Vec<_> = done
+        .trailers
+        .iter()
+        .flatten()
+        .filter(|(n, _)| is_owned_header("x-web-bot-auth-", n))
+        .collect();
+    assert!(ours.is_empty(), "trailers of ours left: {ours:?}");
 }
 
 fn clean() {
@@ -106,7 +133,7 @@ proptest! {
         fake::install();
         let mode = ["observe", "enforce", "require"][mode];
         let config = Config::new("web_bot_auth", &pinned(mode)).unwrap();
-        drive(&config, &headers, &body, trailers);
+        drive(&config, &headers, &body, &trailers);
         clean();
     }
 
@@ -129,7 +156,7 @@ proptest! {
         let config = Config::new("web_bot_auth", json).unwrap();
         let refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
         let waiting = config.stream(&refs);
-        waiting.headers(body.is_empty() && !trailers);
+        waiting.headers(body.is_empty() && trailers.is_none());
         config.scheduled(EVENT_WAKE);
         if let Some((id, _, _)) = fake::with(|e| e.config_callouts.pop()) {
             let result = if reset { CalloutResult::RESET } else { CalloutResult::SUCCESS };
@@ -137,14 +164,13 @@ proptest! {
         }
         waiting.run_events();
         for (i, chunk) in body.iter().enumerate() {
-            waiting.body(chunk, i + 1 == body.len() && !trailers);
+            waiting.body(chunk, i + 1 == body.len() && trailers.is_none());
         }
-        if trailers {
-            waiting.trailers();
-        }
+        send_trailers(&waiting, &trailers);
         let done = waiting.complete();
         prop_assert!(done.sent.len() <= 1);
-        drive(&config, &headers, &body, trailers);
+        no_trailer_of_ours(&done);
+        drive(&config, &headers, &body, &trailers);
         clean();
     }
 }

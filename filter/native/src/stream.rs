@@ -9,7 +9,9 @@
 //!
 //! `send_response` and `continue_decoding` can run other hooks of the same stream before they
 //! return, so they are called only after the stream's state is released: each hook decides
-//! (state borrowed), then acts (nothing borrowed).
+//! (state borrowed), then acts (nothing borrowed). They, and `http_callout`, can even end and
+//! destroy the stream before they return: the stream is then [`Stream::gone`] and calls Envoy
+//! no more (its memory lives until the hook returns, see `abi::stream_rc`).
 
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
@@ -30,14 +32,15 @@ use crate::fetcher::{now_ms, EVENT_KEYS};
 /// `%RESPONSE_CODE_DETAILS%` of the module's local replies.
 const DETAILS: &str = "web_bot_auth";
 /// `%RESPONSE_CODE_DETAILS%` of the 500 after an internal error.
-const PANIC_DETAILS: &str = "web_bot_auth_internal_error";
+pub(crate) const PANIC_DETAILS: &str = "web_bot_auth_internal_error";
 /// Filter-state keys: the same the wasm module's properties become (`wasm.` + key), so one
 /// access-log format serves both.
 const FILTER_STATE_PREFIX: &str = "wasm.";
 
-/// Where a request is.
+/// Where a request is. Only a decision changes it (each sets the next phase); an event a
+/// phase does not expect leaves it as it is.
 enum Phase {
-    /// Headers not seen yet.
+    /// Headers not decided yet: no body or trailers may pass.
     Start,
     /// Paused until its agent's keys are fetched.
     Waiting,
@@ -46,12 +49,38 @@ enum Phase {
         pending: Box<PendingBody>,
         hasher: Box<BodyHasher>,
     },
-    /// Verified; the fleet's replay store is asked.
-    Store { query: Box<StoreQuery> },
+    /// Verified; the fleet's replay store is asked (callout `id`).
+    Store { id: u64, query: Box<StoreQuery> },
     /// Passed on.
     Passed,
     /// Answered locally.
     Answered,
+}
+
+impl Phase {
+    /// Takes out the held body for its decision, leaving `Answered` (nothing passes) until the
+    /// decision sets the next phase; any other phase stays as it is (`None`).
+    fn take_body(&mut self) -> Option<(Box<PendingBody>, Box<BodyHasher>)> {
+        match std::mem::replace(self, Phase::Answered) {
+            Phase::Body { pending, hasher } => Some((pending, hasher)),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// Takes out the store query for the decision on the answer to callout `id`, as
+    /// [`Phase::take_body`] (an answer to any other callout leaves the phase).
+    fn take_store(&mut self, id: u64) -> Option<Box<StoreQuery>> {
+        match std::mem::replace(self, Phase::Answered) {
+            Phase::Store { id: sent, query } if sent == id => Some(query),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
 }
 
 struct State {
@@ -76,7 +105,8 @@ pub struct Stream {
     filter: FilterHandle,
     token: u64,
     state: RefCell<State>,
-    /// A panic was caught in one of its hooks: every later hook lets things pass.
+    /// A panic was caught in one of its hooks: its later request hooks stop, the others do
+    /// nothing.
     poisoned: Cell<bool>,
     /// A local reply was sent or the request was passed on: the 500 after a panic is not.
     concluded: Cell<bool>,
@@ -88,9 +118,12 @@ pub struct Stream {
     /// Envoy completed the stream (a client that went away, say): late scheduler events and
     /// callout answers are ignored.
     completed: Cell<bool>,
+    /// Envoy destroyed the stream (maybe inside a callback of a hook still running): no more
+    /// callbacks with its handle.
+    gone: Cell<bool>,
     /// A store callout is being sent: an answer that comes inside the send waits here.
     calling_out: Cell<bool>,
-    early_answer: RefCell<Option<CalloutAnswer>>,
+    early_answer: Cell<Option<(u64, CalloutAnswer)>>,
 }
 
 impl Stream {
@@ -113,8 +146,9 @@ impl Stream {
             logged: Cell::new(0),
             registered: Cell::new(false),
             completed: Cell::new(false),
+            gone: Cell::new(false),
             calling_out: Cell::new(false),
-            early_answer: RefCell::new(None),
+            early_answer: Cell::new(None),
         }
     }
 
@@ -122,19 +156,26 @@ impl Stream {
         self.poisoned.get()
     }
 
+    /// Envoy destroyed it (`filter_destroy`): its handle is no longer to be used.
+    pub fn gone(&self) -> bool {
+        self.gone.get()
+    }
+
     /// After a panic in one of its hooks: answer 500 unless already answered or passed on;
-    /// from now on every hook lets things pass.
+    /// from now on its request hooks stop and its other hooks do nothing.
     pub fn on_panic(&self) {
         self.poisoned.set(true);
         if let Some(shared) = &self.shared {
             shared.metrics.count(self.filter, Counter::HostError);
         }
-        if !self.concluded.replace(true) {
+        if !self.concluded.replace(true) && !self.gone.get() {
             self.filter.send_response(500, &[], "", PANIC_DETAILS);
         }
     }
 
     pub fn on_request_headers(&self, end_of_stream: bool) -> HeadersStatus {
+        // Benchmark builds: every request passes untouched (its headers are never decided, so
+        // its body and trailers hooks pass too, instead of refusing them as out of order).
         if cfg!(feature = "bench-noop") {
             return HeadersStatus::CONTINUE;
         }
@@ -143,9 +184,14 @@ impl Stream {
         };
         self.fault_panic();
         let step = {
+            // Borrowed, or headers again (Envoy sends them once): whatever decides the request
+            // is elsewhere; this hook lets nothing pass.
             let Ok(mut st) = self.state.try_borrow_mut() else {
                 return HeadersStatus::STOP_ITERATION;
             };
+            if !matches!(st.phase, Phase::Start) {
+                return HeadersStatus::STOP_ITERATION;
+            }
             st.body_ended = end_of_stream;
             self.headers_step(&shared, &mut st, true)
         };
@@ -156,6 +202,9 @@ impl Stream {
     }
 
     pub fn on_request_body(&self, end_of_stream: bool) -> BodyStatus {
+        if cfg!(feature = "bench-noop") {
+            return BodyStatus::CONTINUE;
+        }
         let Some(shared) = self.shared.clone() else {
             return BodyStatus::CONTINUE;
         };
@@ -168,11 +217,16 @@ impl Stream {
                 st.body_ended = true;
             }
             match &mut st.phase {
-                Phase::Start | Phase::Passed => return BodyStatus::CONTINUE,
+                Phase::Passed => return BodyStatus::CONTINUE,
                 Phase::Answered => return BodyStatus::STOP_ITERATION_NO_BUFFER,
                 Phase::Waiting | Phase::Store { .. } => {
                     return BodyStatus::STOP_ITERATION_AND_BUFFER
                 }
+                Phase::Start => self.refuse(
+                    &shared,
+                    st,
+                    "a request body came before its headers were decided",
+                ),
                 Phase::Body { hasher, .. } => {
                     self.filter
                         .request_body(false, |chunk| hasher.update(chunk));
@@ -180,10 +234,9 @@ impl Stream {
                     if !too_large && !st.body_ended {
                         return BodyStatus::STOP_ITERATION_AND_BUFFER;
                     }
+                    self.body_decision(&shared, st)
                 }
             }
-            let mut host = self.host(&shared.metrics);
-            self.body_decision(&shared, st, &mut host)
         };
         match self.act(step, false) {
             Step::Pass => BodyStatus::CONTINUE,
@@ -193,9 +246,15 @@ impl Stream {
     }
 
     pub fn on_request_trailers(&self) -> TrailersStatus {
+        if cfg!(feature = "bench-noop") {
+            return TrailersStatus::CONTINUE;
+        }
         let Some(shared) = self.shared.clone() else {
             return TrailersStatus::CONTINUE;
         };
+        // Trailers go on with the request if any of it does, now or once it is resumed (some
+        // upstreams merge them into the headers): ours go first, whatever the phase.
+        let stripped = self.strip_trailers(&shared.config);
         let step = {
             let Ok(mut st) = self.state.try_borrow_mut() else {
                 return TrailersStatus::STOP_ITERATION;
@@ -204,19 +263,39 @@ impl Stream {
             // Trailers end the body.
             st.body_ended = true;
             match st.phase {
-                Phase::Start | Phase::Passed => return TrailersStatus::CONTINUE,
-                Phase::Answered | Phase::Waiting | Phase::Store { .. } => {
-                    return TrailersStatus::STOP_ITERATION
-                }
-                Phase::Body { .. } => {}
+                Phase::Answered => return TrailersStatus::STOP_ITERATION,
+                _ if !stripped => self.refuse(
+                    &shared,
+                    st,
+                    "the filter could not read the request trailers",
+                ),
+                Phase::Passed => return TrailersStatus::CONTINUE,
+                Phase::Waiting | Phase::Store { .. } => return TrailersStatus::STOP_ITERATION,
+                Phase::Start => self.refuse(
+                    &shared,
+                    st,
+                    "request trailers came before the headers were decided",
+                ),
+                Phase::Body { .. } => self.body_decision(&shared, st),
             }
-            let mut host = self.host(&shared.metrics);
-            self.body_decision(&shared, st, &mut host)
         };
         match self.act(step, false) {
             Step::Pass => TrailersStatus::CONTINUE,
             Step::Answer(_) | Step::Hold => TrailersStatus::STOP_ITERATION,
         }
+    }
+
+    /// Removes the request trailers named with the header prefix (any case, `_` for `-`);
+    /// false when Envoy cannot hand the trailers over.
+    fn strip_trailers(&self, config: &Config) -> bool {
+        let Some(trailers) = self.filter.request_trailers() else {
+            return false;
+        };
+        let names = trailers.iter().map(|(n, _)| n.as_str());
+        for name in request_filter::trailers_to_strip(config, names) {
+            self.filter.remove_request_trailer(name);
+        }
+        true
     }
 
     /// The stream's scheduler fired: the keys it waited for are there (or will not come).
@@ -234,14 +313,13 @@ impl Stream {
             if !matches!(st.phase, Phase::Waiting) {
                 return;
             }
-            st.phase = Phase::Start;
             self.headers_step(&shared, &mut st, false)
         };
         self.act(step, true);
     }
 
     /// The replay store answered (or the callout failed).
-    pub fn on_callout_done(&self, _id: u64, answer: &CalloutAnswer) {
+    pub fn on_callout_done(&self, id: u64, answer: &CalloutAnswer) {
         let Some(shared) = self.shared.clone() else {
             return;
         };
@@ -250,16 +328,15 @@ impl Stream {
         }
         if self.calling_out.get() {
             // Inside the send (the hook that sends decides once it returns).
-            if let Ok(mut early) = self.early_answer.try_borrow_mut() {
-                *early = Some(answer.clone());
-            }
+            self.early_answer.set(Some((id, answer.clone())));
             return;
         }
         let step = {
             let Ok(mut st) = self.state.try_borrow_mut() else {
                 return;
             };
-            let Phase::Store { query } = std::mem::replace(&mut st.phase, Phase::Start) else {
+            // An answer no store query waits for (a late or stray one) changes nothing.
+            let Some(query) = st.phase.take_store(id) else {
                 return;
             };
             let mut host = self.host(&shared.metrics);
@@ -275,11 +352,17 @@ impl Stream {
         self.completed.set(true);
     }
 
-    /// `filter_destroy`: a stream that registered a scheduler deletes it; a waiting one is
-    /// forgotten by the main thread.
-    pub fn destroy(self) {
+    /// `filter_destroy` (maybe inside a callback of one of its hooks, which then makes no
+    /// more): a stream that registered a scheduler deletes it; a waiting one is forgotten by
+    /// the main thread.
+    pub fn destroy(&self) {
+        if self.gone.replace(true) {
+            return;
+        }
+        self.completed.set(true);
         if let (Some(shared), true) = (&self.shared, self.registered.get()) {
-            // Never borrowed here (the last hook); if it were, assume waiting (forget it).
+            // Borrowed only when Envoy destroys the stream inside a callout a decision sends;
+            // then assume waiting (forget it).
             let waiting = self
                 .state
                 .try_borrow()
@@ -298,15 +381,24 @@ impl Stream {
     }
 
     /// The verdict of a held body, complete or too large (its hasher says which).
-    fn body_decision(&self, shared: &Shared, st: &mut State, host: &mut NativeHost) -> Step {
-        let Phase::Body { pending, hasher } = std::mem::replace(&mut st.phase, Phase::Start) else {
+    fn body_decision(&self, shared: &Shared, st: &mut State) -> Step {
+        let Some((pending, hasher)) = st.phase.take_body() else {
             return Step::Hold;
         };
+        let mut host = self.host(&shared.metrics);
         let action = with_replay(shared, |replay| {
             let body = Body::hashed(&hasher, &shared.config);
-            request_filter::on_request_body(host, &shared.config, replay, &pending, body)
+            request_filter::on_request_body(&mut host, &shared.config, replay, &pending, body)
         });
-        self.advance(shared, st, host, action, false)
+        self.advance(shared, st, &mut host, action, false)
+    }
+
+    /// Refuses a request whose state cannot account for what came (500, `host_error`): nothing
+    /// of it was checked, so nothing of it passes.
+    fn refuse(&self, shared: &Shared, st: &mut State, detail: &str) -> Step {
+        let mut host = self.host(&shared.metrics);
+        let action = request_filter::fail_closed(&mut host, detail);
+        self.advance(shared, st, &mut host, action, false)
     }
 
     /// Runs the core on the request's headers: on arrival (`may_wait`), or again once the
@@ -356,7 +448,6 @@ impl Stream {
                         shared.fetcher.wait(agent, self.token, scheduler);
                         self.registered.set(true);
                         st.phase = Phase::Waiting;
-                        self.hold_body(config, st);
                         return Step::Hold;
                     }
                     None => request_filter::fail_closed(host, "the request could not be paused"),
@@ -372,11 +463,11 @@ impl Stream {
                             request_filter::on_request_body(host, config, replay, &pending, body)
                         })
                     } else {
+                        self.raise_buffer_limit(config);
                         st.phase = Phase::Body {
                             pending,
                             hasher: Box::new(hasher),
                         };
-                        self.hold_body(config, st);
                         return Step::Hold;
                     }
                 }
@@ -394,14 +485,20 @@ impl Stream {
                         call.timeout_ms,
                     );
                     self.calling_out.set(false);
-                    let early = self.early_answer.borrow_mut().take();
+                    let early = self.early_answer.take();
+                    if self.gone.get() {
+                        // Envoy ended the stream inside the send: nothing more to decide or call.
+                        st.phase = Phase::Answered;
+                        return Step::Hold;
+                    }
                     let answer = match (sent, early) {
-                        (Ok(_), None) => {
-                            st.phase = Phase::Store { query };
-                            self.hold_body(config, st);
+                        (Ok(id), Some((answered, a))) if answered == id => {
+                            StoreAnswer::from_response(a.status(), &a.body)
+                        }
+                        (Ok(id), _) => {
+                            st.phase = Phase::Store { id, query };
                             return Step::Hold;
                         }
-                        (Ok(_), Some(a)) => StoreAnswer::from_response(a.status(), &a.body),
                         (Err(e), _) => StoreAnswer::Failed(format!(
                             "cannot reach the replay store cluster {:?}: {e}",
                             call.cluster
@@ -413,12 +510,11 @@ impl Stream {
         }
     }
 
-    /// While the request waits with body still to come, Envoy buffers it for us: let it hold
-    /// `max_body_bytes` (and one more, to see "too large") instead of answering 413 first.
-    fn hold_body(&self, config: &Config, st: &State) {
-        if st.body_ended {
-            return;
-        }
+    /// The body is held for its `Content-Digest` (the signature verified and covers it, the
+    /// body is still to come): let Envoy buffer `max_body_bytes` (and one more, to see "too
+    /// large") instead of answering 413 first. Only then: a request that waits for keys or
+    /// the store buffers under the operator's limit.
+    fn raise_buffer_limit(&self, config: &Config) {
         let want = (config.max_body_bytes as u64).saturating_add(1);
         let limit = self.filter.buffer_limit();
         // 0: no limit.
@@ -430,6 +526,9 @@ impl Stream {
     /// Carries out a step with the state released: answers, or resumes a paused request
     /// (`resume`: the hook is not the one the request is stopped in).
     fn act(&self, step: Step, resume: bool) -> Step {
+        if self.gone.get() {
+            return step;
+        }
         match &step {
             Step::Answer(r) => {
                 self.concluded.set(true);
@@ -460,6 +559,14 @@ impl Stream {
                 panic!("x-wba-test-panic (fault-panic test build)");
             }
         }
+    }
+}
+
+/// Test builds: the fake Envoy checks when the module frees a stream.
+#[cfg(test)]
+impl Drop for Stream {
+    fn drop(&mut self) {
+        crate::abi::fake::stream_dropped(self.filter);
     }
 }
 
@@ -537,7 +644,7 @@ impl Host for NativeHost<'_> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::abi::fake::{self, Config as FakeConfig};
+    use crate::abi::fake::{self, Config as FakeConfig, Inside};
     use crate::abi::CalloutResult;
     use crate::fetcher::{EVENT_TICK, EVENT_WAKE};
     use ed25519_dalek::SigningKey;
@@ -989,20 +1096,320 @@ pub(crate) mod tests {
         assert_eq!(s.complete().sent[0].0, 503);
     }
 
+    /// No misuse, and every stream object freed.
+    fn no_violations_nothing_left() {
+        no_violations();
+        assert_eq!(
+            fake::with(|e| e.live_streams),
+            0,
+            "a stream was never freed"
+        );
+    }
+
+    #[test]
+    fn envoy_may_destroy_a_stream_inside_its_local_reply() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &pinned("require")).unwrap();
+        let s = config.stream(&refs(&request(false, &[])));
+        s.fake(|f| f.destroy_inside = Some(Inside::SendResponse));
+        assert_eq!(s.headers(true), HeadersStatus::STOP_ITERATION);
+        assert!(fake::with(|e| e.destroyed.contains(&s.n)));
+        assert_eq!(s.complete().sent[0].0, 403);
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn envoy_may_destroy_a_stream_inside_continue_decoding() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &fetched("enforce")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(true), HeadersStatus::STOP_ITERATION);
+        // Resumed, the upstream fails at once and Envoy ends the stream inside the call.
+        s.fake(|f| f.destroy_inside = Some(Inside::ContinueDecoding));
+        config.scheduled(EVENT_WAKE);
+        answer_fetch(&config, "200");
+        assert_eq!(s.run_events(), 1);
+        assert_eq!(s.complete().continued, 1);
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn envoy_may_destroy_a_stream_inside_a_store_callout() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &with_store("reject")).unwrap();
+        // Destroyed inside the send, with and without an answer inside it first.
+        for inline in [None, Some("201"), Some("409")] {
+            let path = format!("/{inline:?}");
+            let s = config.stream(&refs(&request(true, &[(":path", &path)])));
+            s.fake(|f| {
+                f.destroy_inside = Some(Inside::HttpCallout);
+                f.inline_status = inline.map(String::from);
+            });
+            assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+            let done = s.complete();
+            assert_eq!((done.continued, done.sent.len()), (0, 0));
+        }
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn envoy_may_destroy_a_stream_inside_the_reply_to_a_store_answer() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &with_store("reject")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(true), HeadersStatus::STOP_ITERATION);
+        let (id, _, _) = s.fake(|f| f.callouts.pop()).unwrap();
+        s.fake(|f| f.destroy_inside = Some(Inside::SendResponse));
+        s.callout_done(id, CalloutResult::SUCCESS, Some("409"), b"");
+        assert_eq!(s.complete().sent[0].0, 429);
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn a_stray_callout_answer_leaves_a_held_body_held_and_checked() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &pinned("enforce")).unwrap();
+        let digest = content_digest::sha256(b"the signed body");
+        let s = config.stream(&refs(&request(true, &[("content-digest", &digest)])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        // No callout was sent: an answer now changes nothing.
+        s.callout_done(77, CalloutResult::SUCCESS, Some("201"), b"");
+        assert_eq!(
+            s.body(b"another body", true),
+            BodyStatus::STOP_ITERATION_NO_BUFFER
+        );
+        let done = s.complete();
+        assert_eq!(done.sent[0].0, 403);
+        assert_eq!(state(&done, "wasm.wba.reason"), Some("digest_mismatch"));
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn a_stray_callout_answer_leaves_a_waiting_request_waiting() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &fetched("require")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        s.callout_done(77, CalloutResult::SUCCESS, Some("201"), b"");
+        assert_eq!(s.body(b"abc", true), BodyStatus::STOP_ITERATION_AND_BUFFER);
+        assert_eq!(s.fake(|f| f.continued), 0);
+        config.scheduled(EVENT_WAKE);
+        answer_fetch(&config, "200");
+        assert_eq!(s.run_events(), 1);
+        let done = s.complete();
+        assert_eq!(done.continued, 1);
+        assert_eq!(header(&done, "x-web-bot-auth-result"), Some("verified"));
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn a_body_or_trailers_before_the_headers_are_decided_are_refused() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &pinned("observe")).unwrap();
+        let s = config.stream(&refs(&request(false, &[])));
+        assert_eq!(
+            s.body(b"x", false),
+            BodyStatus::STOP_ITERATION_NO_BUFFER,
+            "no headers hook came"
+        );
+        assert_eq!(s.trailers(), TrailersStatus::STOP_ITERATION);
+        let done = s.complete();
+        assert_eq!(done.sent.len(), 1);
+        assert_eq!(done.sent[0].0, 500);
+        let s = config.stream(&refs(&request(false, &[])));
+        assert_eq!(s.trailers(), TrailersStatus::STOP_ITERATION);
+        assert_eq!(s.complete().sent[0].0, 500);
+        assert_eq!(fake::with(|e| e.stat("web_bot_auth.host_error")), 2);
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn only_a_body_held_for_its_digest_raises_the_buffer_limit() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &fetched("enforce")).unwrap();
+        let body = b"0123456789";
+        let digest = content_digest::sha256(body);
+        // Waiting for keys: the operator's limit stays, whatever the signature covers.
+        let plain = config.stream(&refs(&request(true, &[])));
+        let signed_body = config.stream(&refs(&request(
+            true,
+            &[(":path", "/b"), ("content-digest", &digest)],
+        )));
+        for s in [&plain, &signed_body] {
+            assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+            assert_eq!(s.fake(|f| f.buffer_limit), 1024, "not while waiting");
+        }
+        config.scheduled(EVENT_WAKE);
+        answer_fetch(&config, "200");
+        assert_eq!(plain.run_events(), 1);
+        assert_eq!(plain.fake(|f| f.buffer_limit), 1024);
+        // Verified over its Content-Digest: now the body is held for checking.
+        assert_eq!(signed_body.run_events(), 1);
+        assert!(signed_body.fake(|f| f.buffer_limit) > 1024);
+        assert_eq!(signed_body.body(body, true), BodyStatus::CONTINUE);
+        plain.complete();
+        signed_body.complete();
+        // Waiting for the replay store: the operator's limit stays.
+        let config = FakeConfig::new("web_bot_auth", &with_store("reject")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        assert_eq!(
+            s.fake(|f| f.buffer_limit),
+            1024,
+            "not while asking the store"
+        );
+        s.complete();
+        no_violations_nothing_left();
+    }
+
+    /// Trailers a client may send: ours forged in two spellings, and one of its own.
+    const FORGED_TRAILERS: [(&str, &str); 3] = [
+        ("x-web-bot-auth-result", "verified"),
+        ("grpc-status", "0"),
+        ("X_Web_Bot_Auth_Agent", "https://evil.example"),
+    ];
+
+    fn trailers_left(s: &fake::FakeStream) -> Vec<(String, String)> {
+        s.trailers.clone().unwrap_or_default()
+    }
+
+    fn only_theirs() -> Vec<(String, String)> {
+        vec![("grpc-status".into(), "0".into())]
+    }
+
+    #[test]
+    fn forged_trailers_are_stripped_in_every_phase_that_lets_trailers_on() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &pinned("enforce")).unwrap();
+        // Passed on its headers.
+        let s = config.stream(&refs(&request(false, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::CONTINUE);
+        assert_eq!(s.body(b"x", false), BodyStatus::CONTINUE);
+        assert_eq!(s.trailers_of(&FORGED_TRAILERS), TrailersStatus::CONTINUE);
+        assert_eq!(trailers_left(&s.complete()), only_theirs());
+        // A body held for its Content-Digest: the trailers end it, and go on with it.
+        let body = b"pay 10";
+        let digest = content_digest::sha256(body);
+        let s = config.stream(&refs(&request(true, &[("content-digest", &digest)])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        assert_eq!(s.body(body, false), BodyStatus::STOP_ITERATION_AND_BUFFER);
+        assert_eq!(s.trailers_of(&FORGED_TRAILERS), TrailersStatus::CONTINUE);
+        let done = s.complete();
+        assert_eq!(header(&done, "x-web-bot-auth-result"), Some("verified"));
+        assert_eq!(trailers_left(&done), only_theirs());
+        // Waiting for keys: held with the request, released with it.
+        let config = FakeConfig::new("web_bot_auth", &fetched("enforce")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        assert_eq!(
+            s.trailers_of(&FORGED_TRAILERS),
+            TrailersStatus::STOP_ITERATION
+        );
+        config.scheduled(EVENT_WAKE);
+        answer_fetch(&config, "200");
+        assert_eq!(s.run_events(), 1);
+        let done = s.complete();
+        assert_eq!(done.continued, 1);
+        assert_eq!(trailers_left(&done), only_theirs());
+        // Waiting for the replay store: the same.
+        let config = FakeConfig::new("web_bot_auth", &with_store("reject")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        assert_eq!(
+            s.trailers_of(&FORGED_TRAILERS),
+            TrailersStatus::STOP_ITERATION
+        );
+        let (id, _, _) = s.fake(|f| f.callouts.pop()).unwrap();
+        s.callout_done(id, CalloutResult::SUCCESS, Some("201"), b"");
+        let done = s.complete();
+        assert_eq!(done.continued, 1);
+        assert_eq!(trailers_left(&done), only_theirs());
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn trailers_that_cannot_be_read_refuse_the_request() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &pinned("observe")).unwrap();
+        let s = config.stream(&refs(&request(false, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::CONTINUE);
+        s.fake(|f| f.trailers_unreadable = true);
+        assert_eq!(
+            s.trailers_of(&FORGED_TRAILERS),
+            TrailersStatus::STOP_ITERATION
+        );
+        assert_eq!(s.complete().sent[0].0, 500);
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn only_the_answer_to_the_store_callout_decides() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &with_store("reject")).unwrap();
+        let s = config.stream(&refs(&request(true, &[])));
+        assert_eq!(s.headers(true), HeadersStatus::STOP_ITERATION);
+        let (id, _, _) = s.fake(|f| f.callouts.pop()).unwrap();
+        // An answer to some other callout (a stale or stray one) changes nothing.
+        s.callout_done(id + 100, CalloutResult::SUCCESS, Some("201"), b"");
+        assert_eq!(s.fake(|f| f.continued), 0);
+        s.callout_done(id, CalloutResult::SUCCESS, Some("409"), b"");
+        let done = s.complete();
+        assert_eq!(done.continued, 0);
+        assert_eq!(done.sent.len(), 1);
+        assert_eq!(done.sent[0].0, 429);
+        no_violations_nothing_left();
+    }
+
+    #[test]
+    fn a_request_hook_without_its_stream_refuses_the_request() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &pinned("enforce")).unwrap();
+        // Unsigned: a stream would pass it; without one nothing is known of it.
+        let s = config.unknown_stream(&refs(&request(false, &[])));
+        assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        assert_eq!(s.body(b"x", false), BodyStatus::STOP_ITERATION_NO_BUFFER);
+        assert_eq!(s.trailers(), TrailersStatus::STOP_ITERATION);
+        // The other hooks have nothing to act on.
+        s.callout_done(1, CalloutResult::SUCCESS, Some("201"), b"");
+        s.stream_complete();
+        let done = s.complete();
+        assert!(!done.sent.is_empty());
+        assert!(done.sent.iter().all(|r| r.0 == 500), "{:?}", done.sent);
+        assert_eq!(done.continued, 0);
+        // Without Envoy's filter object either, it can only stop.
+        let (fe, p) = (std::ptr::null_mut(), std::ptr::null());
+        assert_eq!(
+            crate::abi::envoy_dynamic_module_on_http_filter_request_headers(fe, p, true),
+            HeadersStatus::STOP_ITERATION
+        );
+        assert_eq!(
+            crate::abi::envoy_dynamic_module_on_http_filter_request_body(fe, p, true),
+            BodyStatus::STOP_ITERATION_NO_BUFFER
+        );
+        assert_eq!(
+            crate::abi::envoy_dynamic_module_on_http_filter_request_trailers(fe, p),
+            TrailersStatus::STOP_ITERATION
+        );
+        no_violations_nothing_left();
+    }
+
     #[test]
     fn a_panic_answers_500_and_poisons_only_that_stream() {
         fake::install();
         let config = FakeConfig::new("web_bot_auth", &pinned("enforce")).unwrap();
         let s = config.stream(&refs(&request(false, &[("x-wba-test-panic", "1")])));
         assert_eq!(s.headers(false), HeadersStatus::STOP_ITERATION);
+        // Poisoned: the 500 went out, and nothing of the request passes after it.
         assert_eq!(
-            s.body(b"x", true),
-            BodyStatus::CONTINUE,
-            "poisoned: passive"
+            s.body(b"x", false),
+            BodyStatus::STOP_ITERATION_NO_BUFFER,
+            "poisoned: stopped"
         );
+        assert_eq!(s.trailers(), TrailersStatus::STOP_ITERATION);
         let done = s.complete();
         assert_eq!(done.sent.len(), 1);
         assert_eq!(done.sent[0].0, 500);
+        assert_eq!(done.continued, 0);
         assert_eq!(fake::with(|e| e.stat("web_bot_auth.host_error")), 1);
         let next = config.stream(&refs(&request(false, &[])));
         assert_eq!(next.headers(true), HeadersStatus::CONTINUE);
