@@ -360,6 +360,14 @@ impl Stream {
             return;
         }
         self.completed.set(true);
+        if let (Some(shared), Ok(st)) = (&self.shared, self.state.try_borrow()) {
+            // Held for its body, never decided: the replay records made on its headers go.
+            if let Phase::Body { pending, .. } = &st.phase {
+                with_replay(shared, |replay| {
+                    request_filter::on_body_abandoned(replay, pending, now_ms() / 1000)
+                });
+            }
+        }
         if let (Some(shared), true) = (&self.shared, self.registered.get()) {
             // Borrowed only when Envoy destroys the stream inside a callout a decision sends;
             // then assume waiting (forget it).
@@ -947,6 +955,31 @@ pub(crate) mod tests {
         let done = s.complete();
         assert_eq!(header(&done, "x-web-bot-auth-result"), Some("verified"));
         assert!(done.sent.is_empty());
+        no_violations();
+    }
+
+    #[test]
+    fn a_held_body_reserves_its_signature_until_it_goes_away() {
+        fake::install();
+        let config = FakeConfig::new("web_bot_auth", &pinned("enforce")).unwrap();
+        let body = b"hello, body";
+        let digest = content_digest::sha256(body);
+        let headers = request(true, &[("content-digest", &digest)]);
+        let first = config.stream(&refs(&headers));
+        assert_eq!(first.headers(false), HeadersStatus::STOP_ITERATION);
+        // A copy arriving while the first is held is refused on its headers.
+        let copy = config.stream(&refs(&headers));
+        assert_eq!(copy.headers(false), HeadersStatus::STOP_ITERATION);
+        let refused = copy.complete();
+        assert_eq!(refused.sent.first().map(|s| s.0), Some(429));
+        // The first goes away before its body is complete: the reservation is released, and
+        // the sender's retry is held and verified.
+        assert!(first.complete().sent.is_empty());
+        let retry = config.stream(&refs(&headers));
+        assert_eq!(retry.headers(false), HeadersStatus::STOP_ITERATION);
+        assert_eq!(retry.body(body, true), BodyStatus::CONTINUE);
+        let done = retry.complete();
+        assert_eq!(header(&done, "x-web-bot-auth-result"), Some("verified"));
         no_violations();
     }
 
