@@ -440,6 +440,34 @@ async fn fresh_then_replayed_and_refusals() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_ids_are_fresh_together_or_record_nothing() {
+    if !have_redis("several_ids_are_fresh_together_or_record_nothing") {
+        return;
+    }
+    let redis = Redis::start();
+    let server = Server::start(&[redis.url()], &[]);
+    let a = &server.addr;
+    let until = now() + 120;
+    let (x, y, z) = (id("several", 1), id("several", 2), id("several", 3));
+    // One request's signatures, recorded in one question.
+    assert_eq!(
+        post(a, &format!("{x},{y}"), until).await,
+        (201, "fresh\n".into())
+    );
+    // Each was recorded: alone, each is a replay.
+    assert_eq!(post(a, &y, until).await.0, 409);
+    assert_eq!(post(a, &x, until).await.0, 409);
+    // A request with a fresh one and a used one is a replay and records nothing: the fresh
+    // one is still fresh alone.
+    assert_eq!(post(a, &format!("{z},{x}"), until).await.0, 409);
+    assert_eq!(redis.int(&["EXISTS", &format!("wba:replay:{z}")]), 0);
+    assert_eq!(post(a, &z, until).await.0, 201);
+    // Malformed lists are refused.
+    assert_eq!(post(a, &format!("{x},"), until).await.0, 400);
+    assert_eq!(post(a, &format!("{x},{x}"), until).await.0, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_expire_on_redis_clock() {
     if !have_redis("records_expire_on_redis_clock") {
         return;

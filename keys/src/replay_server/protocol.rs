@@ -3,7 +3,9 @@
 //!
 //! - `POST /v1/replay/<id>` with `x-wba-until: <unix seconds>` and no body: record `<id>` (32
 //!   lowercase hex characters, the filter's 16-byte hash of a signature's identity) until
-//!   `until`. `201 fresh`, `409 replayed`.
+//!   `until`. `201 fresh`, `409 replayed`. A request carrying several signatures records them
+//!   all at once: `POST /v1/replay/<id>,<id>...` (at most [`MAX_IDS`]), `201` when every one
+//!   was fresh, else `409` (and the ones this request recorded are removed again).
 //! - `GET /healthz`: `200 ok` when Redis answers.
 //! - `400` for anything else malformed, `413` for a body over [`MAX_BODY_BYTES`], `503` when
 //!   Redis does not answer in time.
@@ -17,6 +19,8 @@ pub const MAX_HEADER_BYTES: usize = 8192;
 pub const MAX_HEADERS: usize = 32;
 /// Length of an id: 16 bytes in lowercase hex.
 pub const ID_HEX_LEN: usize = 32;
+/// Ids one request may record: the filter's bound on labels per request.
+pub const MAX_IDS: usize = 64;
 /// The header carrying the record's lifetime end (unix seconds).
 pub const UNTIL_HEADER: &str = "x-wba-until";
 /// The path prefix of a record request.
@@ -43,16 +47,16 @@ pub enum Route {
 /// A validated record request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// 32 lowercase hex characters.
-    pub id: String,
-    /// Unix seconds; the record lives until then.
+    /// Each of 32 lowercase hex characters; one or more, each once.
+    pub ids: Vec<String>,
+    /// Unix seconds; the records live until then.
     pub until: u64,
 }
 
 impl Record {
-    /// The Redis key: `wba:replay:<id>`.
-    pub fn key(&self) -> String {
-        redis_key(&self.id)
+    /// The Redis keys: `wba:replay:<id>`, in order.
+    pub fn keys(&self) -> impl Iterator<Item = String> + '_ {
+        self.ids.iter().map(|id| redis_key(id))
     }
 }
 
@@ -183,7 +187,7 @@ pub fn route(head: &Head<'_>, now: u64, max_ttl: u64) -> Result<Route, Answer> {
             m => Err(Answer::bad(format!("{HEALTH_PATH}: use GET, not {m}"))),
         };
     }
-    let Some(id) = head.path.strip_prefix(REPLAY_PATH) else {
+    let Some(ids) = head.path.strip_prefix(REPLAY_PATH) else {
         return Err(Answer::bad(format!(
             "unknown path: POST {REPLAY_PATH}<id> or GET {HEALTH_PATH}"
         )));
@@ -194,16 +198,21 @@ pub fn route(head: &Head<'_>, now: u64, max_ttl: u64) -> Result<Route, Answer> {
             head.method
         )));
     }
-    if !valid_id(id) {
+    let ids: Vec<String> = ids.split(',').map(str::to_string).collect();
+    if !ids.iter().all(|id| valid_id(id)) {
         return Err(Answer::bad(
-            "invalid id: expected 32 lowercase hex characters",
+            "invalid id: expected 32 lowercase hex characters (several joined by ',')",
         ));
     }
+    if ids.len() > MAX_IDS {
+        return Err(Answer::bad(format!("more than {MAX_IDS} ids")));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if !ids.iter().all(|id| seen.insert(id.as_str())) {
+        return Err(Answer::bad("an id repeated"));
+    }
     let until = parse_until(head.until, now, max_ttl)?;
-    Ok(Route::Record(Record {
-        id: id.to_string(),
-        until,
-    }))
+    Ok(Route::Record(Record { ids, until }))
 }
 
 #[cfg(test)]
@@ -238,12 +247,40 @@ mod tests {
             panic!("{r:?}")
         };
         assert_eq!(rec.until, NOW + 120);
-        assert_eq!(rec.key(), format!("wba:replay:{ID}"));
+        assert_eq!(rec.keys().collect::<Vec<_>>(), [format!("wba:replay:{ID}")]);
         // Now itself is not in the past; the maximum is allowed.
         let now = NOW.to_string();
         assert!(route(&head("POST", &path, &[now.as_bytes()]), NOW, 3600).is_ok());
         let max = (NOW + 3600).to_string();
         assert!(route(&head("POST", &path, &[max.as_bytes()]), NOW, 3600).is_ok());
+    }
+
+    #[test]
+    fn several_ids_in_one_request() {
+        let other = "f".repeat(32);
+        let until = (NOW + 120).to_string();
+        let path = format!("{REPLAY_PATH}{ID},{other}");
+        let r = route(&head("POST", &path, &[until.as_bytes()]), NOW, 3600).unwrap();
+        let Route::Record(rec) = r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(rec.ids, [ID.to_string(), other.clone()]);
+        for bad in [
+            format!("{REPLAY_PATH}{ID},"),
+            format!("{REPLAY_PATH},{ID}"),
+            format!("{REPLAY_PATH}{ID},{ID}"),
+            format!("{REPLAY_PATH}{ID};{other}"),
+            format!("{REPLAY_PATH}{}", vec![ID; MAX_IDS + 1].join(",")),
+        ] {
+            assert_eq!(
+                status(route(&head("POST", &bad, &[until.as_bytes()]), NOW, 3600)),
+                400,
+                "{bad}"
+            );
+        }
+        let many: Vec<String> = (0..MAX_IDS).map(|i| format!("{i:032x}")).collect();
+        let path = format!("{REPLAY_PATH}{}", many.join(","));
+        assert!(route(&head("POST", &path, &[until.as_bytes()]), NOW, 3600).is_ok());
     }
 
     #[test]

@@ -217,19 +217,44 @@ impl Store {
         result
     }
 
-    /// `SET wba:replay:<id> 1 NX EXAT <until>`: atomic check-and-record.
+    /// `SET wba:replay:<id> 1 NX EXAT <until>` for each id, in order: atomic check-and-record
+    /// of each. Fresh when every one was; at the first that was recorded before, the ones this
+    /// call recorded are deleted again (a replayed request records nothing) and the answer is
+    /// replayed. Each key hashes to its own slot in a Redis Cluster, so they are sent one by
+    /// one rather than as one multi-key command.
     pub async fn record(&self, r: &Record) -> Result<Recorded, StoreError> {
-        let mut cmd = redis::cmd("SET");
-        cmd.arg(r.key()).arg(1).arg("NX").arg("EXAT").arg(r.until);
-        match self.query(&cmd).await? {
-            Value::Okay => Ok(Recorded::Fresh),
-            Value::SimpleString(s) if s == "OK" => Ok(Recorded::Fresh),
-            Value::Nil => Ok(Recorded::Replayed),
-            other => {
-                let e = StoreError::Failed(format!("unexpected reply to SET: {other:?}"));
-                self.note::<()>(&Err(e.clone()));
-                Err(e)
+        let mut recorded = Vec::new();
+        for key in r.keys() {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&key).arg(1).arg("NX").arg("EXAT").arg(r.until);
+            match self.query(&cmd).await {
+                Ok(Value::Okay) => recorded.push(key),
+                Ok(Value::SimpleString(s)) if s == "OK" => recorded.push(key),
+                Ok(Value::Nil) => {
+                    self.forget(&recorded).await;
+                    return Ok(Recorded::Replayed);
+                }
+                Ok(other) => {
+                    let e = StoreError::Failed(format!("unexpected reply to SET: {other:?}"));
+                    self.note::<()>(&Err(e.clone()));
+                    self.forget(&recorded).await;
+                    return Err(e);
+                }
+                Err(e) => {
+                    self.forget(&recorded).await;
+                    return Err(e);
+                }
             }
+        }
+        Ok(Recorded::Fresh)
+    }
+
+    /// Deletes keys this server just recorded (best effort: one that stays expires as set).
+    async fn forget(&self, keys: &[String]) {
+        for key in keys {
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(key);
+            let _ = self.query(&cmd).await;
         }
     }
 
