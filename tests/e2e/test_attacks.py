@@ -149,6 +149,11 @@ def envoy(front, upstream):
 # ---------------------------------------------------------------------------- helpers
 
 
+def digest(body):
+    """A Content-Digest value (sha-256) for `body`."""
+    return "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
+
+
 def unique(name):
     """A path no other request of the run uses (so the upstream's record of it is this one's)."""
     return f"/{name}/{uuid.uuid4().hex}"
@@ -522,7 +527,8 @@ def two_signatures(path, nonces, lines):
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
-@pytest.mark.parametrize("nonces", [(None, None), ("n1", None), (None, "n2")], ids=["none", "first-only", "second-only"])
+@pytest.mark.parametrize("nonces", [(None, None), ("n1", None), (None, "n2")],
+                         ids=["none", "first-only", "second-only"])
 def test_several_signatures_without_a_nonce_each_are_refused(envoy, upstream, nonces, transport):
     """With replay protection, a request with two Web Bot Auth signatures is `nonce_required`
     (403) unless each has a nonce of its own: either could otherwise be replayed on its own."""
@@ -602,33 +608,37 @@ def ours(pairs):
     return [(n, v) for n, v in pairs if folded(n).startswith("X_WEB_BOT_AUTH_")]
 
 
-@pytest.mark.parametrize("is_signed", [False, True], ids=["unsigned", "signed"])
+@pytest.mark.parametrize("signing", ["unsigned", "signed", "signed-body"])
 @pytest.mark.parametrize("transport", TRANSPORTS)
-def test_prefixed_trailers_never_reach_the_upstream(envoy, transport, is_signed):
+def test_prefixed_trailers_never_reach_the_upstream(envoy, transport, signing):
     """Trailers with the prefix, in any spelling, are stripped like headers; a benign trailer
     arrives (so trailers do reach the upstream here). HTTP/2 trailers, and HTTP/1.1 chunked
-    trailers."""
+    trailers; on an unsigned request, a signed one, and one whose signature covers the body
+    (held until the trailers end it)."""
     path = unique("trailers")
     port = envoy.ports["open"]
-    headers = signed(path, method="POST") if is_signed else []
+    body = b"hello"
+    headers = []
+    if signing == "signed":
+        headers = signed(path, method="POST")
+    elif signing == "signed-body":
+        headers = signed(path, method="POST", headers={"Content-Digest": digest(body)},
+                         components=COVERED + ("content-digest",))
+        headers.append(("Content-Digest", digest(body)))
     trailers = [("x-benign", "1")] + FORGED_TRAILERS
     if transport == "h2":
-        r = h2_send(port, "POST", path, headers, HOST, body=b"hello", trailers=trailers)
+        r = h2_send(port, "POST", path, headers, HOST, body=body, trailers=trailers)
     else:
-        r = h1_chunked_with_trailers(port, "POST", path, headers, HOST, [b"hel", b"lo"], trailers)
+        r = h1_chunked_with_trailers(port, "POST", path, headers, HOST, [body[:3], body[3:]], trailers)
     assert r is not None and r.status == 200, r and (r.status, r.body)
     assert r.json()["body"] == "hello"
     seen = trailers_of(r)
     assert ("x-benign", "1") in seen, seen
     assert ours(seen) == [], seen
-    assert verdict(r)[0] == ("verified" if is_signed else "unsigned")
+    assert verdict(r)[0] == ("unsigned" if signing == "unsigned" else "verified")
 
 
 # ---------------------------------------------------------------------------- F. signed bodies
-
-
-def digest(body):
-    return "sha-256=:" + base64.b64encode(hashlib.sha256(body).digest()).decode() + ":"
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
@@ -809,6 +819,7 @@ def test_the_agents_key_id_signed_by_another_key_is_a_bad_signature(envoy, upstr
 
 
 def test_hmac_is_an_unsupported_algorithm(envoy, upstream):
+    """A shared secret never authenticates a bot: `alg="hmac-sha256"` is refused as such."""
     path = unique("hmac")
     h = signed(path, alg="hmac-sha256")
     assert_refused(send("http1", envoy.ports["enforce"], path, h), 403, "unsupported_algorithm", upstream, path)
@@ -823,6 +834,7 @@ def test_the_rfc_9421_test_key_only_with_allow_test_keys(envoy, upstream):
 
 
 def test_an_http_agent_url_is_bad_agent_url(envoy, upstream):
+    """A Signature-Agent member that is not https is `invalid`, not unknown."""
     path = unique("http-agent")
     h = signed(path, agent="http://agent.test")
     assert_refused(send("h2", envoy.ports["enforce"], path, h), 403, "bad_agent_url", upstream, path)
