@@ -229,7 +229,12 @@ class H2:
                     s["data"] += event.data
                     self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 elif isinstance(event, h2.events.StreamReset):
-                    s["done"], s["reset"] = True, True
+                    # A server may answer before the request is complete and then ask the
+                    # client to stop sending it with RST_STREAM NO_ERROR (RFC 9113 section
+                    # 8.1): after a complete response, that reset is not a failure.
+                    if not (s["done"] and event.error_code == 0):
+                        s["reset"] = True
+                    s["done"] = True
                 elif isinstance(event, h2.events.StreamEnded):
                     s["done"] = True
             self._flush()

@@ -50,17 +50,13 @@ impl ReplayId {
     }
 
     /// Every identity an accepted request records, each with the time (unix seconds) until
-    /// which it is kept: its verified signature's, until its `expires` plus `skew`; then those of
-    /// its other Web Bot Auth signatures (agent plus nonce), any of which could be replayed
-    /// alone, until their own `expires` plus `skew`, at most `longest` seconds from `now` plus
-    /// `skew` (they were not checked: their `expires` is the sender's word).
-    pub fn all(v: &Verified, skew: i64, longest: i64, now: i64) -> Vec<(Self, i64)> {
-        let cap = now.saturating_add(longest);
-        std::iter::once((Self::of(v), v.expires.saturating_add(skew)))
-            .chain(v.others.iter().map(|o| {
-                let until = o.expires.min(cap).saturating_add(skew);
-                (Self::nonce(&o.agent, &o.nonce), until)
-            }))
+    /// which it is kept, its `expires` plus `skew`: its verified signature's, then those of the
+    /// request's other signatures that verified ([`Verified::others`]), any of which could be
+    /// replayed alone.
+    pub fn all(v: &Verified, skew: i64) -> Vec<(Self, i64)> {
+        std::iter::once(v)
+            .chain(&v.others)
+            .map(|s| (Self::of(s), s.expires.saturating_add(skew)))
             .collect()
     }
 
@@ -530,22 +526,19 @@ mod tests {
     #[test]
     fn an_accepted_request_records_each_of_its_signatures() {
         let mut v = verified("https://a", Some("n1"), b"x");
-        let other = |agent: &str, nonce: &str, expires| crate::verdict::OtherSignature {
-            agent: agent.into(),
-            nonce: nonce.into(),
-            expires,
-        };
-        v.others = vec![
-            other("https://a", "n2", NOW + 600),
-            other("https://b", "n3", i64::MAX),
-        ];
-        let ids = ReplayId::all(&v, 60, 86_400, NOW);
-        assert_eq!(ids.len(), 3);
-        assert_eq!(ids[0], (ReplayId::of(&v), NOW + 60 + 60));
-        // Each is the identity that signature has when it is the one that verifies, kept
-        // until its own expiry (bounded: it was not checked).
-        assert_eq!(ids[1], (nonce_id("https://a", "n2"), NOW + 600 + 60));
-        assert_eq!(ids[2], (nonce_id("https://b", "n3"), NOW + 86_400 + 60));
+        let mut other = verified("https://b", None, b"y");
+        other.expires = NOW + 600;
+        v.others = vec![other.clone()];
+        let ids = ReplayId::all(&v, 60);
+        assert_eq!(
+            ids,
+            [
+                (ReplayId::of(&v), NOW + 60 + 60),
+                // Each is the identity that signature has when it verifies alone, kept until
+                // its own expiry.
+                (ReplayId::of(&other), NOW + 600 + 60)
+            ]
+        );
     }
 
     #[test]

@@ -163,11 +163,7 @@ mod tests {
     #[test]
     fn the_request_names_the_identity_hash_and_its_life() {
         let v = verified();
-        let q = StoreQuery::new(
-            v.clone(),
-            None,
-            ReplayId::all(&v, 60, 86_400, 1_800_000_000),
-        );
+        let q = StoreQuery::new(v.clone(), None, ReplayId::all(&v, 60));
         let settings = ReplayStoreSettings {
             cluster: "wba_replay".into(),
             timeout_ms: 250,
@@ -192,12 +188,11 @@ mod tests {
     #[test]
     fn one_question_records_every_signature_of_the_request() {
         let mut v = verified();
-        v.others = vec![crate::verdict::OtherSignature {
-            agent: "https://b.example".into(),
-            nonce: "m".into(),
-            expires: 1_800_000_300,
-        }];
-        let ids = ReplayId::all(&v, 60, 86_400, 1_800_000_000);
+        let mut other = verified();
+        other.nonce = Some("m".into());
+        other.expires = 1_800_000_300;
+        v.others = vec![other];
+        let ids = ReplayId::all(&v, 60);
         let q = StoreQuery::new(v, None, ids.clone());
         let settings = ReplayStoreSettings {
             cluster: "wba_replay".into(),

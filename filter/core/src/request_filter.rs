@@ -151,7 +151,7 @@ pub fn on_request_headers(
             // a body. Released again if the body does not match.
             let (verdict, reserved) = check_replay(host, config, replay, Verdict::Verified(v), now);
             let Verdict::Verified(v) = verdict else {
-                return after_replay(host, config, verdict, proof.as_deref(), now);
+                return after_replay(host, config, verdict, proof.as_deref());
             };
             let pending = PendingBody {
                 verified: *v,
@@ -209,7 +209,7 @@ pub fn on_request_body(
     if !matches!(verdict, Verdict::Verified(_)) {
         on_body_abandoned(replay, pending, now);
     }
-    after_replay(host, config, verdict, pending.proof.as_deref(), now)
+    after_replay(host, config, verdict, pending.proof.as_deref())
 }
 
 /// A request held for its body ([`Action::NeedBody`]) went away before it was decided: the
@@ -231,7 +231,7 @@ fn decide(
     now: i64,
 ) -> Action {
     let (verdict, _) = check_replay(host, config, replay, verdict, now);
-    after_replay(host, config, verdict, proof, now)
+    after_replay(host, config, verdict, proof)
 }
 
 /// A verdict past this Envoy's replay table: the fleet's store is asked about a verified one
@@ -241,16 +241,10 @@ fn after_replay(
     config: &Config,
     verdict: Verdict,
     proof: Option<&str>,
-    now: i64,
 ) -> Action {
     match verdict {
         Verdict::Verified(v) if config.replay_protection && config.replay_store.is_some() => {
-            let ids = ReplayId::all(
-                &v,
-                config.policy.clock_skew_seconds,
-                config.policy.max_validity_seconds,
-                now,
-            );
+            let ids = ReplayId::all(&v, config.policy.clock_skew_seconds);
             Action::AskStore(Box::new(StoreQuery::new(
                 *v,
                 proof.map(str::to_string),
@@ -325,13 +319,7 @@ fn check_replay(
     if !config.replay_protection {
         return (verdict, Vec::new());
     }
-    let policy = &config.policy;
-    let ids = ReplayId::all(
-        v,
-        policy.clock_skew_seconds,
-        policy.max_validity_seconds,
-        now,
-    );
+    let ids = ReplayId::all(v, config.policy.clock_skew_seconds);
     let mut recorded = Vec::with_capacity(ids.len());
     for (id, until) in ids {
         let detail = match replay.check_and_record(id, until, now) {

@@ -152,20 +152,10 @@ pub struct Verified {
     /// nonce (never the signature's encoding: ECDSA signatures are malleable, RSA-PSS ones
     /// randomized, so the same signed content has many valid encodings).
     pub signed: [u8; 32],
-    /// The request's other Web Bot Auth signatures: each could be replayed on its own, so each
-    /// is recorded with this one (only with replay protection, which then requires a nonce in
-    /// every signature of a request that carries several).
-    pub others: Vec<OtherSignature>,
-}
-
-/// Another Web Bot Auth signature of a verified request, as it is recorded against replays.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OtherSignature {
-    /// The agent its covered `Signature-Agent` member names (normalized, as shown).
-    pub agent: String,
-    pub nonce: String,
-    /// Its own `expires`: it can be used alone until then (plus the clock skew).
-    pub expires: i64,
+    /// The request's other Web Bot Auth signatures that verified too: each could be replayed
+    /// on its own, so each is recorded with this one (with replay protection; see
+    /// [`crate::verify`]).
+    pub others: Vec<Verified>,
 }
 
 /// A signature that did not verify, and why.

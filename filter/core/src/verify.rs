@@ -25,7 +25,7 @@ use crate::signature_agent::{parse_signature_agent, AgentMember, MemberParams, S
 use crate::signature_input::{
     parse_input_field, InputError, InputField, SignatureInput, WEB_BOT_AUTH_TAG,
 };
-use crate::verdict::{Failure, OtherSignature, Outcome, Reason, Verdict, Verified};
+use crate::verdict::{Failure, Outcome, Reason, Verdict, Verified};
 
 /// One step of verification, as `explain` prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,10 +75,6 @@ pub fn verify_traced(
         Ok(agent) => agent,
         Err(f) => return t.fail(f),
     };
-    let nonces = match several_signatures(&selected, &signatures, agent.as_ref(), policy, &mut t) {
-        Ok(nonces) => nonces,
-        Err(f) => return Verdict::Failed(f),
-    };
     // Every label's cheap checks first, so that the bound below spends the costly checks on
     // labels that could verify.
     let screen = Screen {
@@ -89,11 +85,22 @@ pub fn verify_traced(
         now,
     };
     let mut failures = BestFailure::default();
+    // The first label that failed a cheap check it could pass later with the same bytes: see
+    // `all_checked`.
+    let mut later: Option<Failure> = None;
     let mut candidates = Vec::with_capacity(selected.len());
     for (index, (label, input)) in selected.into_iter().enumerate() {
         match screen.screen(label, input, &mut t) {
             Ok(c) => candidates.push((index, c)),
-            Err(f) => failures.offer(index, label, f),
+            Err(f) => {
+                if later.is_none() && could_verify_later(&f) {
+                    later = Some(Failure {
+                        label: Some(label.to_string()),
+                        ..f.clone()
+                    });
+                }
+                failures.offer(index, label, f);
+            }
         }
     }
     // At least one: a bound of 0 (which the configuration refuses) would make every signed
@@ -105,21 +112,79 @@ pub fn verify_traced(
             format!("not checked: at most {budget} signature(s) per request (max_signatures)")
         });
     }
+    let mut verified = Vec::new();
     for (index, c) in candidates.into_iter().take(budget) {
         let label = c.input.label.clone();
         match check_signature(req, c, &mut t) {
-            Ok(mut v) => {
-                v.others = nonces
-                    .into_iter()
-                    .filter(|(l, _)| *l != v.label)
-                    .filter_map(|(_, identity)| identity)
-                    .collect();
-                return Verdict::Verified(Box::new(v));
+            Ok(v) => {
+                verified.push(v);
+                // Without replay protection nothing is recorded: the first one is enough.
+                if !policy.replay_protection {
+                    break;
+                }
             }
             Err(f) => failures.offer(index, &label, f),
         }
     }
-    failures.into_verdict(not_tried)
+    let mut verified = verified.into_iter();
+    let Some(mut first) = verified.next() else {
+        return failures.into_verdict(not_tried);
+    };
+    if policy.replay_protection {
+        if let Err(f) = all_checked(not_tried, budget, later, &mut t) {
+            return Verdict::Failed(f);
+        }
+    }
+    first.others = verified.collect();
+    Verdict::Verified(Box::new(first))
+}
+
+/// With replay protection, a request is accepted only when none of its Web Bot Auth
+/// signatures could verify later on its own without having been recorded now: each is a
+/// credential, replayable alone. Every one that verified is recorded with the request
+/// ([`Verified::others`]); one that is definitely not valid (a bad signature, expired,
+/// malformed, an unknown agent...) can never be; one that could not be checked now (its key is
+/// not known yet or its directory unavailable, `created` is ahead of this clock, or it was
+/// left unchecked by `max_signatures`) could, so the request is not accepted: it gets that
+/// signature's failure (which fetches a key that is not known yet).
+fn all_checked(
+    not_tried: usize,
+    budget: usize,
+    later: Option<Failure>,
+    t: &mut Tracer<'_>,
+) -> Result<(), Failure> {
+    let name = "every signature checked";
+    if not_tried > 0 {
+        let f = Failure {
+            not_tried,
+            ..Failure::new(
+                Reason::Malformed,
+                format!(
+                    "{not_tried} more Web Bot Auth signature(s) could verify than the {budget} this verifier checks (max_signatures): a request is accepted only when each of its signatures was checked"
+                ),
+            )
+        };
+        t.check(None, name, false, || f.to_string());
+        return Err(f);
+    }
+    if let Some(f) = later {
+        t.check(f.label.as_deref(), name, false, || {
+            format!("could verify later on its own: {f}")
+        });
+        return Err(f);
+    }
+    t.check(None, name, true, || "each verified or not valid");
+    Ok(())
+}
+
+/// A cheap check's failure that the same signature could pass later: its key is not known yet
+/// (or not yet valid), its agent's directory is unavailable, or it is created ahead of this
+/// clock.
+fn could_verify_later(f: &Failure) -> bool {
+    matches!(
+        f.reason,
+        Reason::UnknownKey | Reason::DirectoryUnavailable | Reason::CreatedInFuture
+    )
 }
 
 /// The `Signature-Input` and `Signature` fields, read as a whole: `None` when the request
@@ -175,99 +240,6 @@ fn select<'a>(
             .join(", ")
     });
     Some(selected)
-}
-
-/// With replay protection, a request carrying several Web Bot Auth signatures is accepted only
-/// if each carries a nonce: each is a credential that could be replayed on its own, so each is
-/// recorded, and a nonce makes its identity cheap (no signature base to build for signatures
-/// that are not verified) and unpredictable (recording one that was not verified cannot
-/// pre-empt another agent's request). Signatures that are not well-formed (a member that does
-/// not parse, no signature bytes, no `created`, `expires` or `keyid`) are not counted: they can
-/// never verify. Returns, per counted label, what it is recorded under, `None` when it names no
-/// agent or has no `expires` (it cannot verify on its own either).
-fn several_signatures<'a>(
-    selected: &[(&'a str, Result<SignatureInput, InputError>)],
-    signatures: &SignatureField,
-    agent: Option<&SignatureAgent>,
-    policy: &Policy,
-    t: &mut Tracer<'_>,
-) -> Result<Vec<(&'a str, Option<OtherSignature>)>, Failure> {
-    if !policy.replay_protection || selected.len() < 2 {
-        return Ok(Vec::new());
-    }
-    let inputs: Vec<(&str, &SignatureInput)> = selected
-        .iter()
-        .filter_map(|(l, i)| Some((*l, i.as_ref().ok()?)))
-        .filter(|(l, i)| {
-            pipeline::signature_member(signatures, l).is_ok()
-                && pipeline::required_parameters(&i.params).is_ok()
-        })
-        .collect();
-    if !policy.replay_protection || inputs.len() < 2 {
-        return Ok(Vec::new());
-    }
-    if let Some((label, _)) = inputs.iter().find(|(_, i)| i.params.nonce.is_none()) {
-        let f = Failure {
-            label: Some(label.to_string()),
-            ..Failure::new(
-                Reason::NonceRequired,
-                format!(
-                    "the request carries {} Web Bot Auth signatures: each must carry a nonce (each is recorded against replays), and {label:?} has none",
-                    inputs.len()
-                ),
-            )
-        };
-        t.check(Some(label), "a nonce in each signature", false, || {
-            f.to_string()
-        });
-        return Err(f);
-    }
-    let mut seen = std::collections::HashSet::new();
-    if let Some((label, _)) = inputs
-        .iter()
-        .find(|(_, i)| !seen.insert(i.params.nonce.as_deref()))
-    {
-        let f = Failure {
-            label: Some(label.to_string()),
-            ..Failure::new(
-                Reason::NonceRequired,
-                format!("{label:?} repeats the nonce of another signature of the request: each needs its own"),
-            )
-        };
-        t.check(Some(label), "a nonce in each signature", false, || {
-            f.to_string()
-        });
-        return Err(f);
-    }
-    t.check(None, "a nonce in each signature", true, || {
-        format!("{} signatures, each recorded", inputs.len())
-    });
-    Ok(inputs
-        .into_iter()
-        .map(|(label, input)| {
-            let named = agent.and_then(|a| {
-                let member = input
-                    .components
-                    .iter()
-                    .filter(|c| c.is_field("signature-agent"))
-                    .find_map(|c| a.member_for(c, label))?;
-                if member.is_ignored() {
-                    return None;
-                }
-                AgentId::parse(&member.url).ok()
-            });
-            // Without `expires` it cannot verify on its own (a required parameter).
-            let identity = match (named, &input.params.nonce, input.params.expires) {
-                (Some(id), Some(nonce), Some(expires)) => Some(OtherSignature {
-                    agent: id.shown().to_string(),
-                    nonce: nonce.clone(),
-                    expires,
-                }),
-                _ => None,
-            };
-            (label, identity)
-        })
-        .collect())
 }
 
 /// The `Signature-Agent` field, when the request has one; a field that cannot be read is the
@@ -994,15 +966,13 @@ mod tests {
 
     #[test]
     fn labels_failing_cheap_checks_do_not_use_the_budget() {
-        // Ten labels from an unknown key (unknown_key, found by the lookup), then a valid one.
+        // Ten expired labels (found by the freshness check), then a valid one.
         let mut sigs: Vec<_> = (0..10)
             .map(|i| {
-                sign_request(
-                    &request(),
-                    &SigningKey::from_bytes(&[2; 32]),
-                    &opts(&format!("u{i}")),
-                )
-                .unwrap()
+                let mut o = opts(&format!("e{i}"));
+                o.created = NOW - 1000;
+                o.expires = NOW - 500;
+                sign_request(&request(), &SigningKey::from_bytes(&[1; 32]), &o).unwrap()
             })
             .collect();
         sigs.push(signed("good", 1));
@@ -1018,6 +988,87 @@ mod tests {
         };
         assert_eq!(v.label, "good");
         assert_eq!(crypto_checks(&trace), 1);
+    }
+
+    #[test]
+    fn every_signature_that_could_verify_is_checked_before_a_request_is_accepted() {
+        let policy = Policy::default();
+        assert!(policy.replay_protection);
+        // Two valid signatures: both verified, the second recorded with the first.
+        let v = verify_request(
+            &carrying(&[signed("sig1", 1), signed("sig2", 1)]),
+            &policy,
+            &ring(),
+            NOW,
+        );
+        let Verdict::Verified(v) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!(v.label, "sig1");
+        assert_eq!(v.others.len(), 1);
+        assert_eq!(v.others[0].label, "sig2");
+        // Beside one that is definitely not valid (a bad signature, expired): accepted, and
+        // that one is not recorded (it can never verify).
+        let mut expired = opts("e");
+        expired.created = NOW - 1000;
+        expired.expires = NOW - 500;
+        let e = sign_request(&request(), &SigningKey::from_bytes(&[1; 32]), &expired).unwrap();
+        for other in [signed("bad", 2), e] {
+            let v = verify_request(
+                &carrying(&[signed("sig1", 1), other]),
+                &policy,
+                &ring(),
+                NOW,
+            );
+            let Verdict::Verified(v) = v else {
+                panic!("{v:?}")
+            };
+            assert!(v.others.is_empty());
+        }
+        // Beside one that could verify later on its own (a key not known yet, created ahead
+        // of this clock): not accepted, that one's failure is the request's.
+        let unknown =
+            sign_request(&request(), &SigningKey::from_bytes(&[2; 32]), &opts("u")).unwrap();
+        let mut ahead = opts("f");
+        ahead.created = NOW + 600;
+        ahead.expires = NOW + 900;
+        let ahead = sign_request(&request(), &SigningKey::from_bytes(&[1; 32]), &ahead).unwrap();
+        for (other, reason) in [
+            (unknown, Reason::UnknownKey),
+            (ahead, Reason::CreatedInFuture),
+        ] {
+            let req = carrying(&[signed("sig1", 1), other]);
+            let v = verify_request(&req, &policy, &ring(), NOW);
+            assert_eq!(v.reason(), Some(reason), "{v:?}");
+            // Without replay protection nothing is recorded: the valid one is enough.
+            let off = Policy {
+                replay_protection: false,
+                ..Policy::default()
+            };
+            assert_eq!(
+                verify_request(&req, &off, &ring(), NOW).outcome(),
+                Outcome::Verified
+            );
+        }
+        // More that could verify than max_signatures checks: not accepted (malformed).
+        let three: Vec<_> = (0..3).map(|i| signed(&format!("s{i}"), 1)).collect();
+        let capped = Policy {
+            max_signatures: 2,
+            ..Policy::default()
+        };
+        let v = verify_request(&carrying(&three), &capped, &ring(), NOW);
+        let Verdict::Failed(f) = v else {
+            panic!("{v:?}")
+        };
+        assert_eq!((f.reason, f.not_tried), (Reason::Malformed, 1));
+        let off = Policy {
+            replay_protection: false,
+            ..capped
+        };
+        assert_eq!(
+            verify_request(&carrying(&three), &off, &ring(), NOW).outcome(),
+            Outcome::Verified
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ mod common;
 
 use ed25519_dalek::SigningKey;
 
-use common::{public, set, sign_into, signing_key, AGENT};
+use common::{public, set, sign_into, signing_key, thumbprint, AGENT};
 use wba_filter::agent_url::AgentId;
 use wba_filter::component::Component;
 use wba_filter::jwk::{Jwk, Key};
@@ -412,14 +412,12 @@ fn test_keys_need_permission() {
 
 #[test]
 fn one_valid_signature_among_several_is_enough() {
-    // Each Web Bot Auth signature with a nonce of its own (replay protection records each).
-    let mut o1 = opts();
-    o1.nonce = Some("n1".into());
-    let mut req = signed_with(&o1, 1);
-    // Add a second, invalid label signed by an unknown key and a non-Web-Bot-Auth label.
+    let mut req = signed();
+    // Add a second, invalid label (naming the agent's key, signed by another: a bad
+    // signature) and a non-Web-Bot-Auth label.
     let mut o2 = opts();
-    o2.nonce = Some("n2".into());
     o2.label = "sig2".into();
+    o2.keyid = Some(thumbprint(&signing_key(1)));
     let h2 = sign_request(&request(), &signing_key(3), &o2).unwrap();
     let input = format!(
         "{}, {}, other=(\"@method\");created=1;keyid=\"x\"",
@@ -450,11 +448,9 @@ fn invalid_outranks_unverified_across_labels() {
     // sig1 from an unknown agent (unverified), sig2 tampered (invalid): the request is invalid.
     let mut o1 = opts();
     o1.agent_url = Some("https://stranger.example".into());
-    o1.nonce = Some("n1".into());
     let base = request();
     let h1 = sign_request(&base, &signing_key(1), &o1).unwrap();
     let mut o2 = opts();
-    o2.nonce = Some("n2".into());
     o2.label = "sig2".into();
     o2.created = NOW - 1000;
     o2.expires = NOW - 500;
