@@ -16,7 +16,7 @@ Scenarios, each with a fresh Envoy (and service) and run `--repeats` times, inte
                                    (ecdsa-p256-sha256) or a 2048-bit RSA key (rsa-pss-sha512)
                                    instead of Ed25519; their corpora are smaller
                                    (--alg-corpus: signing them takes longer)
-  hold/unsigned, hold/signed       the filter followed by its hold companion (as shipped)
+  hold/unsigned, hold/signed       the hold companion followed by the filter (as shipped)
   hold/body                        that pair, POST with a 1 KiB body, the signature covering
                                    Content-Digest (held, hashed, checked, then forwarded)
   old/unsigned, old/signed         with --old-wasm: an earlier build of the filter, alone (the

@@ -511,9 +511,10 @@ def main():
     if "hold/body" in s:
         w("## 4b. The hold companion and signed bodies")
         w("")
-        w("The shipped filter chain is the filter followed by its hold companion (`{\"role\": "
-          "\"hold\"}`), which holds a request whose signature covers `Content-Digest` until the "
-          "filter has checked the body. Signed-body traffic: `POST` with a "
+        w("The shipped filter chain is the hold companion (`{\"role\": \"hold\"}`) followed by "
+          "the filter: the companion hashes the body of a request whose signature covers "
+          "`Content-Digest` while the filter holds the request until the body is checked. "
+          "Signed-body traffic: `POST` with a "
           f"{e2e.get('body_bytes', 1024)}-byte JSON body, the signature covering `content-digest`.")
         w("")
         w("| | Envoy CPU µs/request |")

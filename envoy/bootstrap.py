@@ -51,12 +51,14 @@ def wasm_filter(wasm_path, plugin_config, name="web_bot_auth"):
 
 
 def wasm_filters(wasm_path, plugin_config, name="web_bot_auth"):
-    """The Web Bot Auth filter entries: the filter, then its `hold` companion, which keeps a
-    request whose signature covers the body (Content-Digest) from the upstream until the filter
-    has checked the body (Envoy's Wasm host gives a filter that holds headers none of the body)."""
+    """The Web Bot Auth filter entries: its `hold` companion, then the filter. Envoy's Wasm host
+    gives a filter that holds a request's headers none of its body, so the companion, placed
+    before the filter in the same VM, hashes the body of a request whose signature covers it
+    (Content-Digest) while the filter keeps the request from the upstream until the body is
+    checked. A chain without the companion before the filter refuses such requests (500)."""
     return [
-        wasm_filter(wasm_path, plugin_config, name=name),
         wasm_filter(wasm_path, {"role": "hold"}, name=f"{name}_hold"),
+        wasm_filter(wasm_path, plugin_config, name=name),
     ]
 
 
@@ -86,7 +88,7 @@ def native_filter(plugin_config, module=NATIVE_MODULE):
 
 def filters(front, plugin_config, name="web_bot_auth", wasm_path=None, hold=True):
     """The Web Bot Auth filter entries for front end `front` ("wasm" or "native"): for wasm, the
-    filter and its hold companion (`hold=False`: the filter alone), from the module at
+    hold companion and the filter (`hold=False`: the filter alone), from the module at
     `wasm_path`; for native, the one dynamic module filter (`name` is the Wasm plugin's name, so
     has no counterpart there; the module is found by its file name)."""
     if front == "wasm":

@@ -470,7 +470,7 @@ class Front:
     Envoy gives the filter's counters (`stats_prefix`), and how Envoy says a plugin
     configuration was refused (`load_failure`).
 
-    - wasm: dist/web_bot_auth.wasm (WBA_WASM) in `envoy.filters.http.wasm`, with its `hold`
+    - wasm: dist/web_bot_auth.wasm (WBA_WASM) in `envoy.filters.http.wasm`, after its `hold`
       companion; counters under `wasmcustom.`.
     - native: dist/libweb_bot_auth.so (WBA_NATIVE), an Envoy dynamic module found through
       ENVOY_DYNAMIC_MODULES_SEARCH_PATH; one filter; counters under `dynamicmodulescustom.`.
@@ -503,14 +503,14 @@ class Front:
         return Path(self.artifact).is_file()
 
     def filters(self, plugin_config, name="web_bot_auth", artifact=None):
-        """The filter entries for one listener (wasm: the filter and its hold companion)."""
+        """The filter entries for one listener (wasm: the hold companion, then the filter)."""
         return bootstrap.filters(self.name, plugin_config, name=name, wasm_path=artifact or self.artifact)
 
     def filter(self, plugin_config, name="web_bot_auth", artifact=None):
         """The filter alone, for listeners that never check a body (wasm: no hold companion;
         native: the same single entry as `filters`)."""
         return bootstrap.filters(self.name, plugin_config, name=name, wasm_path=artifact or self.artifact,
-                                 hold=False)[0]
+                                 hold=False)[-1]
 
     def search_dir(self):
         """A directory holding the module as lib<name>.so (a symlink when the file is named

@@ -2,7 +2,8 @@
 (RFC 9530): the request is held, none of its body reaches the upstream before the verdict, a
 body that does not match is refused, one over `max_body_bytes` too. A request whose signature
 does not cover the body streams as before; a request paused for its agent's keys holds its
-body until it is decided."""
+body until it is decided. For wasm, every listener here is the hold companion then the filter
+(`front.filters`); chains that cannot hold a body are tests/e2e/test_hold_chain.py's."""
 
 import base64
 import hashlib

@@ -163,8 +163,8 @@ def test_the_crd_validators_do_refuse_a_bad_value():
 
 def test_istio_filter_and_hold_companion():
     plugins = objects("istio.yaml", "WasmPlugin")
-    assert [p["metadata"]["name"] for p in plugins] == ["web-bot-auth", "web-bot-auth-hold"]
-    verify, hold = (p["spec"] for p in plugins)
+    assert [p["metadata"]["name"] for p in plugins] == ["web-bot-auth-hold", "web-bot-auth"]
+    hold, verify = (p["spec"] for p in plugins)
     for spec in (verify, hold):
         assert spec["phase"] == "AUTHN"
         assert spec["failStrategy"] == "FAIL_CLOSE"
@@ -175,8 +175,8 @@ def test_istio_filter_and_hold_companion():
     assert hold["selector"] == verify["selector"]
     assert hold.get("match") == verify.get("match")
     assert hold["pluginName"] == verify["pluginName"]
-    # Istio orders a phase's plugins by descending priority: the hold companion right after.
-    assert hold["priority"] == verify["priority"] - 1
+    # Istio applies a phase's plugins by descending priority: the hold companion right before.
+    assert hold["priority"] == verify["priority"] + 1
     assert hold["pluginConfig"] == {"role": "hold"}
     assert verify["pluginConfig"] == with_clusters(ISTIO_DIRECTORY_CLUSTER, ISTIO_REPLAY_CLUSTER)
 
@@ -213,7 +213,8 @@ def eg_entries(name):
     assert eep["spec"]["targetRefs"] == [
         {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "eg"}
     ], "the whole Gateway: every route's inbound identity headers must be stripped"
-    verify, hold = eep["spec"]["wasm"]
+    # Envoy Gateway chains the entries in this order: the hold companion before the filter.
+    hold, verify = eep["spec"]["wasm"]
     for entry in (verify, hold):
         assert entry["failOpen"] is False
         assert entry["code"]["type"] == "Image"
@@ -327,7 +328,7 @@ def filter_source_knows_replay_store():
 
 
 def start_envoy(front, configs, upstream_port):
-    """One Envoy with a listener per configuration (the filter and its hold companion) and every
+    """One Envoy with a listener per configuration (the hold companion and the filter) and every
     cluster the configurations name (pointing nowhere: fetches fail, which is not tested here)."""
     listeners, named = [], set()
     for name, cfg in configs.items():

@@ -146,18 +146,21 @@ POLICY_FILTER = {
 @pytest.mark.parametrize("name", sorted(POLICY_FILTER))
 def test_recipe_shape(name):
     """Like minimal.yaml: underscores refused, fail closed, keys fetched over TLS with the name
-    checked, and our filter then its hold companion before the policy filter and the router."""
+    checked, and our hold companion then the filter before the policy filter and the router."""
     config = yaml.safe_load((RECIPES / name).read_text())
     listener = config["static_resources"]["listeners"][0]
     hcm = listener["filter_chains"][0]["filters"][0]["typed_config"]
     assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "REJECT_REQUEST"
     names = filter_names(config)
     policy = POLICY_FILTER[name]
-    assert names == ["web_bot_auth", "web_bot_auth_hold", policy, "envoy.filters.http.router"]
+    assert names == ["web_bot_auth_hold", "web_bot_auth", policy, "envoy.filters.http.router"]
     for f in http_filters(listener)[:2]:
         assert f["typed_config"]["config"]["fail_open"] is False
         assert f["typed_config"]["config"]["vm_config"]["vm_id"] == "web_bot_auth"
-    plugin = json.loads(http_filters(listener)[0]["typed_config"]["config"]["configuration"]["value"])
+    assert json.loads(http_filters(listener)[0]["typed_config"]["config"]["configuration"]["value"]) == {
+        "role": "hold"
+    }
+    plugin = json.loads(http_filters(listener)[1]["typed_config"]["config"]["configuration"]["value"])
     assert plugin["mode"] == "enforce"
     assert not plugin.get("allow_test_keys")
     clusters = {c["name"] for c in config["static_resources"]["clusters"]}
@@ -248,7 +251,7 @@ def test_rbac_follows_the_filters_own_rejections(rbac):
 
 def test_rbac_sees_the_verdict_on_a_signed_body(rbac):
     """A signature covering the body is decided only once the body is read; RBAC, after the
-    hold companion, sees that decision (placed between the two it would see none)."""
+    filter, sees that decision (placed before the filter it would see none)."""
     _, c, keys = rbac
     body = b'{"order": 42}'
     r = c.signed_body(keys["partner"], PARTNER, "/partners/orders", body)
@@ -285,17 +288,16 @@ def test_rbac_decisions_are_counted_and_logged(rbac):
 
 
 def test_rbac_placed_too_early_fails_closed(front):
-    """Why the order is filter, hold, RBAC: placed before the filter, RBAC finds no verdict and
-    refuses every request on the guarded routes (verified ones too); placed between the filter
-    and its hold companion (wasm; the native module has none), it refuses a request whose
-    signature covers the body (not decided yet). Never does it let a forgery through."""
+    """Why the order is hold, filter, RBAC: placed before the filter (wasm: before its hold
+    companion, or between the two), RBAC finds no verdict and refuses every request on the
+    guarded routes, verified ones and signed bodies too. Never does it let a forgery through."""
     partner = Key()
     with EchoUpstream() as upstream, DirectoryServer() as directory:
         directory.keys["partner.example"] = [partner]
         config = load_recipe(front, "allow-verified.yaml", upstream.port, directory.port)
         listeners = config["static_resources"]["listeners"]
         recipe = listeners[0]
-        # RBAC comes right after our filter entries: the filter (native), or it and its hold.
+        # RBAC comes right after our filter entries: the filter (native), or its hold and it.
         policy_at = [f["name"] for f in http_filters(recipe)].index("envoy.filters.http.rbac")
         assert policy_at == (2 if front.name == "wasm" else 1), filter_names(config)
         variants = [("rbac_first", 0)] + ([("rbac_between", 1)] if policy_at == 2 else [])
@@ -308,15 +310,12 @@ def test_rbac_placed_too_early_fails_closed(front):
             chain.insert(position, rbac_filter)
             listeners.append(variant)
         with Envoy(yaml.safe_dump(config), concurrency=1, front=front) as envoy:
-            first = Client(envoy.ports["rbac_first"])
-            assert_rbac_denied(first.signed(partner, PARTNER, "/agents/feed"))
-            assert_rbac_denied(first.unsigned("/agents/feed", extra=FORGED_PARTNER))
-            assert_passed(first.unsigned("/"), "unsigned")
-            if "rbac_between" in envoy.ports:
-                between = Client(envoy.ports["rbac_between"])
-                assert_passed(between.signed(partner, PARTNER, "/agents/feed"), "verified", "partner")
-                assert_rbac_denied(between.signed_body(partner, PARTNER, "/agents/feed", b"{}"))
-                assert_rbac_denied(between.unsigned("/agents/feed", extra=FORGED_PARTNER))
+            for name, _ in variants:
+                early = Client(envoy.ports[name])
+                assert_rbac_denied(early.signed(partner, PARTNER, "/agents/feed"))
+                assert_rbac_denied(early.signed_body(partner, PARTNER, "/agents/feed", b"{}"))
+                assert_rbac_denied(early.unsigned("/agents/feed", extra=FORGED_PARTNER))
+                assert_passed(early.unsigned("/"), "unsigned")
             # The recipe as written, in the same Envoy, admits both.
             ok = Client(envoy.ports["public"])
             assert_passed(ok.signed(partner, PARTNER, "/agents/feed"), "verified", "partner")

@@ -27,16 +27,16 @@ pub enum Mode {
 
 /// What a plugin instance does. The proxy-wasm filter needs two entries to check a signed
 /// body: Envoy's Wasm host cannot let one filter read a request's body while it holds back the
-/// request's headers (a paused filter receives no body), so the `verify` filter reads and hashes
-/// the body as it streams into the `hold` filter placed right after it, which keeps headers and
-/// body from the upstream until the verdict.
+/// request's headers (a paused filter receives no body), so the `hold` companion placed right
+/// before the `verify` filter hashes the body as it streams past, while the `verify` filter
+/// keeps headers and body from the upstream until the verdict.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Strip, verify, annotate, enforce (every option applies).
     #[default]
     Verify,
-    /// Hold requests the `verify` filter before it marks, until it decides (no other option).
+    /// Hash the body of the requests the `verify` filter after it asks for (no other option).
     Hold,
 }
 
@@ -221,7 +221,7 @@ impl Config {
                 .unwrap_or(0);
             if fields != 1 {
                 return Err(err(
-                    "a plugin with \"role\": \"hold\" takes no other option (it only holds requests for the verify plugin before it)",
+                    "a plugin with \"role\": \"hold\" takes no other option (it only hashes bodies for the verify plugin after it)",
                 ));
             }
         }

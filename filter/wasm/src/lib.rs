@@ -5,19 +5,26 @@
 //! fetches them on its next tick (fetches are always dispatched from the root, which outlives
 //! any request) and then finishes every waiting request in its own context.
 //!
-//! A request whose signature covers `Content-Digest` is decided only once its body is checked.
-//! Envoy's Wasm host gives a filter that holds a request's headers none of its body, so that
-//! takes two entries of this module in the filter chain: this (`verify`) filter lets headers
-//! and body pass, hashing the body, into the `hold` filter right after it, which keeps them
-//! from the upstream; when the body is complete the root decides in the hold filter's context
-//! (result headers, or a local reply) and releases it.
+//! A request whose signature covers `Content-Digest` is decided only once its body is checked,
+//! and nothing of it leaves before. Envoy's Wasm host turns a filter's pause on request headers
+//! into StopAllIterationAndWatermark: a filter that holds a request's headers receives none of
+//! its body until it lets them go (Envoy buffers the body in front of it, up to the buffer
+//! limit). So the body is read by a second entry of this module placed *before* this one in the
+//! chain, its hold companion (`{"role": "hold"}`, same VM): it lets headers and body pass, and
+//! hashes the body of a stream its filter asked it to. This (`verify`) filter holds such a
+//! request's headers, but only once it has found the companion of this very stream among the
+//! ones that ran just before it ([`find_companion`]); when the companion has seen the whole
+//! body (or more than `max_body_bytes`), the root decides in this filter's context and either
+//! resumes the request (headers, then the buffered body and trailers) or answers it. Without a
+//! companion of the stream before the filter (none in the chain, or one placed after it), the
+//! request is refused at once, 500 `body_not_held`, before anything of it left.
 
 // Envoy runs this module as wasm32 only; natively (`cargo test --workspace`) the crate is empty.
 #![cfg(target_arch = "wasm32")]
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
-use std::rc::Rc;
+use std::collections::HashMap;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
@@ -50,18 +57,193 @@ struct Waiter {
     end_of_stream: bool,
 }
 
-/// Filter state through which the verify filter asks the hold filter after it to hold a
-/// stream: its value is the verify filter's context id.
-const HOLD_PROPERTY: &str = "wba.hold";
+/// Filter state through which a filter recognizes the companion of its own stream: the
+/// entries of one stream share its filter state, those of other streams do not (context ids
+/// say nothing about which stream a context belongs to).
+const STREAM_MARK: &str = "wba.hold";
+/// How many of the companions that most recently saw a request's headers a VM remembers.
+const RECENT_COMPANIONS: usize = 8;
+/// How many of those a filter tries (two host calls each) before it refuses a signed body.
+const MAX_TRIES: usize = 4;
+/// A `Content-Digest` naming every algorithm the verifier checks: the hashers of a body
+/// watched before anyone knows which digests its signature covers.
+const EVERY_DIGEST: &str = "sha-256=:AA==:, sha-512=:AA==:";
 
 thread_local! {
-    /// Whether a plugin with the `hold` role runs in this VM (one VM per worker thread).
-    static HOLDER_PRESENT: Cell<bool> = const { Cell::new(false) };
-    /// Streams held for their body: verify filter context id -> hold filter context id.
-    static HOLDERS: RefCell<HashMap<u32, u32>> = RefCell::new(HashMap::new());
-    /// Streams marked for holding whose hold filter has not claimed them yet: while there are
-    /// none, the hold filter lets a request on without a host call.
-    static UNCLAIMED: RefCell<HashSet<u32>> = RefCell::new(HashSet::new());
+    /// The companions that most recently saw a request's headers in this VM (one VM per worker
+    /// thread). A stream's own companion is normally the newest when the stream's filter runs:
+    /// nothing else runs in between unless a filter placed between the two pauses.
+    static RECENT: RefCell<Recent> = RefCell::new(Recent::default());
+    /// A random value of this VM, in every stream mark (context ids are only unique per VM).
+    static VM_TOKEN: Cell<Option<u64>> = const { Cell::new(None) };
+    /// Whether a signed body refused for want of a companion was already logged in this VM.
+    static WARNED_UNHELD: Cell<bool> = const { Cell::new(false) };
+    /// Whether a signed body refused because it passed the companion too early was logged.
+    static WARNED_PASSED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A ring of the companions that most recently saw a request's headers. Weak: a companion's
+/// context owns its [`Slot`], which goes with the stream.
+#[derive(Default)]
+struct Recent {
+    slots: [Weak<Slot>; RECENT_COMPANIONS],
+    next: usize,
+}
+
+impl Recent {
+    fn remember(&mut self, slot: &Rc<Slot>) {
+        self.slots[self.next] = Rc::downgrade(slot);
+        self.next = (self.next + 1) % RECENT_COMPANIONS;
+    }
+
+    /// The remembered companions whose stream is still there and that no filter claimed yet,
+    /// newest first, at most [`MAX_TRIES`].
+    fn candidates(&self) -> Vec<Rc<Slot>> {
+        (1..=RECENT_COMPANIONS)
+            .map(|back| &self.slots[(self.next + RECENT_COMPANIONS - back) % RECENT_COMPANIONS])
+            .filter_map(Weak::upgrade)
+            .filter(|s| !s.done.get() && !s.claimed.get())
+            .take(MAX_TRIES)
+            .collect()
+    }
+}
+
+/// A companion's part of its stream, which the stream's filter links to once it needs the body.
+struct Slot {
+    /// The companion's context id.
+    id: u32,
+    /// Some of the body (or its end) passed while no filter watched it: the companion cannot
+    /// vouch for the whole body any more.
+    body_seen: Cell<bool>,
+    /// The stream is over.
+    done: Cell<bool>,
+    /// A filter linked it (once: a companion serves one filter, which may have let it go
+    /// since, with the body already past).
+    claimed: Cell<bool>,
+    /// The body watched for the stream's filter, while linked.
+    watch: RefCell<Option<Watch>>,
+}
+
+/// A body hashed for a filter as it passes its companion.
+struct Watch {
+    /// The filter's context id (its root is woken when the body is complete).
+    filter: u32,
+    hasher: BodyHasher,
+    max_body_bytes: u64,
+    /// The body is complete or past `max_body_bytes`: the filter's root decides at its next
+    /// tick.
+    ready: bool,
+}
+
+impl Slot {
+    fn new(id: u32) -> Self {
+        Slot {
+            id,
+            body_seen: Cell::new(false),
+            done: Cell::new(false),
+            claimed: Cell::new(false),
+            watch: RefCell::new(None),
+        }
+    }
+
+    /// Links the companion to a filter, whose body it now hashes.
+    fn link(&self, watch: Watch) {
+        self.claimed.set(true);
+        self.watch.replace(Some(watch));
+    }
+
+    fn ready(&self) -> bool {
+        self.watch.borrow().as_ref().is_some_and(|w| w.ready)
+    }
+
+    /// A piece of the body (`size` bytes, in the current context's body buffer) passing the
+    /// companion: hashed when a filter watches it.
+    fn passing(&self, size: usize, end_of_stream: bool) {
+        let mut watch = self.watch.borrow_mut();
+        let Some(w) = watch.as_mut() else {
+            self.body_seen.set(true);
+            return;
+        };
+        if w.ready {
+            return;
+        }
+        if size > 0 {
+            // Not buffering here: the buffer is this piece of the body.
+            if let Ok(Some(piece)) = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
+                w.hasher.update(&piece);
+            }
+        }
+        if end_of_stream || w.hasher.len() > w.max_body_bytes {
+            w.ready = true;
+            wake(w.filter, self.id);
+        }
+    }
+}
+
+/// Wakes the root of the filter whose context is `filter` (a tick period is set for the root of
+/// the current context, so from the filter's), then returns to context `own`.
+fn wake(filter: u32, own: u32) {
+    if hostcalls::set_effective_context(filter).is_ok() {
+        let _ = hostcalls::set_tick_period(Duration::from_millis(1));
+    }
+    let _ = hostcalls::set_effective_context(own);
+}
+
+/// What [`find_companion`] found.
+enum Link {
+    /// This stream's companion, not linked yet, which has seen none of the body.
+    Found(Rc<Slot>),
+    /// No companion of this stream ran before this filter: none in the chain, one after the
+    /// filter, or one beyond the few most recent (a filter between the two paused).
+    Missing,
+    /// This stream's companion let some of the body pass before this filter asked for it.
+    BodyPassed,
+}
+
+/// Finds the companion of the current stream (this filter's, context `own`) among the few that
+/// most recently saw a request's headers, checking each through the stream's filter state: a
+/// mark this filter sets in its own stream is read back in the candidate's context, where it is
+/// there only if the candidate belongs to the same stream. No host call when no companion ran
+/// in this VM; otherwise one, plus two per candidate tried (the first, normally).
+fn find_companion(own: u32) -> Link {
+    let candidates = RECENT.with(|r| r.borrow().candidates());
+    if candidates.is_empty() {
+        return Link::Missing;
+    }
+    let mark = stream_mark(own);
+    if hostcalls::set_property(vec![STREAM_MARK], Some(mark.as_bytes())).is_err() {
+        return Link::Missing;
+    }
+    let found = candidates.into_iter().find(|c| {
+        hostcalls::set_effective_context(c.id).is_ok()
+            && hostcalls::get_property(vec![STREAM_MARK])
+                .ok()
+                .flatten()
+                .is_some_and(|v| v == mark.as_bytes())
+    });
+    let _ = hostcalls::set_effective_context(own);
+    match found {
+        Some(slot) if slot.body_seen.get() => Link::BodyPassed,
+        Some(slot) => Link::Found(slot),
+        None => Link::Missing,
+    }
+}
+
+/// The value a filter (context `id`) marks its stream with: unique in this Envoy while the
+/// stream lasts (context ids are unique in a VM, the token tells VMs apart).
+fn stream_mark(id: u32) -> String {
+    let token = VM_TOKEN.with(|t| match t.get() {
+        Some(token) => token,
+        None => {
+            let mut bytes = [0u8; 8];
+            // SAFETY: the host writes exactly `bytes.len()` bytes into the buffer we pass.
+            let _ = unsafe { random_get(bytes.as_mut_ptr(), bytes.len()) };
+            let token = u64::from_le_bytes(bytes);
+            t.set(Some(token));
+            token
+        }
+    });
+    format!("{token:016x}.{id}")
 }
 
 /// Everything a VM's contexts share.
@@ -73,41 +255,53 @@ struct Vm {
     /// Metric ids, indexed by [`Counter::index`].
     metrics: Rc<[u32]>,
     keys_gauge: Option<u32>,
-    /// Requests whose verdict waits for their body, by (verify filter) context id.
+    /// Requests held for their body, by (filter) context id.
     held: HashMap<u32, Held>,
-    /// Whether the missing hold filter was already logged.
-    warned_no_holder: bool,
     /// Questions to the fleet's replay store in flight, by call token.
     store_queries: HashMap<u32, StoreCall>,
 }
 
 /// A request held for the replay store's answer.
 struct StoreCall {
-    /// The verify filter's context of the request (its end cancels the question).
+    /// The filter's context of the request: its end cancels the question, the answer is
+    /// decided in it.
     owner: u32,
-    /// The context to decide in: the request's, or its hold filter's for a held body.
-    act_in: u32,
     query: Box<StoreQuery>,
 }
 
-/// A request whose verdict waits for its body, which streams past hashed.
+/// A request held here, its body hashed by its companion as it passes.
 struct Held {
-    pending: Box<PendingBody>,
-    hasher: BodyHasher,
-    /// The body is complete or past `max_body_bytes`: the next tick decides.
-    ready: bool,
+    /// What the core waits for; `None` while the request waits for its agent's keys (the
+    /// companion hashes the body meanwhile, in case the signature covers it).
+    pending: Option<Box<PendingBody>>,
+    /// The stream's companion, linked.
+    slot: Rc<Slot>,
+}
+
+impl Held {
+    /// The companion stops watching the body.
+    fn unlink(self) {
+        self.slot.watch.take();
+    }
 }
 
 impl Vm {
     fn busy(&self) -> bool {
         self.fetcher.busy() || !self.held.is_empty() || !self.store_queries.is_empty()
     }
+
+    /// Forgets the request in context `id` held for its body, if it was.
+    fn unhold(&mut self, id: u32) {
+        if let Some(held) = self.held.remove(&id) {
+            held.unlink();
+        }
+    }
 }
 
 struct Root {
     id: u32,
     vm: Option<Rc<RefCell<Vm>>>,
-    /// A plugin with the `hold` role: its requests get a [`Holder`].
+    /// A plugin with the `hold` role: its requests get a [`Companion`].
     hold: bool,
 }
 
@@ -301,75 +495,59 @@ impl Root {
                 return;
             };
             let v = &mut *v;
+            let id = waiter.context_id;
             let mut host = EnvoyHost::deferred(&v.metrics);
             let mut keys = StoreSynced {
                 cache: v.fetcher.cache_mut(),
                 store: &EnvoyStore,
             };
-            let mut action = request_filter::on_request_headers(
+            let action = request_filter::on_request_headers(
                 &mut host,
                 &v.config,
                 &mut keys,
                 &mut v.replay.guard(&mut EnvoyStore),
                 false,
             );
-            if let FilterAction::NeedBody(pending) = action {
-                // Resuming lets the headers on into the hold filter and the body (buffered by
-                // Envoy meanwhile) through this filter.
-                action = body_needed(
-                    &mut host,
-                    v,
-                    waiter.context_id,
-                    waiter.end_of_stream,
-                    pending,
-                );
-            }
-            let id = waiter.context_id;
-            let action = held_for_store(&mut host, v, id, id, action);
+            let action = match action {
+                // Still held here: its body passed the companion meanwhile, hashed when the
+                // companion was linked as the request began to wait.
+                FilterAction::NeedBody(pending) => {
+                    body_needed(&mut host, v, id, waiter.end_of_stream, pending)
+                }
+                other => {
+                    v.unhold(id);
+                    other
+                }
+            };
+            let action = held_for_store(&mut host, v, id, action);
             (action, host.sent)
         };
         conclude(action, sent);
     }
 
-    /// Decides, in each hold filter's context, the held requests whose body is complete (or
-    /// too large), and releases the ones that pass.
+    /// Decides, each in its filter's context, the held requests whose body is complete (or
+    /// too large), and resumes the ones that pass.
     fn release_held(&self, vm: &Rc<RefCell<Vm>>) {
         let ready: Vec<(u32, Held)> = match vm.try_borrow_mut() {
-            Ok(mut v) => v.held.extract_if(|_, h| h.ready).collect(),
+            Ok(mut v) => v
+                .held
+                .extract_if(|_, h| h.pending.is_some() && h.slot.ready())
+                .collect(),
             Err(_) => return,
         };
         for (id, held) in ready {
-            let holder = HOLDERS.with(|h| h.borrow_mut().remove(&id));
-            UNCLAIMED.with(|u| u.borrow_mut().remove(&id));
             let (action, sent) = {
                 let Ok(mut v) = vm.try_borrow_mut() else {
                     return;
                 };
                 let v = &mut *v;
-                let Some(holder) = holder else {
-                    // The headers went on unheld: no hold filter follows this one in its chain.
-                    if hostcalls::set_effective_context(id).is_ok() {
-                        let mut host = EnvoyHost::deferred(&v.metrics);
-                        no_holder_at(&mut host, v);
-                        if let Some((status, headers, body)) = host.sent {
-                            send(status, &headers, &body);
-                        }
-                    }
-                    continue;
-                };
-                if hostcalls::set_effective_context(holder).is_err() {
+                if hostcalls::set_effective_context(id).is_err() {
+                    held.unlink();
                     continue;
                 }
                 let mut host = EnvoyHost::deferred(&v.metrics);
-                let body = Body::hashed(&held.hasher, &v.config);
-                let action = request_filter::on_request_body(
-                    &mut host,
-                    &v.config,
-                    &mut v.replay.guard(&mut EnvoyStore),
-                    &held.pending,
-                    body,
-                );
-                let action = held_for_store(&mut host, v, id, holder, action);
+                let action = decide_held(&mut host, v, held);
+                let action = held_for_store(&mut host, v, id, action);
                 (action, host.sent)
             };
             conclude(action, sent);
@@ -377,10 +555,9 @@ impl Root {
         let _ = hostcalls::set_effective_context(self.id);
     }
 
-    /// Dispatches fetches that are due and this worker may make; finishes requests that waited
-    /// too long or whose keys another worker fetched.
     /// Decides held bodies that are complete, then lets the fetch coordinator look at shared
-    /// data, waits and due refreshes.
+    /// data, waits and due refreshes: dispatches fetches that are due and this worker may make,
+    /// finishes requests that waited too long or whose keys another worker fetched.
     fn tick(&self, vm: &Rc<RefCell<Vm>>) {
         self.release_held(vm);
         let commands = match vm.try_borrow_mut() {
@@ -407,7 +584,6 @@ impl RootContext for Root {
         };
         if config.role == Role::Hold {
             self.hold = true;
-            HOLDER_PRESENT.with(|p| p.set(true));
             return true;
         }
         let metrics = Counter::all()
@@ -453,7 +629,6 @@ impl RootContext for Root {
             metrics,
             keys_gauge,
             held: HashMap::new(),
-            warned_no_holder: false,
             store_queries: HashMap::new(),
         })));
         // Fetch every agent's keys right away; then tick for background refreshes.
@@ -473,7 +648,10 @@ impl RootContext for Root {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         if self.hold {
-            return Some(Box::new(Holder { id: context_id }));
+            return Some(Box::new(Companion {
+                id: context_id,
+                slot: None,
+            }));
         }
         let vm = self.vm.clone()?;
         Some(Box::new(Request { id: context_id, vm }))
@@ -498,11 +676,9 @@ impl Context for Request {
         // A paused request that goes away stops waiting (Envoy cancels its calls).
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
             vm.fetcher.forget(u64::from(self.id));
-            vm.held.remove(&self.id);
+            vm.unhold(self.id);
             vm.store_queries.retain(|_, c| c.owner != self.id);
         }
-        HOLDERS.with(|h| h.borrow_mut().remove(&self.id));
-        UNCLAIMED.with(|u| u.borrow_mut().remove(&self.id));
         true
     }
 }
@@ -532,13 +708,16 @@ impl HttpContext for Request {
             }
             other => other,
         };
-        let action = held_for_store(&mut host, vm, self.id, self.id, action);
+        let action = held_for_store(&mut host, vm, self.id, action);
         match action {
             FilterAction::Continue => Action::Continue,
             FilterAction::Stop | FilterAction::NeedBody(_) | FilterAction::AskStore(_) => {
                 Action::Pause
             }
             FilterAction::Wait(url) => {
+                if !end_of_stream {
+                    watch_while_waiting(vm, self.id);
+                }
                 let waiter = Waiter {
                     context_id: self.id,
                     end_of_stream,
@@ -551,96 +730,154 @@ impl HttpContext for Request {
         }
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        self.body_passing(body_size, end_of_stream);
-        Action::Continue
-    }
-
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        // Trailers end the body.
-        self.body_passing(0, true);
+        // Trailers named like our headers go, as inbound headers do: some upstreams merge
+        // trailers into headers. A held request's trailers come here once it is resumed.
+        let Ok(vm) = self.vm.try_borrow() else {
+            send(503, &[], "");
+            return Action::Pause;
+        };
+        let Some(trailers) = header_pairs(MapType::HttpRequestTrailers) else {
+            let mut host = EnvoyHost::direct(&vm.metrics);
+            request_filter::fail_closed(&mut host, "the request trailers could not be read");
+            return Action::Pause;
+        };
+        let names = trailers.iter().map(|(n, _)| n.as_str());
+        for name in request_filter::trailers_to_strip(&vm.config, names) {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestTrailers, name, None);
+        }
         Action::Continue
     }
 }
 
-impl Request {
-    /// Hashes a piece of a held request's body on its way into the hold filter; once the body
-    /// is complete or too large, wakes the root to decide.
-    fn body_passing(&mut self, size: usize, end_of_stream: bool) {
-        let Ok(mut vm) = self.vm.try_borrow_mut() else {
-            return;
-        };
-        let max = vm.config.max_body_bytes as u64;
-        let Some(held) = vm.held.get_mut(&self.id) else {
-            return;
-        };
-        if held.ready {
-            return;
-        }
-        if size > 0 {
-            // Not buffering here: the buffer is this piece of the body.
-            if let Ok(Some(piece)) = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
-                held.hasher.update(&piece);
-            }
-        }
-        if end_of_stream || held.hasher.len() > max {
-            held.ready = true;
-            let _ = hostcalls::set_tick_period(Duration::from_millis(1));
-        }
-    }
-}
-
-/// A request whose verdict waits for its body (in the current context, `context_id`): decided
-/// at once when it has no body; otherwise marked for the hold filter, whose presence this
-/// filter needs (fails closed without one), and let through it.
+/// A request whose verdict waits for its body (in the current context, `id`): decided at once
+/// when it has no body; otherwise held here while the companion of this stream (linked now, or
+/// when the request began to wait for keys) hashes the body ([`FilterAction::Stop`], nothing
+/// sent: the root decides when the body is complete), or refused when there is no such
+/// companion.
 fn body_needed(
     host: &mut EnvoyHost,
     vm: &mut Vm,
-    context_id: u32,
+    id: u32,
     end_of_stream: bool,
     pending: Box<PendingBody>,
 ) -> FilterAction {
+    let watched = vm.held.remove(&id);
     if end_of_stream {
-        let config = &vm.config;
+        if let Some(held) = watched {
+            held.unlink();
+        }
         let body = Body::Complete(&[]);
         return request_filter::on_request_body(
             host,
-            config,
+            &vm.config,
             &mut vm.replay.guard(&mut EnvoyStore),
             &pending,
             body,
         );
     }
-    if !HOLDER_PRESENT.with(Cell::get) {
-        return no_holder_at(host, vm);
-    }
-    let mark = context_id.to_string();
-    if hostcalls::set_property(vec![HOLD_PROPERTY], Some(mark.as_bytes())).is_err() {
-        return request_filter::fail_closed(host, "the request could not be held for its body");
-    }
-    UNCLAIMED.with(|u| u.borrow_mut().insert(context_id));
-    let hasher = pending.hasher();
-    vm.held.insert(
-        context_id,
-        Held {
-            pending,
-            hasher,
-            ready: false,
+    let slot = match watched {
+        Some(held) => held.slot,
+        None => match find_companion(id) {
+            Link::Found(slot) => {
+                slot.link(Watch {
+                    filter: id,
+                    hasher: pending.hasher(),
+                    max_body_bytes: vm.config.max_body_bytes as u64,
+                    ready: false,
+                });
+                slot
+            }
+            Link::Missing => return unheld(host, &vm.config, Unheld::Missing),
+            Link::BodyPassed => return unheld(host, &vm.config, Unheld::BodyPassed),
         },
-    );
-    FilterAction::Continue
+    };
+    let held = Held {
+        pending: Some(pending),
+        slot,
+    };
+    if held.slot.ready() {
+        // The whole body passed while the request waited for keys.
+        return decide_held(host, vm, held);
+    }
+    vm.held.insert(id, held);
+    FilterAction::Stop
+}
+
+/// A request with a body that waits for its agent's keys (context `id`): its signature may
+/// cover the body, which passes the companion meanwhile (this filter, paused, sees none of it),
+/// so the companion of this stream, if there is one, hashes it for every algorithm the
+/// verifier checks. Without one, a signature that turns out to cover the body is refused then.
+fn watch_while_waiting(vm: &mut Vm, id: u32) {
+    if let Link::Found(slot) = find_companion(id) {
+        slot.link(Watch {
+            filter: id,
+            hasher: BodyHasher::for_field(EVERY_DIGEST),
+            max_body_bytes: vm.config.max_body_bytes as u64,
+            ready: false,
+        });
+        vm.held.insert(
+            id,
+            Held {
+                pending: None,
+                slot,
+            },
+        );
+    }
+}
+
+/// Decides a held request whose body its companion has seen whole (or past
+/// `max_body_bytes`), in the current context (the request's filter's).
+fn decide_held(host: &mut EnvoyHost, vm: &mut Vm, held: Held) -> FilterAction {
+    let (Some(pending), Some(watch)) = (held.pending, held.slot.watch.take()) else {
+        return request_filter::fail_closed(host, "the request's body was not watched");
+    };
+    let body = Body::hashed(&watch.hasher, &vm.config);
+    request_filter::on_request_body(
+        host,
+        &vm.config,
+        &mut vm.replay.guard(&mut EnvoyStore),
+        &pending,
+        body,
+    )
+}
+
+/// Why a signed body cannot be held.
+enum Unheld {
+    Missing,
+    BodyPassed,
+}
+
+/// Refuses a signed body this chain cannot hold (500 `body_not_held`, before anything of it
+/// left), and says once per VM what to change.
+fn unheld(host: &mut EnvoyHost, config: &Config, why: Unheld) -> FilterAction {
+    let (warned, line, detail) = match why {
+        Unheld::Missing => (
+            &WARNED_UNHELD,
+            "web-bot-auth: a signature covers Content-Digest, but no web-bot-auth entry with {\"role\": \"hold\"} ran before this filter in the request's filter chain: such requests are refused with 500 (body_not_held). Put the hold entry BEFORE the filter, in the same vm_id; a hold entry after the filter (the order of earlier versions) cannot keep the body from the upstream (see the README, Signed bodies)",
+            "the signature covers the body, and no hold entry before this filter in its chain can keep the request from the upstream while the body is checked",
+        ),
+        Unheld::BodyPassed => (
+            &WARNED_PASSED,
+            "web-bot-auth: a signature covers Content-Digest, but some of the body passed the hold entry before the filter asked it to hash the body (a filter between the two held the request's headers): such requests are refused with 500 (body_not_held). Put the hold entry right before the filter (see the README, Signed bodies)",
+            "the signature covers the body, and some of the body passed the hold entry before this filter could have it checked",
+        ),
+    };
+    if !warned.with(|w| w.replace(true)) {
+        let _ = hostcalls::log(LogLevel::Error, line);
+    }
+    request_filter::refuse_unheld(host, config, detail)
 }
 
 /// A verified request the fleet's replay store must see first ([`FilterAction::AskStore`]):
-/// asks it from the current (effective) context and keeps the request held (returns
-/// [`FilterAction::Stop`] with nothing sent: nothing to do until the answer, which is decided
-/// in `act_in`). A call that cannot be dispatched is a store failure, decided at once. Any other
+/// asks it from the current (effective) context, the request's (`owner`), and keeps the
+/// request held (returns [`FilterAction::Stop`] with nothing sent: nothing to do until the
+/// answer). A call that cannot be dispatched is a store failure, decided at once. Any other
 /// action is returned as is.
 fn held_for_store(
     host: &mut EnvoyHost,
     vm: &mut Vm,
     owner: u32,
-    act_in: u32,
     action: FilterAction,
 ) -> FilterAction {
     let FilterAction::AskStore(query) = action else {
@@ -658,14 +895,7 @@ fn held_for_store(
     let timeout = Duration::from_millis(call.timeout_ms);
     match hostcalls::dispatch_http_call(&call.cluster, headers, None, Vec::new(), timeout) {
         Ok(token) => {
-            vm.store_queries.insert(
-                token,
-                StoreCall {
-                    owner,
-                    act_in,
-                    query,
-                },
-            );
+            vm.store_queries.insert(token, StoreCall { owner, query });
             FilterAction::Stop
         }
         Err(status) => {
@@ -698,7 +928,7 @@ fn store_answered(vm: &Rc<RefCell<Vm>>, token: u32, body_size: usize) -> bool {
             .flatten()
             .unwrap_or_default();
         let answer = StoreAnswer::from_response(status, &body);
-        if hostcalls::set_effective_context(call.act_in).is_err() {
+        if hostcalls::set_effective_context(call.owner).is_err() {
             return true;
         }
         let mut host = EnvoyHost::deferred(&v.metrics);
@@ -709,51 +939,47 @@ fn store_answered(vm: &Rc<RefCell<Vm>>, token: u32, body_size: usize) -> bool {
     true
 }
 
-/// A signed body with no hold filter to keep the request from the upstream: fail closed, and
-/// say once what the chain lacks.
-fn no_holder_at(host: &mut EnvoyHost, vm: &mut Vm) -> FilterAction {
-    if !vm.warned_no_holder {
-        vm.warned_no_holder = true;
-        let _ = hostcalls::log(
-            LogLevel::Error,
-            "web-bot-auth: a signature covers Content-Digest, but no web-bot-auth filter with {\"role\": \"hold\"} follows this one in the filter chain: such requests are refused with 500 (see the README)",
-        );
-    }
-    request_filter::fail_closed(
-        host,
-        "the signature covers the body, and this proxy is not set up to check signed bodies",
-    )
-}
-
-/// The `hold` filter's request context: holds a stream the verify filter before it marked,
-/// until the verify filter's root decides it in this context.
-struct Holder {
+/// The hold companion's request context (`{"role": "hold"}`, placed before the filter): lets
+/// headers, body and trailers pass, remembers itself for the filter of its stream
+/// ([`find_companion`]) when the request has a body, and hashes the body once that filter
+/// linked it. Nothing else: no host call for a request whose filter does not need its body.
+struct Companion {
     id: u32,
+    slot: Option<Rc<Slot>>,
 }
 
-impl Context for Holder {
+impl Context for Companion {
     fn on_done(&mut self) -> bool {
-        HOLDERS.with(|h| h.borrow_mut().retain(|_, holder| *holder != self.id));
+        if let Some(slot) = self.slot.take() {
+            slot.done.set(true);
+        }
         true
     }
 }
 
-impl HttpContext for Holder {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        if UNCLAIMED.with(|u| u.borrow().is_empty()) {
-            return Action::Continue;
+impl HttpContext for Companion {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            let slot = Rc::new(Slot::new(self.id));
+            RECENT.with(|r| r.borrow_mut().remember(&slot));
+            self.slot = Some(slot);
         }
-        let marked = hostcalls::get_property(vec![HOLD_PROPERTY])
-            .ok()
-            .flatten()
-            .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u32>().ok());
-        match marked {
-            Some(verify_context) if UNCLAIMED.with(|u| u.borrow_mut().remove(&verify_context)) => {
-                HOLDERS.with(|h| h.borrow_mut().insert(verify_context, self.id));
-                Action::Pause
-            }
-            _ => Action::Continue,
+        Action::Continue
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let Some(slot) = &self.slot {
+            slot.passing(body_size, end_of_stream);
         }
+        Action::Continue
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        // Trailers end the body.
+        if let Some(slot) = &self.slot {
+            slot.passing(0, true);
+        }
+        Action::Continue
     }
 }
 
