@@ -676,6 +676,15 @@ impl Context for Request {
         // A paused request that goes away stops waiting (Envoy cancels its calls).
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
             vm.fetcher.forget(u64::from(self.id));
+            // Held for its body, never decided: the replay records made on its headers go.
+            if let Some(pending) = vm.held.get(&self.id).and_then(|h| h.pending.as_deref()) {
+                let now = now_ms() / 1000;
+                request_filter::on_body_abandoned(
+                    &mut vm.replay.guard(&mut EnvoyStore),
+                    pending,
+                    now,
+                );
+            }
             vm.unhold(self.id);
             vm.store_queries.retain(|_, c| c.owner != self.id);
         }
