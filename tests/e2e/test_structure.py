@@ -103,7 +103,9 @@ def test_a_valid_signature_next_to_an_odd_member_of_another_profile_verifies(env
 def test_many_bogus_signatures_are_rejected_without_verifying_them_all(envoy, agent_key):
     port = envoy.ports["enforce"]
     now = int(time.time())
-    labels = [f"s{i}" for i in range(200)]
+    # 60: within the bound of 64 labels a field may carry (past it, the field is malformed
+    # before anything is checked: test_attacks.py).
+    labels = [f"s{i}" for i in range(60)]
     params = f';created={now};expires={now + 300};keyid="{agent_key.thumbprint}";tag="web-bot-auth"'
     headers = {
         "Signature-Agent": ", ".join(f'{l}="https://agent.test"' for l in labels),
@@ -121,7 +123,7 @@ def test_many_bogus_signatures_are_rejected_without_verifying_them_all(envoy, ag
     assert p["reason"] == "bad_signature"
     assert stat_delta(before, after, "outcome.invalid") == 1
     assert stat_delta(before, after, "reason.bad_signature") == 1
-    # 3 (the default max_signatures) verified, 197 left: counted once per request.
+    # 3 (the default max_signatures) verified, 57 left: counted once per request.
     assert stat_delta(before, after, "signatures_over_limit") == 1
 
 
