@@ -1003,14 +1003,15 @@ def body_signed(path, body):
 
 
 @pytest.mark.xfail(strict=True, reason="round 2 finding: whoever sends a captured body signature "
-                   "first and trickles its body keeps it reserved: the agent's own request is "
-                   "429 `replayed` for as long as the copy stays open (up to the signature's "
-                   "expiry), though the copy is never accepted")
+                   "first and leaves its body unfinished keeps it reserved: the agent's own "
+                   "request is 429 `replayed` for as long as the copy stays open (Envoy's "
+                   "default stream idle timeout is 5 minutes, a byte now and then extends it: "
+                   "past the signature's expiry), though the copy is never accepted")
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_r2_a_copy_holding_its_body_open_does_not_burn_the_signature(envoy, upstream, transport):
     """The captor sends the agent's signed request first, announcing its body and sending one
-    byte of it, and then waits (a byte now and then keeps Envoy's idle timeout away for as long
-    as the signature lives). The copy never reaches the upstream and would be refused for its
+    byte of it, and then waits (Envoy's default stream idle timeout is 5 minutes, as long as a
+    typical signature lives, and a byte now and then extends it). The copy never reaches the upstream and would be refused for its
     body; meanwhile the agent's own request, with the right body, must still be accepted."""
     path = unique("held-open")
     body = b'{"order": 42, "qty": 1}'

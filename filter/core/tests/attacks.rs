@@ -205,7 +205,10 @@ fn a_field_covered_under_equivalent_identifiers_is_read_into_the_base_once() {
     h.push(("x-pad".into(), "p".repeat(4 * 1024)));
     let h = forged(h, &key, &ids, 3);
     let size = bytes_of(&h);
-    assert!(size < 60 * 1024, "{size}: within Envoy's default header limit");
+    assert!(
+        size < 60 * 1024,
+        "{size}: within Envoy's default header limit"
+    );
     let (built, ms) = base_bytes(&c, &h);
     eprintln!("field x 62: request {size} bytes, bases {built} bytes, {ms:.1} ms");
     assert!(
@@ -221,11 +224,12 @@ fn a_query_parameter_named_under_equivalent_identifiers_is_read_into_the_base_on
     let c = config(&[&key], "");
     // The flags set to false are accepted on a derived component too (only a true one is
     // refused there), and `name="a"`, `name="%61"` name the same parameter.
-    let ids: Vec<String> = equivalent_identifiers("\"@query-param\";name=\"a\"", &["sf", "bs", "req", "tr"])
-        .into_iter()
-        .take(61)
-        .chain(std::iter::once("\"@query-param\";name=\"%61\"".to_string()))
-        .collect();
+    let ids: Vec<String> =
+        equivalent_identifiers("\"@query-param\";name=\"a\"", &["sf", "bs", "req", "tr"])
+            .into_iter()
+            .take(61)
+            .chain(std::iter::once("\"@query-param\";name=\"%61\"".to_string()))
+            .collect();
     let query = "a&".repeat(2 * 1024);
     let h = forged(head(&format!("/?{query}")), &key, &ids, 3);
     let size = bytes_of(&h);
@@ -261,5 +265,45 @@ fn two_signatures_of_one_request_with_one_nonce_are_not_a_replay_of_each_other()
     assert_eq!(
         send(&c, &replay, carrying(h.clone(), &[&s2])),
         (429, "replayed".into())
+    );
+}
+
+// ------------------------------------------------------------------------ 3. the fleet's store
+
+#[test]
+#[ignore = "round 2 finding: a request refused 503 because the fleet's replay store failed (on_error: reject) keeps its record in the local table: the agent's retry of it, which the 503 invites, is 429 `replayed` though it was never accepted"]
+fn a_request_refused_because_the_store_failed_leaves_no_local_record() {
+    use wba_filter::replay_store::StoreAnswer;
+    use wba_filter::request_filter::on_store_answer;
+    let key = ed25519(1);
+    let c = config(
+        &[&key],
+        r#""replay_store":{"cluster":"wba_replay","on_error":"reject"},"#,
+    );
+    let h = head("/checkout");
+    let request = carrying(h.clone(), &[&sign(&h, &key, &opts("sig1", Some("n-1")))]);
+    let replay = table();
+    let ask = |replay: &MemoryReplay| {
+        let mut host = RecordingHost::new(request.clone(), NOW);
+        let action = on_request_headers(&mut host, &c, &mut KeyCache::new(&c), &mut &*replay, true);
+        (host, action)
+    };
+    // The store does not answer: 503, fails closed.
+    let (mut host, action) = ask(&replay);
+    let Action::AskStore(query) = action else {
+        panic!("{action:?}")
+    };
+    let failed = StoreAnswer::Failed("the replay store did not answer".into());
+    assert_eq!(
+        on_store_answer(&mut host, &c, &query, &failed),
+        Action::Stop
+    );
+    assert_eq!(host.sent.as_ref().map(|s| s.status), Some(503));
+    // The retry (the store is back) must be asked about, not refused as a replay here.
+    let (host, action) = ask(&replay);
+    assert!(
+        matches!(action, Action::AskStore(_)),
+        "{action:?}: {:?}",
+        host.sent.map(|s| (s.status, s.body))
     );
 }
