@@ -38,6 +38,8 @@ pub enum BaseError {
     ResponseOnly(String),
     /// `tr`: trailers are not available when the headers are verified.
     Trailer(String),
+    /// The base grew past [`max_base_bytes`] of its message: no legitimate signature's does.
+    TooLarge(usize),
 }
 
 impl fmt::Display for BaseError {
@@ -54,6 +56,10 @@ impl fmt::Display for BaseError {
             Self::NotStructured(n) => write!(f, "field {n:?} is not a valid structured field"),
             Self::ResponseOnly(c) => write!(f, "{c} only applies to responses"),
             Self::Trailer(c) => write!(f, "{c}: trailer fields cannot be verified here"),
+            Self::TooLarge(max) => write!(
+                f,
+                "the signature base would be larger than {max} bytes, several times the message"
+            ),
         }
     }
 }
@@ -68,19 +74,50 @@ impl std::error::Error for BaseError {}
 /// base, not once per component.
 pub fn signature_base(msg: Message<'_>, input: &SignatureInput) -> Result<String, BaseError> {
     let mut out = String::with_capacity(256);
-    let mut memo = Memo::default();
+    let max = max_base_bytes(msg);
+    let mut memo = Memo {
+        max,
+        ..Memo::default()
+    };
     for c in &input.components {
         lines_of(msg, c, &mut memo, &mut out)?;
+        if out.len() > max {
+            return Err(BaseError::TooLarge(max));
+        }
     }
     out.push_str("\"@signature-params\": ");
     out.push_str(&input.serialized);
     Ok(out)
 }
 
+/// The largest signature base built over `msg`: four times its bytes (each component reads a
+/// part of the message, and a legitimate signature reads a part a few times at most, as
+/// `@target-uri`, `@path` and `@request-target` do), plus 16 KiB for identifiers and
+/// `@signature-params`. A base that grows past it (a parameter repeated thousands of times in
+/// the query, covered by many `@query-param` components) is refused before it is hashed.
+pub fn max_base_bytes(msg: Message<'_>) -> usize {
+    let fields = |h: &[(String, String)]| h.iter().map(|(n, v)| n.len() + v.len()).sum::<usize>();
+    let request = match msg {
+        Message::Request(r) | Message::Response { request: r, .. } => r,
+    };
+    let mut bytes = request.method.len()
+        + request.scheme.len()
+        + request.authority.len()
+        + request.path.len()
+        + request.query.as_ref().map_or(0, String::len)
+        + fields(&request.headers);
+    if let Message::Response { response, .. } = msg {
+        bytes += fields(&response.headers);
+    }
+    bytes.saturating_mul(4).saturating_add(16 * 1024)
+}
+
 /// What one base has already read of its message. Fields are keyed by the side they come from
 /// (`true`: the request) and name.
 #[derive(Default)]
 struct Memo {
+    /// [`max_base_bytes`] of the message.
+    max: usize,
     combined: HashMap<(bool, String), Option<String>>,
     dictionaries: HashMap<(bool, String), Option<Dictionary>>,
     /// Each query parameter's values, by re-encoded name (RFC 9421 section 2.2.8).
@@ -89,7 +126,11 @@ struct Memo {
 
 /// Appends the base line(s) of one component (several for repeated `@query-param`).
 pub fn component_lines(msg: Message<'_>, c: &Component, out: &mut String) -> Result<(), BaseError> {
-    lines_of(msg, c, &mut Memo::default(), out)
+    let mut memo = Memo {
+        max: max_base_bytes(msg),
+        ..Memo::default()
+    };
+    lines_of(msg, c, &mut memo, out)
 }
 
 /// [`component_lines`], reading the message through the base's `memo`.
@@ -116,13 +157,19 @@ fn lines_of(
             let params = memo
                 .query
                 .get_or_insert_with(|| query_params(request.query.as_deref().unwrap_or("")));
-            let wanted = encode_form_component(&decode_form_component(name));
-            let values = params.get(&wanted).map(Vec::as_slice).unwrap_or_default();
+            let values = params
+                .get(&canonical_query_name(name))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             if values.is_empty() {
                 return Err(BaseError::MissingQueryParam(name.clone()));
             }
             for v in values {
                 line(out, c, v);
+                // One component can add a line per value: stop as soon as it is too large.
+                if out.len() > memo.max {
+                    return Err(BaseError::TooLarge(memo.max));
+                }
             }
             Ok(())
         }
@@ -315,8 +362,16 @@ fn reserialize(name: &str, value: &str) -> Option<String> {
 /// The values of query parameter `name` (RFC 9421 section 2.2.8): each parameter's name and
 /// value are decoded as `application/x-www-form-urlencoded`, then re-encoded with percent-encoding.
 pub fn query_param_values(query: &str, name: &str) -> Vec<String> {
-    let wanted = encode_form_component(&decode_form_component(name));
-    query_params(query).remove(&wanted).unwrap_or_default()
+    query_params(query)
+        .remove(&canonical_query_name(name))
+        .unwrap_or_default()
+}
+
+/// A `@query-param` name as the base compares it: decoded as
+/// `application/x-www-form-urlencoded`, then percent-encoded (RFC 9421 section 2.2.8), so that
+/// `a`, `%61` and `%61` name one parameter.
+pub fn canonical_query_name(name: &str) -> String {
+    encode_form_component(&decode_form_component(name))
 }
 
 /// Every parameter of `query`, by re-encoded name, each name's values in order: read once per
@@ -436,6 +491,25 @@ mod tests {
             base(&r, "\"x\";key=\"a\""),
             Err(BaseError::MissingMember { .. })
         ));
+    }
+
+    #[test]
+    fn a_base_many_times_its_message_is_refused() {
+        // 300 values of one parameter, each a line (of 27 bytes, for 2 in the query): within.
+        let query = "a&".repeat(300);
+        let r = req(Some(&query), &[]);
+        let one = base(&r, "\"@query-param\";name=\"a\"").expect("one component");
+        assert!(one.len() <= max_base_bytes(Message::Request(&r)));
+        // Covered under three spellings of what it reads would be refused as a duplicate;
+        // under three names that all match (a query of `a`, `b` and `c` values), the base
+        // passes the bound and is refused before it is built further.
+        let query = "a&b&c&".repeat(2000);
+        let r = req(Some(&query), &[]);
+        let covering = (0..3)
+            .map(|i| format!("\"@query-param\";name=\"{}\"", ["a", "b", "c"][i]))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(matches!(base(&r, &covering), Err(BaseError::TooLarge(_))));
     }
 
     #[test]

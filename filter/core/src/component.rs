@@ -5,7 +5,7 @@ use std::fmt;
 use sfv::{BareItem, FieldType, Item};
 
 /// A derived component (RFC 9421 section 2.2).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Derived {
     Method,
     TargetUri,
@@ -21,7 +21,7 @@ pub enum Derived {
 }
 
 /// What a component identifier names.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ComponentName {
     Derived(Derived),
     /// An HTTP field, by lowercase name.
@@ -46,6 +46,17 @@ pub struct Component {
     pub serialized: String,
 }
 
+/// What a component reads ([`Component::identity`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ComponentIdentity {
+    name: ComponentName,
+    sf: bool,
+    key: Option<String>,
+    bs: bool,
+    req: bool,
+    tr: bool,
+}
+
 /// Why a component identifier cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ComponentError {
@@ -62,6 +73,9 @@ pub enum ComponentError {
     },
     SfWithBs(String),
     Unparsable(String),
+    /// A flag parameter (`sf`, `bs`, `req`, `tr`) given as `?0`: RFC 9421 defines each as present
+    /// or absent, and `?0` would be one more spelling of the same component.
+    FalseFlag(String),
 }
 
 impl fmt::Display for ComponentError {
@@ -80,6 +94,10 @@ impl fmt::Display for ComponentError {
             } => write!(f, "parameter {parameter:?} is not allowed on {component}"),
             Self::SfWithBs(n) => write!(f, "{n}: \"sf\" and \"bs\" cannot be combined"),
             Self::Unparsable(s) => write!(f, "not a component identifier: {s:?}"),
+            Self::FalseFlag(p) => write!(
+                f,
+                "component parameter {p:?} is a flag: present or absent, never ?0"
+            ),
         }
     }
 }
@@ -111,7 +129,8 @@ impl Component {
         let mut qname = None;
         for (k, v) in &item.params {
             let flag = || match v {
-                BareItem::Boolean(b) => Ok(*b),
+                BareItem::Boolean(true) => Ok(true),
+                BareItem::Boolean(false) => Err(ComponentError::FalseFlag(k.as_str().to_string())),
                 _ => Err(ComponentError::BadParameterValue(k.as_str().to_string())),
             };
             match k.as_str() {
@@ -217,6 +236,27 @@ impl Component {
         }
     }
 
+    /// What the component reads, whatever the spelling of its identifier (parameter order, a
+    /// `@query-param` name's percent-encoding): two components of one signature with the same
+    /// identity would put the same value in its base twice (RFC 9421 section 3.2 allows a
+    /// component once).
+    pub fn identity(&self) -> ComponentIdentity {
+        let name = match &self.name {
+            ComponentName::Derived(Derived::QueryParam(n)) => {
+                ComponentName::Derived(Derived::QueryParam(crate::base::canonical_query_name(n)))
+            }
+            other => other.clone(),
+        };
+        ComponentIdentity {
+            name,
+            sf: self.sf,
+            key: self.key.clone(),
+            bs: self.bs,
+            req: self.req,
+            tr: self.tr,
+        }
+    }
+
     /// Whether this is the field `name` (lowercase).
     pub fn is_field(&self, name: &str) -> bool {
         matches!(&self.name, ComponentName::Field(n) if n == name)
@@ -284,5 +324,33 @@ mod tests {
             Err(ComponentError::BadParameterValue(_))
         ));
         assert!(Component::parse("\"unterminated").is_err());
+        assert_eq!(
+            Component::parse("host;sf=?0"),
+            Err(ComponentError::FalseFlag("sf".into()))
+        );
+        assert_eq!(
+            Component::parse("@method;req=?0"),
+            Err(ComponentError::FalseFlag("req".into()))
+        );
+    }
+
+    #[test]
+    fn identity_is_what_is_read_not_how_it_is_spelled() {
+        let id = |s: &str| Component::parse(s).expect(s).identity();
+        assert_eq!(id("x;sf;req"), id("x;req;sf"));
+        assert_eq!(
+            id("\"@query-param\";name=\"a\""),
+            id("\"@query-param\";name=\"%61\"")
+        );
+        assert_eq!(
+            id("\"@query-param\";name=\"a b\""),
+            id("\"@query-param\";name=\"a+b\"")
+        );
+        assert_ne!(id("x;sf"), id("x"));
+        assert_ne!(id("x;key=\"a\""), id("x;key=\"b\""));
+        assert_ne!(
+            id("\"@query-param\";name=\"a\""),
+            id("\"@query-param\";name=\"b\"")
+        );
     }
 }

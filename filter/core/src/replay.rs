@@ -53,11 +53,19 @@ impl ReplayId {
     /// which it is kept, its `expires` plus `skew`: its verified signature's, then those of the
     /// request's other signatures that verified ([`Verified::others`]), any of which could be
     /// replayed alone.
+    ///
+    /// Two signatures with one identity (the same nonce under the agent's old and new key,
+    /// during a rotation) are one credential: recorded once, until the later expiry.
     pub fn all(v: &Verified, skew: i64) -> Vec<(Self, i64)> {
-        std::iter::once(v)
-            .chain(&v.others)
-            .map(|s| (Self::of(s), s.expires.saturating_add(skew)))
-            .collect()
+        let mut ids: Vec<(Self, i64)> = Vec::with_capacity(1 + v.others.len());
+        for s in std::iter::once(v).chain(&v.others) {
+            let (id, until) = (Self::of(s), s.expires.saturating_add(skew));
+            match ids.iter_mut().find(|(known, _)| *known == id) {
+                Some((_, u)) => *u = (*u).max(until),
+                None => ids.push((id, until)),
+            }
+        }
+        ids
     }
 
     fn nonce(agent: &str, nonce: &str) -> Self {
@@ -253,6 +261,8 @@ pub trait ReplayGuard {
     /// request is refused after all (its body did not match, it went away): a refused request
     /// leaves no record. Best effort: a record that cannot be removed stays until it expires.
     fn release(&mut self, id: ReplayId, now: i64);
+    /// Whether `id` is recorded and live (a lookup: nothing is recorded).
+    fn seen(&mut self, id: ReplayId, now: i64) -> bool;
 }
 
 /// A [`ReplayTable`] in a [`SharedStore`] (Envoy's shared data, for the proxy-wasm module).
@@ -269,6 +279,14 @@ impl ReplayGuard for InStore<'_> {
     fn release(&mut self, id: ReplayId, now: i64) {
         self.table.release(self.store, id, now);
     }
+
+    fn seen(&mut self, id: ReplayId, now: i64) -> bool {
+        let key = self.table.bucket_key(self.table.bucket_of(&id));
+        self.store
+            .get(&key)
+            .0
+            .is_some_and(|bytes| live_records(&bytes, now).iter().any(|(r, _)| *r == id.0))
+    }
 }
 
 /// For a configuration without replay protection: never consulted by the request path, and
@@ -282,6 +300,10 @@ impl ReplayGuard for NoReplay {
     }
 
     fn release(&mut self, _id: ReplayId, _now: i64) {}
+
+    fn seen(&mut self, _id: ReplayId, _now: i64) -> bool {
+        false
+    }
 }
 
 /// The replay table in process memory, shared by every thread (the native module): the same
@@ -352,6 +374,17 @@ impl ReplayGuard for &MemoryReplay {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .retain(|(rid, exp)| *rid != id.0 && *exp >= now);
         }
+    }
+
+    fn seen(&mut self, id: ReplayId, now: i64) -> bool {
+        let i = bucket_of(&self.secret, self.buckets.len(), &id);
+        self.buckets.get(i).is_some_and(|bucket| {
+            bucket
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .any(|(rid, exp)| *rid == id.0 && *exp >= now)
+        })
     }
 }
 
@@ -459,8 +492,14 @@ mod tests {
                 ReplayCheck::Fresh
             );
         }
+        assert!(m.seen(a, NOW) && shared.guard(&mut s).seen(a, NOW));
         m.release(a, NOW);
         shared.guard(&mut s).release(a, NOW);
+        // A lookup records nothing.
+        assert!(!m.seen(a, NOW) && !shared.guard(&mut s).seen(a, NOW));
+        assert!(!m.seen(a, NOW));
+        // An expired record is not seen.
+        assert!(!m.seen(b, NOW + 61) && !shared.guard(&mut s).seen(b, NOW + 61));
         // Released: fresh again; the other record stays.
         assert_eq!(m.check_and_record(a, NOW + 60, NOW), ReplayCheck::Fresh);
         assert_eq!(m.check_and_record(b, NOW + 60, NOW), ReplayCheck::Replayed);

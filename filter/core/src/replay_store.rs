@@ -76,6 +76,12 @@ impl StoreQuery {
         }
     }
 
+    /// The identities asked about, the verified signature's first (each recorded in this
+    /// Envoy's table before the question).
+    pub fn ids(&self) -> &[ReplayId] {
+        &self.ids
+    }
+
     /// The call to dispatch to the replay servers.
     pub fn request(&self, settings: &ReplayStoreSettings) -> FetchRequest {
         let h = |n: &str, v: String| (n.to_string(), v);

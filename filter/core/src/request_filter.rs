@@ -45,10 +45,6 @@ pub struct PendingBody {
     content_digest: String,
     /// The directory proof status of the key that verified, for the access log.
     proof: Option<String>,
-    /// The replay records made when the headers were decided (the signature is reserved
-    /// before its body is read, so one captured signature cannot hold many bodies at once):
-    /// removed again when the request is refused after all, or goes away.
-    reserved: Vec<ReplayId>,
 }
 
 /// The body a [`PendingBody`] waits for, as the host has it.
@@ -146,18 +142,15 @@ pub fn on_request_headers(
     };
     let verdict = match verdict {
         Verdict::Verified(v) if v.covers_content_digest => {
-            // Recorded now, before any of the body is read: a signature already used is
-            // refused at once (429), and copies of one sent at the same time cannot each hold
-            // a body. Released again if the body does not match.
-            let (verdict, reserved) = check_replay(host, config, replay, Verdict::Verified(v), now);
-            let Verdict::Verified(v) = verdict else {
-                return after_replay(host, config, verdict, proof.as_deref());
-            };
+            // A signature already used is refused now (429), before any of its body is read;
+            // it is recorded only once its body matched (see `seen_before`).
+            if let Some(replayed) = seen_before(config, replay, &v, now) {
+                return after_replay(host, config, replayed, proof.as_deref());
+            }
             let pending = PendingBody {
                 verified: *v,
                 content_digest: req.header("content-digest").unwrap_or_default(),
                 proof,
-                reserved,
             };
             // A body announced larger than the bound is refused before any of it is buffered.
             let announced = req
@@ -204,20 +197,27 @@ pub fn on_request_body(
         Body::Hashed(hasher) => judged(hasher.check(&pending.content_digest)),
     };
     let now = host.now();
-    // Recorded in this Envoy's table when the headers were decided: refused now, the request
-    // leaves no record.
-    if !matches!(verdict, Verdict::Verified(_)) {
-        on_body_abandoned(replay, pending, now);
-    }
-    after_replay(host, config, verdict, pending.proof.as_deref())
+    decide(host, config, replay, verdict, pending.proof.as_deref(), now)
 }
 
-/// A request held for its body ([`Action::NeedBody`]) went away before it was decided: the
-/// replay records made for it are removed (it never reached the upstream).
-pub fn on_body_abandoned(replay: &mut dyn ReplayGuard, pending: &PendingBody, now: i64) {
-    for id in &pending.reserved {
-        replay.release(*id, now);
+/// The provisional replay check of a signature that covers its body, when its headers are
+/// decided: `replayed` when this Envoy's table already has one of the request's signatures, so
+/// a copy of an accepted request is refused before its body is buffered. Nothing is recorded
+/// yet: a record made before the body is checked would let whoever sends a captured request
+/// first, with a body that never completes or does not match, block the agent's own request.
+fn seen_before(
+    config: &Config,
+    replay: &mut dyn ReplayGuard,
+    v: &Verified,
+    now: i64,
+) -> Option<Verdict> {
+    if !config.replay_protection {
+        return None;
     }
+    let ids = ReplayId::all(v, config.policy.clock_skew_seconds);
+    ids.iter()
+        .any(|(id, _)| replay.seen(*id, now))
+        .then(|| failed_after_verifying(v, Reason::Replayed, "this signature was already used"))
 }
 
 /// The last steps for a decided verdict: replay check (this Envoy's table, then the fleet's
@@ -230,7 +230,7 @@ fn decide(
     proof: Option<&str>,
     now: i64,
 ) -> Action {
-    let (verdict, _) = check_replay(host, config, replay, verdict, now);
+    let verdict = check_replay(host, config, replay, verdict, now);
     after_replay(host, config, verdict, proof)
 }
 
@@ -259,6 +259,7 @@ fn after_replay(
 pub fn on_store_answer(
     host: &mut dyn Host,
     config: &Config,
+    replay: &mut dyn ReplayGuard,
     query: &StoreQuery,
     answer: &StoreAnswer,
 ) -> Action {
@@ -283,6 +284,12 @@ pub fn on_store_answer(
                 host.increment(Counter::StoreAcceptedOnError);
                 Verdict::Verified(Box::new(v.clone()))
             } else {
+                // Refused, never accepted: this Envoy's records of it go, so that the retry
+                // the 503 invites is asked about again rather than taken for a replay.
+                let now = host.now();
+                for id in query.ids() {
+                    replay.release(*id, now);
+                }
                 failed(Reason::ReplayStoreUnavailable, why.clone())
             }
         }
@@ -305,19 +312,19 @@ fn conclude(
 
 /// Records the identity of a verified request's every Web Bot Auth signature (see
 /// [`ReplayId::all`]); a request any of whose signatures was used within its life is
-/// `replayed`, and then records nothing. Returns the verdict and the records made.
+/// `replayed`, and then records nothing.
 fn check_replay(
     host: &mut dyn Host,
     config: &Config,
     replay: &mut dyn ReplayGuard,
     verdict: Verdict,
     now: i64,
-) -> (Verdict, Vec<ReplayId>) {
+) -> Verdict {
     let Verdict::Verified(v) = &verdict else {
-        return (verdict, Vec::new());
+        return verdict;
     };
     if !config.replay_protection {
-        return (verdict, Vec::new());
+        return verdict;
     }
     let ids = ReplayId::all(v, config.policy.clock_skew_seconds);
     let mut recorded = Vec::with_capacity(ids.len());
@@ -343,12 +350,9 @@ fn check_replay(
         for id in recorded {
             replay.release(id, now);
         }
-        return (
-            failed_after_verifying(v, Reason::Replayed, detail),
-            Vec::new(),
-        );
+        return failed_after_verifying(v, Reason::Replayed, detail);
     }
-    (verdict, recorded)
+    verdict
 }
 
 /// A signature that verified but failed a later check (body digest, replay): the failure names
@@ -502,7 +506,7 @@ mod tests {
     use crate::key_cache::KeyCache;
     use crate::keys::StoreSynced;
     use crate::plan::Rejection;
-    use crate::replay::ReplayTable;
+    use crate::replay::{NoReplay, ReplayTable};
     use crate::shared::MemoryStore;
     use crate::sign::{sign_request, SignOptions};
     use ed25519_dalek::SigningKey;
@@ -743,15 +747,36 @@ mod tests {
     }
 
     #[test]
-    fn copies_of_a_body_signature_cannot_each_hold_a_body() {
+    fn a_body_signature_is_looked_up_on_its_headers_and_recorded_after_its_body() {
         let c = config("enforce");
         let mut store = MemoryStore::default();
         let body = b"{\"qty\":1}";
-        // The first copy is held for its body (its signature reserved); a copy arriving
-        // meanwhile is refused on its headers, before any of its body is buffered.
+        // Two copies at once are both held: neither is recorded before its body matched, so a
+        // copy that never completes its body cannot block the agent's own request.
         let mut first = body_host(body, body, &[]);
         let pending = held(&mut first, &c, &mut store);
+        let mut second = body_host(body, body, &[]);
+        let pending2 = held(&mut second, &c, &mut store);
         let replay = table(&mut store, &c);
+        let action = on_request_body(
+            &mut first,
+            &c,
+            &mut replay.guard(&mut store),
+            &pending,
+            Body::Complete(body),
+        );
+        assert_eq!(action, Action::Continue);
+        // The other one, complete later, is the replay.
+        let action = on_request_body(
+            &mut second,
+            &c,
+            &mut replay.guard(&mut store),
+            &pending2,
+            Body::Complete(body),
+        );
+        assert_eq!(action, Action::Stop);
+        assert_eq!(second.sent.as_ref().map(|s| s.status), Some(429));
+        // Once recorded, a copy is refused on its headers, before any of its body is held.
         let mut copy = body_host(body, body, &[]);
         let action = on_request_headers(
             &mut copy,
@@ -763,19 +788,6 @@ mod tests {
         assert_eq!(action, Action::Stop);
         assert_eq!(copy.sent.as_ref().map(|s| s.status), Some(429));
         assert_eq!(copy.header_values("x-web-bot-auth-reason"), ["replayed"]);
-        // The first one goes away before its body is complete: its reservation is released,
-        // so the sender's retry of the same request is accepted.
-        on_body_abandoned(&mut replay.guard(&mut store), &pending, NOW);
-        let mut retry = body_host(body, body, &[]);
-        let pending = held(&mut retry, &c, &mut store);
-        let action = on_request_body(
-            &mut retry,
-            &c,
-            &mut replay.guard(&mut store),
-            &pending,
-            Body::Complete(body),
-        );
-        assert_eq!(action, Action::Continue);
     }
 
     #[test]
@@ -961,7 +973,13 @@ mod tests {
         // Held: nothing annotated or counted yet.
         assert!(h.header_values("x-web-bot-auth-result").is_empty() && h.counters.is_empty());
         assert_eq!(
-            on_store_answer(&mut h, &c, &q, &StoreAnswer::Fresh),
+            on_store_answer(
+                &mut h,
+                &c,
+                &mut table(&mut store, &c).guard(&mut store),
+                &q,
+                &StoreAnswer::Fresh
+            ),
             Action::Continue
         );
         assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
@@ -987,7 +1005,7 @@ mod tests {
         let mut h = host(true, &[]);
         let q = asked(&mut h, &c, &mut MemoryStore::default());
         assert_eq!(
-            on_store_answer(&mut h, &c, &q, &StoreAnswer::Replayed),
+            on_store_answer(&mut h, &c, &mut NoReplay, &q, &StoreAnswer::Replayed),
             Action::Stop
         );
         let sent = h.sent.clone().expect("sent");
@@ -1003,7 +1021,10 @@ mod tests {
             let c = store_config(mode, "reject");
             let mut h = host(true, &[]);
             let q = asked(&mut h, &c, &mut MemoryStore::default());
-            assert_eq!(on_store_answer(&mut h, &c, &q, &failure), Action::Stop);
+            assert_eq!(
+                on_store_answer(&mut h, &c, &mut NoReplay, &q, &failure),
+                Action::Stop
+            );
             assert_eq!(h.sent.as_ref().map(|s| s.status), Some(503), "{mode}");
             assert_eq!(h.header_values("x-web-bot-auth-result"), ["unverified"]);
             assert_eq!(
@@ -1016,15 +1037,47 @@ mod tests {
         let c = store_config("observe", "reject");
         let mut h = host(true, &[]);
         let q = asked(&mut h, &c, &mut MemoryStore::default());
-        assert_eq!(on_store_answer(&mut h, &c, &q, &failure), Action::Continue);
+        assert_eq!(
+            on_store_answer(&mut h, &c, &mut NoReplay, &q, &failure),
+            Action::Continue
+        );
         assert_eq!(h.header_values("x-web-bot-auth-result"), ["unverified"]);
         // on_error accept: verified, and counted as such.
         let c = store_config("require", "accept");
         let mut h = host(true, &[]);
         let q = asked(&mut h, &c, &mut MemoryStore::default());
-        assert_eq!(on_store_answer(&mut h, &c, &q, &failure), Action::Continue);
+        assert_eq!(
+            on_store_answer(&mut h, &c, &mut NoReplay, &q, &failure),
+            Action::Continue
+        );
         assert_eq!(h.header_values("x-web-bot-auth-result"), ["verified"]);
         assert!(h.counters.contains(&Counter::StoreAcceptedOnError));
+    }
+
+    #[test]
+    fn a_request_refused_for_a_store_failure_is_not_kept_in_the_local_table() {
+        let failure = StoreAnswer::Failed("the replay store did not answer".into());
+        let c = store_config("enforce", "reject");
+        let mut store = MemoryStore::default();
+        let mut h = host(true, &[]);
+        let q = asked(&mut h, &c, &mut store);
+        let replay = table(&mut store, &c);
+        let action = on_store_answer(&mut h, &c, &mut replay.guard(&mut store), &q, &failure);
+        assert_eq!(action, Action::Stop);
+        assert_eq!(h.sent.as_ref().map(|s| s.status), Some(503));
+        // The retry the 503 invites is asked about again, not taken for a replay.
+        let mut retry = host(true, &[]);
+        retry.headers = h.headers.clone();
+        assert!(matches!(
+            on_request_headers(
+                &mut retry,
+                &c,
+                &mut KeyCache::new(&c),
+                &mut replay.guard(&mut store),
+                true
+            ),
+            Action::AskStore(_)
+        ));
     }
 
     #[test]

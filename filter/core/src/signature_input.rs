@@ -161,7 +161,8 @@ impl SignatureInput {
     /// Builds the parsed form of one `Signature-Input` member.
     pub fn from_inner_list(label: &str, inner: &InnerList) -> Result<Self, InputError> {
         let mut components: Vec<Component> = Vec::with_capacity(inner.items.len());
-        // RFC 9421 section 3.2: a component may be covered only once. Found by hashing, in
+        // RFC 9421 section 3.2: a component may be covered only once, however its identifier is
+        // spelled (each spelling would put its value in the base again). Found by hashing, in
         // linear time.
         let mut seen = std::collections::HashSet::with_capacity(inner.items.len());
         for item in &inner.items {
@@ -169,7 +170,7 @@ impl SignatureInput {
                 label: label.to_string(),
                 error,
             })?;
-            if !seen.insert(c.serialized.clone()) {
+            if !seen.insert(c.identity()) {
                 return Err(InputError::DuplicateComponent {
                     label: label.to_string(),
                     component: c.serialized,
@@ -283,6 +284,19 @@ mod tests {
             parse_signature_input("s=(\"@method\" \"@method\")"),
             Err(InputError::DuplicateComponent { .. })
         ));
+        // The same component under another spelling is the same component.
+        for twice in [
+            "s=(\"x\";sf;req \"x\";req;sf)",
+            "s=(\"@query-param\";name=\"a\" \"@query-param\";name=\"%61\")",
+        ] {
+            assert!(
+                matches!(
+                    parse_signature_input(twice),
+                    Err(InputError::DuplicateComponent { .. })
+                ),
+                "{twice}"
+            );
+        }
         assert!(matches!(
             parse_signature_input("s=(\"@method\");created=\"x\""),
             Err(InputError::ParameterType {

@@ -341,8 +341,9 @@ impl Stream {
             };
             let mut host = self.host(&shared.metrics);
             let answer = StoreAnswer::from_response(answer.status(), &answer.body);
-            let action =
-                request_filter::on_store_answer(&mut host, &shared.config, &query, &answer);
+            let action = with_replay(&shared, |replay| {
+                request_filter::on_store_answer(&mut host, &shared.config, replay, &query, &answer)
+            });
             self.advance(&shared, &mut st, &mut host, action, true)
         };
         self.act(step, true);
@@ -360,14 +361,6 @@ impl Stream {
             return;
         }
         self.completed.set(true);
-        if let (Some(shared), Ok(st)) = (&self.shared, self.state.try_borrow()) {
-            // Held for its body, never decided: the replay records made on its headers go.
-            if let Phase::Body { pending, .. } = &st.phase {
-                with_replay(shared, |replay| {
-                    request_filter::on_body_abandoned(replay, pending, now_ms() / 1000)
-                });
-            }
-        }
         if let (Some(shared), true) = (&self.shared, self.registered.get()) {
             // Borrowed only when Envoy destroys the stream inside a callout a decision sends;
             // then assume waiting (forget it).
@@ -512,7 +505,9 @@ impl Stream {
                             call.cluster
                         )),
                     };
-                    request_filter::on_store_answer(host, config, &query, &answer)
+                    with_replay(shared, |replay| {
+                        request_filter::on_store_answer(host, config, replay, &query, &answer)
+                    })
                 }
             };
         }
@@ -959,27 +954,27 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_held_body_reserves_its_signature_until_it_goes_away() {
+    fn a_body_signature_already_used_is_refused_on_its_headers() {
         fake::install();
         let config = FakeConfig::new("web_bot_auth", &pinned("enforce")).unwrap();
         let body = b"hello, body";
         let digest = content_digest::sha256(body);
         let headers = request(true, &[("content-digest", &digest)]);
+        // A copy that goes away before its body is complete records nothing.
+        let gone = config.stream(&refs(&headers));
+        assert_eq!(gone.headers(false), HeadersStatus::STOP_ITERATION);
+        assert!(gone.complete().sent.is_empty());
         let first = config.stream(&refs(&headers));
         assert_eq!(first.headers(false), HeadersStatus::STOP_ITERATION);
-        // A copy arriving while the first is held is refused on its headers.
+        assert_eq!(first.body(body, true), BodyStatus::CONTINUE);
+        let done = first.complete();
+        assert_eq!(header(&done, "x-web-bot-auth-result"), Some("verified"));
+        // Accepted: a copy is refused on its headers, before any of its body is buffered.
         let copy = config.stream(&refs(&headers));
         assert_eq!(copy.headers(false), HeadersStatus::STOP_ITERATION);
         let refused = copy.complete();
         assert_eq!(refused.sent.first().map(|s| s.0), Some(429));
-        // The first goes away before its body is complete: the reservation is released, and
-        // the sender's retry is held and verified.
-        assert!(first.complete().sent.is_empty());
-        let retry = config.stream(&refs(&headers));
-        assert_eq!(retry.headers(false), HeadersStatus::STOP_ITERATION);
-        assert_eq!(retry.body(body, true), BodyStatus::CONTINUE);
-        let done = retry.complete();
-        assert_eq!(header(&done, "x-web-bot-auth-result"), Some("verified"));
+        assert!(refused.buffered.is_empty());
         no_violations();
     }
 

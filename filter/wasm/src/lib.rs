@@ -676,15 +676,6 @@ impl Context for Request {
         // A paused request that goes away stops waiting (Envoy cancels its calls).
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
             vm.fetcher.forget(u64::from(self.id));
-            // Held for its body, never decided: the replay records made on its headers go.
-            if let Some(pending) = vm.held.get(&self.id).and_then(|h| h.pending.as_deref()) {
-                let now = now_ms() / 1000;
-                request_filter::on_body_abandoned(
-                    &mut vm.replay.guard(&mut EnvoyStore),
-                    pending,
-                    now,
-                );
-            }
             vm.unhold(self.id);
             vm.store_queries.retain(|_, c| c.owner != self.id);
         }
@@ -912,7 +903,13 @@ fn held_for_store(
                 "cannot reach the replay store cluster {:?}: {status:?}",
                 call.cluster
             );
-            request_filter::on_store_answer(host, &vm.config, &query, &StoreAnswer::Failed(why))
+            request_filter::on_store_answer(
+                host,
+                &vm.config,
+                &mut vm.replay.guard(&mut EnvoyStore),
+                &query,
+                &StoreAnswer::Failed(why),
+            )
         }
     }
 }
@@ -941,7 +938,13 @@ fn store_answered(vm: &Rc<RefCell<Vm>>, token: u32, body_size: usize) -> bool {
             return true;
         }
         let mut host = EnvoyHost::deferred(&v.metrics);
-        let action = request_filter::on_store_answer(&mut host, &v.config, &call.query, &answer);
+        let action = request_filter::on_store_answer(
+            &mut host,
+            &v.config,
+            &mut v.replay.guard(&mut EnvoyStore),
+            &call.query,
+            &answer,
+        );
         (action, host.sent)
     };
     conclude(action, sent);
