@@ -127,7 +127,7 @@ impl Service {
             // This baseline has no client for the fleet's replay store: `on_error` decides.
             let answer =
                 StoreAnswer::Failed("the ext_authz baseline has no replay store client".into());
-            on_store_answer(&mut host, &self.config, query, &answer);
+            on_store_answer(&mut host, &self.config, &mut replay, query, &answer);
         }
         if let Some(answer) = host.sent {
             return answer;
