@@ -1488,7 +1488,7 @@ proptest! {
                 action = on_request_body(&mut host, &config, &mut replay.guard(&mut store), pending, body);
             }
             if let Action::AskStore(query) = &action {
-                action = on_store_answer(&mut host, &config, query, &StoreAnswer::Fresh);
+                action = on_store_answer(&mut host, &config, &mut replay.guard(&mut store), query, &StoreAnswer::Fresh);
             }
             prop_assert!(!host.counters.is_empty());
             if let Some(sent) = &host.sent {
