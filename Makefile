@@ -39,7 +39,7 @@ OCI_TAG ?= $(shell awk -F'"' '/^version = /{print $$2; exit}' Cargo.toml)
 # The manifest tests' schema validators (npm, pinned by their package-lock.json).
 K8S_SCHEMAS := tests/e2e/k8s-schemas
 
-.PHONY: all test build demo bench fuzz lint unit wasm-test e2e fault-build deps rust-deps py-deps node-deps redis-deps valgrind-deps clean oci k8s-deps
+.PHONY: all test build demo bench fuzz lint unit wasm-test e2e fault-build deps rust-deps py-deps node-deps redis-deps valgrind-deps clean oci k8s-deps attack-cost
 
 all: build
 
@@ -161,6 +161,11 @@ fuzz:
 
 bench: build py-deps
 	bench/run.sh
+
+# Envoy CPU time per hostile request (issue 17's shapes) against an unsigned one, for both
+# front ends of dist/ (bench/attack_cost.py; ATTACK_ARGS adds arguments, e.g. "--requests 50").
+attack-cost: build py-deps
+	$(PY) bench/attack_cost.py --envoy $(ENVOY) --wasm $(WASM) --native $(NATIVE) $(ATTACK_ARGS)
 
 clean:
 	rm -rf dist target/tools
