@@ -33,8 +33,11 @@
 //!     --test work_bound -- --ignored --exact request_path_instructions --nocapture
 //! ```
 //!
-//! (the `native` profile is the native front end's optimization; `strip` must be off so that
-//! callgrind can find `wba_work_measured`. Without `--profile` it counts the debug build.)
+//! The `native` profile is the native front end's optimization (`--release` with
+//! `CARGO_PROFILE_RELEASE_STRIP=false` is the wasm module's, compiled for this machine; without
+//! either, the debug build is counted). `strip` must be off so that callgrind can find
+//! `wba_work_measured`. It prints `WBA_WORK_COMPARE=signed_ed25519=...,unsigned=...`; given
+//! that line in the other checkout, it fails when either count grew by more than 3%.
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -846,7 +849,8 @@ fn callgrind(dir: &Path, tag: &str, spec: &str, count: Count, budget: Option<u64
     }
     assert!(
         !calls.is_empty(),
-        "{}: no dump after wba_work_measured (did callgrind find the function?)\n{log}",
+        "{}: no dump after wba_work_measured: did callgrind find the function? (a stripped \
+         binary: set CARGO_PROFILE_<PROFILE>_STRIP=false)\n{log}",
         out.display()
     );
     if count == Count::WithoutCrypto {
