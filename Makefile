@@ -39,7 +39,7 @@ OCI_TAG ?= $(shell awk -F'"' '/^version = /{print $$2; exit}' Cargo.toml)
 # The manifest tests' schema validators (npm, pinned by their package-lock.json).
 K8S_SCHEMAS := tests/e2e/k8s-schemas
 
-.PHONY: all test build demo bench fuzz lint unit wasm-test e2e fault-build deps rust-deps py-deps node-deps redis-deps clean oci k8s-deps
+.PHONY: all test build demo bench fuzz lint unit wasm-test e2e fault-build deps rust-deps py-deps node-deps redis-deps valgrind-deps clean oci k8s-deps attack-cost
 
 all: build
 
@@ -75,6 +75,15 @@ redis-deps:
 	  APT="env DEBIAN_FRONTEND=noninteractive apt-get"; [ "$$(id -u)" = 0 ] || APT="sudo $$APT"; \
 	  $$APT install -y -qq redis-server >/dev/null 2>&1 || \
 	    { $$APT update -qq && $$APT install -y -qq redis-server; }; }
+
+# Debian's valgrind, whose callgrind counts the instructions of filter/core/tests/work_bound.rs
+# (work per request grows at most linearly): installed only when missing, as redis-server is.
+valgrind-deps:
+	@command -v valgrind >/dev/null || { \
+	  echo "installing valgrind (Debian package)"; \
+	  APT="env DEBIAN_FRONTEND=noninteractive apt-get"; [ "$$(id -u)" = 0 ] || APT="sudo $$APT"; \
+	  $$APT install -y -qq valgrind >/dev/null 2>&1 || \
+	    { $$APT update -qq && $$APT install -y -qq valgrind; }; }
 
 deps: rust-deps py-deps node-deps
 
@@ -115,8 +124,8 @@ lint: rust-deps
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy -p wba-filter-wasm --target $(WASM_TARGET) -- -D warnings
 
-unit: deps redis-deps
-	WBA_REQUIRE_INTEROP=1 WBA_REQUIRE_REDIS=1 WBA_PYTHON=$(CURDIR)/$(PY) cargo test --workspace
+unit: deps redis-deps valgrind-deps
+	WBA_REQUIRE_INTEROP=1 WBA_REQUIRE_REDIS=1 WBA_REQUIRE_VALGRIND=1 WBA_PYTHON=$(CURDIR)/$(PY) cargo test --workspace
 
 wasm-test: rust-deps
 	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(TOOLS)/bin/wasm-bindgen-test-runner \
@@ -152,6 +161,11 @@ fuzz:
 
 bench: build py-deps
 	bench/run.sh
+
+# Envoy CPU time per hostile request (issue 17's shapes) against an unsigned one, for both
+# front ends of dist/ (bench/attack_cost.py; ATTACK_ARGS adds arguments, e.g. "--requests 50").
+attack-cost: build py-deps
+	$(PY) bench/attack_cost.py --envoy $(ENVOY) --wasm $(WASM) --native $(NATIVE) $(ATTACK_ARGS)
 
 clean:
 	rm -rf dist target/tools

@@ -5,5 +5,5 @@ use libfuzzer_sys::fuzz_target;
 use wba_filter::header_map::decode_header_map;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = decode_header_map(data);
+    wba_filter_fuzz::bounded("decode_header_map", || decode_header_map(data));
 });

@@ -10,7 +10,11 @@ use wba_filter::signature_input::parse_signature_input;
 
 fuzz_target!(|data: &[u8]| {
     let text = wba_filter_fuzz::text(data);
-    let (input, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    wba_filter_fuzz::bounded("signature base", || check(&text));
+});
+
+fn check(text: &str) {
+    let (input, rest) = text.split_once('\n').unwrap_or((text, ""));
     let Ok(inputs) = parse_signature_input(input) else {
         return;
     };
@@ -31,4 +35,4 @@ fuzz_target!(|data: &[u8]| {
             i,
         );
     }
-});
+}
