@@ -141,7 +141,8 @@ pub fn combined(headers: &[(String, String)], name: &str) -> Option<String> {
 /// Trims leading and trailing whitespace and replaces obsolete line folding by one space.
 pub fn clean_value(value: &str) -> String {
     let trimmed = value.trim_matches(|c| c == ' ' || c == '\t');
-    if !trimmed.contains(['\r', '\n']) {
+    // Bytes, not chars: this runs over every covered and combined field value.
+    if !trimmed.bytes().any(|b| b == b'\r' || b == b'\n') {
         return trimmed.to_string();
     }
     let mut out = String::with_capacity(trimmed.len());
