@@ -228,7 +228,9 @@ fn normalize_host_port(authority: &str) -> Result<String, UrlError> {
     }
 }
 
-/// RFC 3986 6.2.2.1 and 6.2.2.2: uppercase hex digits, decode unreserved characters.
+/// RFC 3986 6.2.2.1 and 6.2.2.2: uppercase hex digits, decode unreserved characters. A `%` that
+/// starts no percent-encoding is written `%25`, so that the result is stable: left as it is, it
+/// could start one with what follows a decoded triplet (`%%333` would become `%33`, then `3`).
 fn normalize_percent(path: &str) -> String {
     let b = path.as_bytes();
     let mut out = String::with_capacity(path.len());
@@ -248,6 +250,11 @@ fn normalize_percent(path: &str) -> String {
                 i += 3;
                 continue;
             }
+        }
+        if b[i] == b'%' {
+            out.push_str("%25");
+            i += 1;
+            continue;
         }
         // Safe: we only split at ASCII bytes, so `path[i..]` starts at a char boundary.
         let ch = path[i..].chars().next().unwrap_or('\u{fffd}');
@@ -293,6 +300,21 @@ mod tests {
 
     fn id(u: &str) -> Result<String, UrlError> {
         AgentId::parse(u).map(|i| i.as_str().to_string())
+    }
+
+    #[test]
+    fn a_stray_percent_is_encoded_so_that_normalizing_is_stable() {
+        // Found by fuzzing (signature_agent): `%%333` became `%33`, then `3`.
+        for (raw, want) in [
+            ("https://a.test/%%333", "https://a.test/%2533"),
+            ("https://a.test/x%", "https://a.test/x%25"),
+            ("https://a.test/%4", "https://a.test/%254"),
+            ("https://a.test/%zz", "https://a.test/%25zz"),
+        ] {
+            let id = AgentId::parse(raw).unwrap();
+            assert_eq!(id.as_str(), want, "{raw}");
+            assert_eq!(AgentId::parse(id.as_str()).unwrap(), id, "{raw}");
+        }
     }
 
     #[test]
