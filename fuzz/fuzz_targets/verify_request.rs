@@ -202,7 +202,13 @@ fn run(data: &[u8]) {
             StoreAnswer::Replayed,
             StoreAnswer::from_response(Some(503), data),
         ] {
-            let _ = on_store_answer(&mut host, &config, &query, &answer);
+            let _ = on_store_answer(
+                &mut host,
+                &config,
+                &mut replay.guard(&mut store),
+                &query,
+                &answer,
+            );
         }
     }
 }
