@@ -2,19 +2,20 @@
 //!
 //! An attacker controls every byte of `Signature-Input`, `Signature` and `Signature-Agent` up to
 //! the proxy's header limit (Envoy: 60 KiB). Each count (labels, components, parameters) and
-//! each item's size is bounded, and a field past a bound is refused (`malformed`) by a first,
-//! allocation-free pass over it ([`screen_dictionary`], [`screen_item`]) that stops at the
-//! first item past the bound, before the field is parsed into values. Legitimate signatures are
-//! far inside them: a Web Bot Auth signature covers a handful of components and carries six
-//! parameters; an RSA-8192 signature is 1,024 bytes.
+//! each item's size is bounded, and a field past a bound is refused (`malformed`): every item is
+//! checked before it is built, and the parse stops at the first one past a bound, so nothing past
+//! it is built ([`parse_dictionary`]; [`screen_dictionary`] and [`screen_item`] check without
+//! building anything). Legitimate signatures are far inside them: a Web Bot Auth signature covers
+//! a handful of components and carries six parameters; an RSA-8192 signature is 1,024 bytes.
 
 use std::cell::Cell;
+use std::convert::Infallible;
 use std::fmt;
 
 use sfv::visitor::{
-    DictionaryVisitor, EntryVisitor, InnerListVisitor, ItemVisitor, ParameterVisitor,
+    DictionaryVisitor, EntryVisitor, Ignored, InnerListVisitor, ItemVisitor, ParameterVisitor,
 };
-use sfv::{BareItemFromInput, KeyRef};
+use sfv::{BareItemFromInput, Dictionary, KeyRef};
 
 /// Labels (members) of one `Signature-Input` or `Signature` field.
 pub const MAX_LABELS: usize = 64;
@@ -102,14 +103,41 @@ pub fn screen_dictionary(value: &str, bounds: &Bounds) -> Result<(), Screened> {
     let parsed = sfv::Parser::new(value).parse_dictionary_with_visitor(DictScreen {
         screen: &screen,
         members: 0,
+        dict: Discard,
     });
     screen.result(parsed.is_ok())
+}
+
+/// Parses `value` as a Dictionary within `bounds`, in one pass: each item is checked before it
+/// is built, and the parse stops at the first one past a bound (nothing past it is built).
+/// Also returns the first key defined twice, if any (RFC 9651 keeps the last definition).
+pub fn parse_dictionary(
+    value: &str,
+    bounds: &Bounds,
+) -> Result<(Dictionary, Option<String>), Screened> {
+    let screen = Screen::new(bounds);
+    let parsed = sfv::Parser::new(value).parse_dictionary_with_visitor(DictScreen {
+        screen: &screen,
+        members: 0,
+        dict: Build {
+            dict: Dictionary::new(),
+            duplicate: None,
+        },
+    });
+    screen.result(parsed.is_ok())?;
+    match parsed {
+        Ok(Build { dict, duplicate }) => Ok((dict, duplicate)),
+        Err(_) => Err(Screened::Syntax),
+    }
 }
 
 /// Checks that `value` is an Item within `bounds` (the legacy `Signature-Agent` String).
 pub fn screen_item(value: &str, bounds: &Bounds) -> Result<(), Screened> {
     let screen = Screen::new(bounds);
-    let parsed = sfv::Parser::new(value).parse_item_with_visitor(ItemScreen(&screen));
+    let parsed = sfv::Parser::new(value).parse_item_with_visitor(ItemScreen {
+        screen: &screen,
+        inner: Ignored,
+    });
     screen.result(parsed.is_ok())
 }
 
@@ -177,73 +205,148 @@ impl<'b> Screen<'b> {
     }
 }
 
-struct DictScreen<'s, 'b> {
-    screen: &'s Screen<'b>,
-    members: usize,
+/// Where a screened Dictionary goes: nowhere ([`Discard`]) or into a [`Dictionary`]
+/// ([`Build`]). Each checking visitor below wraps the sink's own visitor, which it calls only
+/// once the item passed its checks: nothing past a bound is built.
+trait Sink<'de> {
+    type Out;
+    fn entry(&mut self, key: &'de KeyRef) -> impl EntryVisitor<'de>;
+    fn finish(self) -> Self::Out;
 }
 
-impl<'de> DictionaryVisitor<'de> for DictScreen<'_, '_> {
+/// Builds nothing: sfv's discarding visitor.
+struct Discard;
+
+impl<'de> Sink<'de> for Discard {
     type Out = ();
+    fn entry(&mut self, _key: &'de KeyRef) -> impl EntryVisitor<'de> {
+        Ignored
+    }
+    fn finish(self) {}
+}
+
+/// Builds the Dictionary with sfv's own visitors, noting the first key defined twice.
+struct Build {
+    dict: Dictionary,
+    duplicate: Option<String>,
+}
+
+impl<'de> Sink<'de> for Build {
+    type Out = Self;
+    fn entry(&mut self, key: &'de KeyRef) -> impl EntryVisitor<'de> {
+        if self.duplicate.is_none() && self.dict.contains_key(key) {
+            self.duplicate = Some(key.as_str().to_string());
+        }
+        Built(DictionaryVisitor::entry(&mut self.dict, key))
+    }
+    fn finish(self) -> Self {
+        self
+    }
+}
+
+/// sfv's builder for one entry, which cannot fail (its error type is `Infallible`).
+struct Built<E>(Result<E, Infallible>);
+
+impl<'de, E: EntryVisitor<'de>> EntryVisitor<'de> for Built<E> {
+    type Error = E::Error;
+
+    fn item(self) -> Result<impl ItemVisitor<'de>, Self::Error> {
+        match self.0 {
+            Ok(v) => v.item(),
+            Err(e) => match e {},
+        }
+    }
+
+    fn inner_list(self) -> Result<impl InnerListVisitor<'de>, Self::Error> {
+        match self.0 {
+            Ok(v) => v.inner_list(),
+            Err(e) => match e {},
+        }
+    }
+}
+
+struct DictScreen<'s, 'b, D> {
+    screen: &'s Screen<'b>,
+    members: usize,
+    dict: D,
+}
+
+impl<'de, D: Sink<'de>> DictionaryVisitor<'de> for DictScreen<'_, '_, D> {
+    type Out = D::Out;
     type Error = Stop;
 
     fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
         // Every occurrence counts, a repeated key too: what is bounded is the work.
         self.members += 1;
         if self.members > self.screen.bounds.members {
-            return Err(self
-                .screen
-                .stop(Exceeded::Members(self.screen.bounds.members)));
+            let max = self.screen.bounds.members;
+            return Err(self.screen.stop(Exceeded::Members(max)));
         }
         self.screen.key(key)?;
-        Ok(EntryScreen(self.screen))
+        Ok(EntryScreen {
+            screen: self.screen,
+            inner: self.dict.entry(key),
+        })
     }
 
-    fn finish(self) -> Result<(), Self::Error> {
-        Ok(())
+    fn finish(self) -> Result<Self::Out, Self::Error> {
+        Ok(self.dict.finish())
     }
 }
 
-struct EntryScreen<'s, 'b>(&'s Screen<'b>);
+struct EntryScreen<'s, 'b, E> {
+    screen: &'s Screen<'b>,
+    inner: E,
+}
 
-impl<'de> EntryVisitor<'de> for EntryScreen<'_, '_> {
+impl<'de, E: EntryVisitor<'de>> EntryVisitor<'de> for EntryScreen<'_, '_, E> {
     type Error = Stop;
 
     fn item(self) -> Result<impl ItemVisitor<'de>, Self::Error> {
-        Ok(ItemScreen(self.0))
+        Ok(ItemScreen {
+            screen: self.screen,
+            inner: self.inner.item().map_err(|_| Stop)?,
+        })
     }
 
     fn inner_list(self) -> Result<impl InnerListVisitor<'de>, Self::Error> {
         Ok(InnerScreen {
-            screen: self.0,
+            screen: self.screen,
             items: 0,
+            inner: self.inner.inner_list().map_err(|_| Stop)?,
         })
     }
 }
 
-struct ItemScreen<'s, 'b>(&'s Screen<'b>);
+struct ItemScreen<'s, 'b, I> {
+    screen: &'s Screen<'b>,
+    inner: I,
+}
 
-impl<'de> ItemVisitor<'de> for ItemScreen<'_, '_> {
-    type Out = ();
+impl<'de, I: ItemVisitor<'de>> ItemVisitor<'de> for ItemScreen<'_, '_, I> {
+    type Out = I::Out;
     type Error = Stop;
 
     fn bare_item(
         self,
         bare_item: BareItemFromInput<'de>,
-    ) -> Result<impl ParameterVisitor<'de, Out = ()>, Self::Error> {
-        self.0.bare(&bare_item)?;
+    ) -> Result<impl ParameterVisitor<'de, Out = Self::Out>, Self::Error> {
+        self.screen.bare(&bare_item)?;
         Ok(ParamScreen {
-            screen: self.0,
+            screen: self.screen,
             parameters: 0,
+            inner: self.inner.bare_item(bare_item).map_err(|_| Stop)?,
         })
     }
 }
 
-struct InnerScreen<'s, 'b> {
+struct InnerScreen<'s, 'b, L> {
     screen: &'s Screen<'b>,
     items: usize,
+    inner: L,
 }
 
-impl<'de> InnerListVisitor<'de> for InnerScreen<'_, '_> {
+impl<'de, L: InnerListVisitor<'de>> InnerListVisitor<'de> for InnerScreen<'_, '_, L> {
     type Error = Stop;
 
     fn item(&mut self) -> Result<impl ItemVisitor<'de>, Self::Error> {
@@ -252,24 +355,29 @@ impl<'de> InnerListVisitor<'de> for InnerScreen<'_, '_> {
             let max = self.screen.bounds.inner_items;
             return Err(self.screen.stop(Exceeded::InnerItems(max)));
         }
-        Ok(ItemScreen(self.screen))
+        Ok(ItemScreen {
+            screen: self.screen,
+            inner: self.inner.item().map_err(|_| Stop)?,
+        })
     }
 
     fn finish(self) -> Result<impl ParameterVisitor<'de>, Self::Error> {
         Ok(ParamScreen {
             screen: self.screen,
             parameters: 0,
+            inner: self.inner.finish().map_err(|_| Stop)?,
         })
     }
 }
 
-struct ParamScreen<'s, 'b> {
+struct ParamScreen<'s, 'b, P> {
     screen: &'s Screen<'b>,
     parameters: usize,
+    inner: P,
 }
 
-impl<'de> ParameterVisitor<'de> for ParamScreen<'_, '_> {
-    type Out = ();
+impl<'de, P: ParameterVisitor<'de>> ParameterVisitor<'de> for ParamScreen<'_, '_, P> {
+    type Out = P::Out;
     type Error = Stop;
 
     fn parameter(
@@ -283,11 +391,12 @@ impl<'de> ParameterVisitor<'de> for ParamScreen<'_, '_> {
             return Err(self.screen.stop(Exceeded::Parameters(max)));
         }
         self.screen.key(key)?;
-        self.screen.bare(&value)
+        self.screen.bare(&value)?;
+        self.inner.parameter(key, value).map_err(|_| Stop)
     }
 
-    fn finish(self) -> Result<(), Self::Error> {
-        Ok(())
+    fn finish(self) -> Result<Self::Out, Self::Error> {
+        self.inner.finish().map_err(|_| Stop)
     }
 }
 

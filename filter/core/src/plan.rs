@@ -224,8 +224,7 @@ mod tests {
             covers_content_digest: false,
             created: 1,
             expires: 2,
-            nonce: None,
-            signed: [0; 32],
+            replay_key: crate::verdict::ReplayKey::Signed([0; 32]),
             others: Vec::new(),
         }));
         let p = plan(&v, &config("require"));

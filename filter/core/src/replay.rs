@@ -19,7 +19,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::shared::{SharedStore, StoreError};
-use crate::verdict::Verified;
+use crate::verdict::{ReplayKey, Verified};
 
 /// Records per bucket.
 pub const SLOTS: usize = 16;
@@ -43,9 +43,9 @@ impl ReplayId {
     /// what was signed (the digest of the signature base: never the signature's encoding,
     /// which ECDSA's malleability and RSA-PSS's randomness make many).
     pub fn of(v: &Verified) -> Self {
-        match &v.nonce {
-            Some(n) => Self::nonce(&v.agent_url, n),
-            None => Self::content(&v.agent_url, &v.key_id, &v.signed),
+        match &v.replay_key {
+            ReplayKey::Nonce(n) => Self::nonce(&v.agent_url, n),
+            ReplayKey::Signed(signed) => Self::content(&v.agent_url, &v.key_id, signed),
         }
     }
 
@@ -434,8 +434,10 @@ mod tests {
             covers_content_digest: false,
             created: NOW,
             expires: NOW + 60,
-            nonce: nonce.map(Into::into),
-            signed: [signed.first().copied().unwrap_or(0); 32],
+            replay_key: match nonce {
+                Some(n) => ReplayKey::Nonce(n.into()),
+                None => ReplayKey::Signed([signed.first().copied().unwrap_or(0); 32]),
+            },
             others: Vec::new(),
         }
     }

@@ -160,8 +160,7 @@ mod tests {
             covers_content_digest: false,
             created: 1_800_000_000,
             expires: 1_800_000_060,
-            nonce: Some("n".into()),
-            signed: [1; 32],
+            replay_key: crate::verdict::ReplayKey::Nonce("n".into()),
             others: Vec::new(),
         }
     }
@@ -195,7 +194,7 @@ mod tests {
     fn one_question_records_every_signature_of_the_request() {
         let mut v = verified();
         let mut other = verified();
-        other.nonce = Some("m".into());
+        other.replay_key = crate::verdict::ReplayKey::Nonce("m".into());
         other.expires = 1_800_000_300;
         v.others = vec![other];
         let ids = ReplayId::all(&v, 60);

@@ -13,7 +13,7 @@ use crate::replay::{ReplayCheck, ReplayGuard, ReplayId};
 use crate::replay_store::{OnError, StoreAnswer, StoreQuery};
 use crate::request::HttpRequest;
 use crate::stats::Counter;
-use crate::verdict::{Failure, Reason, Verdict, Verified};
+use crate::verdict::{Failure, Reason, ReplayKey, Verdict, Verified};
 use crate::verify::verify_request;
 
 /// What the host should do with the request after a callback.
@@ -337,9 +337,9 @@ fn check_replay(
             ReplayCheck::Replayed if !recorded.is_empty() => {
                 "another signature of this request was already used"
             }
-            ReplayCheck::Replayed => match &v.nonce {
-                Some(_) => "this nonce was already used",
-                None => "this signature was already used",
+            ReplayCheck::Replayed => match &v.replay_key {
+                ReplayKey::Nonce(_) => "this nonce was already used",
+                ReplayKey::Signed(_) => "this signature was already used",
             },
             ReplayCheck::Full => {
                 host.increment(Counter::ReplayFull);
@@ -420,12 +420,19 @@ pub fn apply(host: &mut dyn Host, config: &Config, verdict: &Verdict) -> Action 
 /// The names among `names` the filter owns ([`is_owned_header`]), each spelling once (in
 /// order of first appearance): the header lines, or trailers, to remove.
 pub fn owned_names<'a>(config: &Config, names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
-    let mut seen = std::collections::HashSet::new();
-    names
-        .into_iter()
-        .filter(|n| is_owned_header(&config.header_prefix, n))
-        .filter(|n| seen.insert(n.to_ascii_lowercase()))
-        .collect()
+    let mut owned = Vec::new();
+    // The set only once one is found: most requests carry none.
+    let mut seen: Option<std::collections::HashSet<String>> = None;
+    for name in names {
+        if is_owned_header(&config.header_prefix, name)
+            && seen
+                .get_or_insert_with(Default::default)
+                .insert(name.to_ascii_lowercase())
+        {
+            owned.push(name);
+        }
+    }
+    owned
 }
 
 /// The request trailers to remove before the request goes on: every one named with the header

@@ -5,13 +5,11 @@
 //! may read the other definition. The fields' lines are combined with `, ` before parsing, so a
 //! repeat across lines is caught the same way as one within a line.
 
-use std::convert::Infallible;
 use std::fmt;
 
-use sfv::visitor::{DictionaryVisitor, EntryVisitor};
-use sfv::{Dictionary, KeyRef, ListEntry};
+use sfv::{Dictionary, ListEntry};
 
-use crate::limits::{screen_dictionary, Bounds, Exceeded, Screened};
+use crate::limits::{parse_dictionary, Bounds, Exceeded, Screened};
 
 /// Why a Dictionary with unique keys cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,23 +34,18 @@ impl fmt::Display for DictionaryError {
 
 impl std::error::Error for DictionaryError {}
 
-/// Parses `value` as a Dictionary within `bounds`, refusing a key defined twice. The bounds are
-/// checked first, by a pass that builds nothing ([`screen_dictionary`]); keys are then looked
-/// up in the map being built (hashed), so a duplicate is found in linear time.
+/// Parses `value` as a Dictionary within `bounds`, refusing a key defined twice, in one pass
+/// ([`parse_dictionary`]): each item is checked against the bounds before it is built, and a
+/// repeated key is found by looking it up in the map being built (hashed), in linear time.
 pub fn parse_unique_dictionary(
     value: &str,
     bounds: &Bounds,
 ) -> Result<Dictionary, DictionaryError> {
-    screen_dictionary(value, bounds).map_err(|e| match e {
-        Screened::Syntax => DictionaryError::Syntax,
-        Screened::Exceeded(e) => DictionaryError::TooLarge(e),
-    })?;
-    let seen = sfv::Parser::new(value)
-        .parse_dictionary_with_visitor(UniqueKeys::default())
-        .map_err(|_| DictionaryError::Syntax)?;
-    match seen.duplicate {
-        Some(key) => Err(DictionaryError::DuplicateKey(key)),
-        None => Ok(seen.dict),
+    match parse_dictionary(value, bounds) {
+        Ok((dict, None)) => Ok(dict),
+        Ok((_, Some(key))) => Err(DictionaryError::DuplicateKey(key)),
+        Err(Screened::Syntax) => Err(DictionaryError::Syntax),
+        Err(Screened::Exceeded(e)) => Err(DictionaryError::TooLarge(e)),
     }
 }
 
@@ -91,29 +84,6 @@ impl Labeled {
     /// Every (label, member), in order.
     pub fn entries(&self) -> impl Iterator<Item = (&str, &ListEntry)> + '_ {
         self.0.iter().map(|(k, v)| (k.as_str(), v))
-    }
-}
-
-/// Builds the Dictionary as `sfv` does, noting the first key seen twice.
-#[derive(Default)]
-struct UniqueKeys {
-    dict: Dictionary,
-    duplicate: Option<String>,
-}
-
-impl<'de> DictionaryVisitor<'de> for UniqueKeys {
-    type Out = Self;
-    type Error = Infallible;
-
-    fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
-        if self.duplicate.is_none() && self.dict.contains_key(key) {
-            self.duplicate = Some(key.as_str().to_string());
-        }
-        DictionaryVisitor::entry(&mut self.dict, key)
-    }
-
-    fn finish(self) -> Result<Self::Out, Self::Error> {
-        Ok(self)
     }
 }
 

@@ -147,15 +147,23 @@ pub struct Verified {
     pub covers_content_digest: bool,
     pub created: i64,
     pub expires: i64,
-    pub nonce: Option<String>,
-    /// SHA-256 of the signature base: what was signed, the replay identity when there is no
-    /// nonce (never the signature's encoding: ECDSA signatures are malleable, RSA-PSS ones
-    /// randomized, so the same signed content has many valid encodings).
-    pub signed: [u8; 32],
+    /// What identifies the signature against replays.
+    pub replay_key: ReplayKey,
     /// The request's other Web Bot Auth signatures that verified too: each could be replayed
     /// on its own, so each is recorded with this one (with replay protection; see
     /// [`crate::verify`]).
     pub others: Vec<Verified>,
+}
+
+/// What identifies a verified signature against replays, besides its agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayKey {
+    /// Its `nonce`.
+    Nonce(String),
+    /// Without a nonce, what was signed: the SHA-256 of the signature base (never the
+    /// signature's encoding: ECDSA signatures are malleable and RSA-PSS ones randomized, so the
+    /// same signed content has many valid encodings). Computed only for such signatures.
+    Signed([u8; 32]),
 }
 
 /// A signature that did not verify, and why.

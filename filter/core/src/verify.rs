@@ -25,7 +25,7 @@ use crate::signature_agent::{parse_signature_agent, AgentMember, MemberParams, S
 use crate::signature_input::{
     parse_input_field, InputError, InputField, SignatureInput, WEB_BOT_AUTH_TAG,
 };
-use crate::verdict::{Failure, Outcome, Reason, Verdict, Verified};
+use crate::verdict::{Failure, Outcome, Reason, ReplayKey, Verdict, Verified};
 
 /// One step of verification, as `explain` prints it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -618,16 +618,20 @@ fn check_signature(
             )
         },
     });
-    let signed: [u8; 32] = Sha256::digest(base.as_bytes()).into();
+    // The replay identity: the nonce, or else what was signed (hashed only then).
+    let replay_key = match &c.input.params.nonce {
+        Some(nonce) => ReplayKey::Nonce(nonce.clone()),
+        None => ReplayKey::Signed(Sha256::digest(base.as_bytes()).into()),
+    };
     t.base(label, base);
     t.step(label, signature_check_name(c.key), checked, |_| {
         "valid".to_string()
     })?;
-    Ok(verified(c, signed))
+    Ok(verified(c, replay_key))
 }
 
 /// What a request reports of the signature that verified.
-fn verified(c: Candidate<'_>, signed: [u8; 32]) -> Verified {
+fn verified(c: Candidate<'_>, replay_key: ReplayKey) -> Verified {
     Verified {
         covers_content_digest: c
             .input
@@ -641,8 +645,7 @@ fn verified(c: Candidate<'_>, signed: [u8; 32]) -> Verified {
         covered: c.input.covered,
         created: c.created,
         expires: c.expires,
-        nonce: c.input.params.nonce,
-        signed,
+        replay_key,
         others: Vec::new(),
     }
 }

@@ -151,7 +151,10 @@ fn python_explicit_times_label_nonce_and_field() {
             assert_eq!(v.label, "bot-a");
             assert_eq!(v.created.to_string(), created);
             assert_eq!(v.expires.to_string(), expires);
-            assert_eq!(v.nonce.as_deref(), Some("bm9uY2UtMQ"));
+            assert_eq!(
+                v.replay_key,
+                wba_filter::verdict::ReplayKey::Nonce("bm9uY2UtMQ".into())
+            );
         }
         other => panic!("{other:?}"),
     }

@@ -371,7 +371,10 @@ fn nonce_policy() {
     let Verdict::Verified(v) = v else {
         panic!("{v:?}")
     };
-    assert_eq!(v.nonce.as_deref(), Some("abc"));
+    assert_eq!(
+        v.replay_key,
+        wba_filter::verdict::ReplayKey::Nonce("abc".into())
+    );
 }
 
 #[test]

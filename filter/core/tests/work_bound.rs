@@ -147,7 +147,8 @@ fn signed(
     let req = request_from_headers(&headers, "x-web-bot-auth-");
     let mut opts = SignOptions::web_bot_auth(AGENT, NOW, 300);
     opts.components.extend(extra.iter().cloned());
-    opts.nonce = Some(nonce.to_string());
+    // "" signs without a nonce (the replay identity is then what was signed).
+    opts.nonce = (!nonce.is_empty()).then(|| nonce.to_string());
     let h = sign_request(&req, &signing_key(), &opts).unwrap();
     headers.extend(h.pairs());
     headers
@@ -620,6 +621,9 @@ fn absolute_workloads() -> Vec<(&'static str, Build)> {
                 &[],
                 &format!("nonce-{i}"),
             ))
+        }),
+        ("signed_ed25519_no_nonce", |i| {
+            request_path(signed(pseudo(&format!("/items/{i}?ref=bench")), &[], ""))
         }),
         ("unsigned", |i| {
             request_path(pseudo(&format!("/items/{i}?ref=bench")))
