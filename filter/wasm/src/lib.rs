@@ -259,6 +259,9 @@ struct Vm {
     held: HashMap<u32, Held>,
     /// Questions to the fleet's replay store in flight, by call token.
     store_queries: HashMap<u32, StoreCall>,
+    /// The call token of each request's question in flight, by the request's context id: a
+    /// request that goes away is found in constant time (not by a scan of every question).
+    store_token_of: HashMap<u32, u32>,
 }
 
 /// A request held for the replay store's answer.
@@ -630,6 +633,7 @@ impl RootContext for Root {
             keys_gauge,
             held: HashMap::new(),
             store_queries: HashMap::new(),
+            store_token_of: HashMap::new(),
         })));
         // Fetch every agent's keys right away; then tick for background refreshes.
         let _ = hostcalls::set_tick_period(if fetches {
@@ -677,7 +681,9 @@ impl Context for Request {
         if let Ok(mut vm) = self.vm.try_borrow_mut() {
             vm.fetcher.forget(u64::from(self.id));
             vm.unhold(self.id);
-            vm.store_queries.retain(|_, c| c.owner != self.id);
+            if let Some(token) = vm.store_token_of.remove(&self.id) {
+                vm.store_queries.remove(&token);
+            }
         }
         true
     }
@@ -896,6 +902,7 @@ fn held_for_store(
     match hostcalls::dispatch_http_call(&call.cluster, headers, None, Vec::new(), timeout) {
         Ok(token) => {
             vm.store_queries.insert(token, StoreCall { owner, query });
+            vm.store_token_of.insert(owner, token);
             FilterAction::Stop
         }
         Err(status) => {
@@ -924,6 +931,7 @@ fn store_answered(vm: &Rc<RefCell<Vm>>, token: u32, body_size: usize) -> bool {
         let Some(call) = v.store_queries.remove(&token) else {
             return false;
         };
+        v.store_token_of.remove(&call.owner);
         let status = header_pairs(MapType::HttpCallResponseHeaders)
             .unwrap_or_default()
             .iter()
