@@ -21,6 +21,8 @@ Scenarios, each with a fresh Envoy (and service) and run `--repeats` times, inte
                                    Content-Digest (held, hashed, checked, then forwarded)
   old/unsigned, old/signed         with --old-wasm: an earlier build of the filter, alone (the
                                    regression check of a change, measured in the same run)
+  oldnative/unsigned, oldnative/signed
+                                   with --old-native: an earlier build of the native module
   store/signed                     the filter with the fleet's replay store: `wba replay-server`
                                    (one instance, 2 threads) and a local redis-server, on loopback
   native/unsigned, native/signed, native/signed-ecdsa, native/signed-rsa
@@ -136,14 +138,12 @@ def direct_listener(filters):
     return l
 
 
-def plugin_config(key, mode, old=False):
-    cfg = {"mode": mode,
-           "agents": [{"name": "bench-agent", "url": AGENT, "keys": [key.jwk]}]}
-    if not old:
-        # Room for every signature of a run (hour-long signatures, all live): a replay bucket
-        # that fills refuses new signatures (README, "Replay protection").
-        cfg["replay_capacity"] = 1 << 20
-    return cfg
+def plugin_config(key, mode):
+    # Room for every signature of a run (hour-long signatures, all live): a replay bucket that
+    # fills refuses new signatures (README, "Replay protection"). Every build compared here
+    # (--old-wasm, --old-native) knows `replay_capacity`: the same configuration for all.
+    return {"mode": mode, "replay_capacity": 1 << 20,
+            "agents": [{"name": "bench-agent", "url": AGENT, "keys": [key.jwk]}]}
 
 
 def store_config(key, mode):
@@ -197,7 +197,7 @@ def config_for(kind, key, mode, authz_port=None, wasm=None, store_port=None, sto
     if kind == "envoy":
         return bootstrap.bootstrap([direct_listener([])], [])
     if kind in ("wasm", "old"):
-        cfg = plugin_config(key, mode, old=kind == "old")
+        cfg = plugin_config(key, mode)
         return bootstrap.bootstrap([direct_listener([bootstrap.wasm_filter(wasm, cfg)])], [])
     if kind == "hold":
         return bootstrap.bootstrap(
@@ -210,7 +210,7 @@ def config_for(kind, key, mode, authz_port=None, wasm=None, store_port=None, sto
         return bootstrap.bootstrap(
             [direct_listener([bootstrap.native_filter(store_config(key, mode))])],
             [bootstrap.cluster("wba_replay", store_port, timeout="1s")])
-    if kind == "native":
+    if kind in ("native", "oldnative"):
         return bootstrap.bootstrap([direct_listener([bootstrap.native_filter(plugin_config(key, mode))])], [])
     if kind == "authz":
         return bootstrap.bootstrap(
@@ -327,8 +327,9 @@ def run(kind, traffic, args, keys, corpora, workdir):
         # The harness starts Envoy with this process's environment: Envoy finds the module
         # as $ENVOY_DYNAMIC_MODULES_SEARCH_PATH/libweb_bot_auth.so.
         saved = os.environ.get("ENVOY_DYNAMIC_MODULES_SEARCH_PATH")
-        if kind == "native":
-            os.environ["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(args.native_dir)
+        if kind in ("native", "oldnative"):
+            folder = args.old_native_dir if kind == "oldnative" else args.native_dir
+            os.environ["ENVOY_DYNAMIC_MODULES_SEARCH_PATH"] = str(folder)
         try:
             envoy.start()
         finally:
@@ -346,8 +347,8 @@ def run(kind, traffic, args, keys, corpora, workdir):
         measure_start, measure_n = (warm_n, size - warm_n) if signed else (0, size)
         w = wrk(port, corpus, 0, warm_n, args.warmup, args.connections, warm)
         w.communicate()
-        filtered = kind in ("wasm", "hold", "old", "store", "native")
-        prefix = OUTCOME_STATS["native" if kind == "native" else "wasm"]
+        filtered = kind in ("wasm", "hold", "old", "store", "native", "oldnative")
+        prefix = OUTCOME_STATS["native" if kind in ("native", "oldnative") else "wasm"]
         # The outcome counters before the measured run, so that the check below sees only its
         # requests (not the warm-up's).
         stats0 = envoy.stats(prefix) if filtered else {}
@@ -434,6 +435,9 @@ def main():
     ap.add_argument("--alg-corpus", type=int, default=60_000,
                     help="requests in the signed-ecdsa and signed-rsa corpora")
     ap.add_argument("--old-wasm", help="an earlier build: adds old/unsigned and old/signed")
+    ap.add_argument("--old-native",
+                    help="an earlier build of the native module: adds oldnative/unsigned and "
+                    "oldnative/signed")
     ap.add_argument("--wba", default=str(ROOT / "target" / "release" / "wba"))
     ap.add_argument("--native", default=str(ROOT / "dist" / NATIVE_FILE),
                     help="the native front end (an Envoy dynamic module) for the native/ scenarios")
@@ -445,6 +449,8 @@ def main():
     scenarios = [tuple(s.split("/")) for s in args.scenarios.split(",")]
     if args.old_wasm:
         scenarios += [("old", "unsigned"), ("old", "signed")]
+    if args.old_native:
+        scenarios += [("oldnative", "unsigned"), ("oldnative", "signed")]
     native_missing = False
     if any(kind == "native" for kind, _ in scenarios) and not Path(args.native).is_file():
         print(f"note: {args.native} does not exist (`make build` makes it): the native/ "
@@ -465,6 +471,10 @@ def main():
             args.native_dir = tmp / "native"
             args.native_dir.mkdir()
             (args.native_dir / NATIVE_FILE).write_bytes(Path(args.native).read_bytes())
+        if args.old_native:
+            args.old_native_dir = tmp / "old-native"
+            args.old_native_dir.mkdir()
+            (args.old_native_dir / NATIVE_FILE).write_bytes(Path(args.old_native).read_bytes())
         corpora = {}
         for traffic, n in (("unsigned", 50_000), ("signed", args.signed_corpus),
                            ("body", args.signed_corpus), ("signed-ecdsa", args.alg_corpus),

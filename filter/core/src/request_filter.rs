@@ -145,7 +145,7 @@ pub fn on_request_headers(
             // A signature already used is refused now (429), before any of its body is read;
             // it is recorded only once its body matched (see `seen_before`).
             if let Some(replayed) = seen_before(config, replay, &v, now) {
-                return after_replay(host, config, replayed, proof.as_deref());
+                return conclude(host, config, &replayed, proof.as_deref());
             }
             let pending = PendingBody {
                 verified: *v,
@@ -230,28 +230,16 @@ fn decide(
     proof: Option<&str>,
     now: i64,
 ) -> Action {
-    let verdict = check_replay(host, config, replay, verdict, now);
-    after_replay(host, config, verdict, proof)
-}
-
-/// A verdict past this Envoy's replay table: the fleet's store is asked about a verified one
-/// when one is configured; otherwise proof log, annotation, policy.
-fn after_replay(
-    host: &mut dyn Host,
-    config: &Config,
-    verdict: Verdict,
-    proof: Option<&str>,
-) -> Action {
-    match verdict {
-        Verdict::Verified(v) if config.replay_protection && config.replay_store.is_some() => {
-            let ids = ReplayId::all(&v, config.policy.clock_skew_seconds);
+    match check_replay(host, config, replay, verdict, now) {
+        // Recorded here; the fleet's store is asked about the same identities.
+        (Verdict::Verified(v), ids) if config.replay_store.is_some() && !ids.is_empty() => {
             Action::AskStore(Box::new(StoreQuery::new(
                 *v,
                 proof.map(str::to_string),
                 ids,
             )))
         }
-        verdict => conclude(host, config, &verdict, proof),
+        (verdict, _) => conclude(host, config, &verdict, proof),
     }
 }
 
@@ -312,29 +300,30 @@ fn conclude(
 
 /// Records the identity of a verified request's every Web Bot Auth signature (see
 /// [`ReplayId::all`]); a request any of whose signatures was used within its life is
-/// `replayed`, and then records nothing.
+/// `replayed`, and then records nothing. Returns the verdict and the identities recorded
+/// (none without replay protection), each with the time it is kept until.
 fn check_replay(
     host: &mut dyn Host,
     config: &Config,
     replay: &mut dyn ReplayGuard,
     verdict: Verdict,
     now: i64,
-) -> Verdict {
+) -> (Verdict, Vec<(ReplayId, i64)>) {
     let Verdict::Verified(v) = &verdict else {
-        return verdict;
+        return (verdict, Vec::new());
     };
     if !config.replay_protection {
-        return verdict;
+        return (verdict, Vec::new());
     }
     let ids = ReplayId::all(v, config.policy.clock_skew_seconds);
-    let mut recorded = Vec::with_capacity(ids.len());
-    for (id, until) in ids {
-        let detail = match replay.check_and_record(id, until, now) {
+    let mut recorded = 0;
+    for (id, until) in &ids {
+        let detail = match replay.check_and_record(*id, *until, now) {
             ReplayCheck::Fresh => {
-                recorded.push(id);
+                recorded += 1;
                 continue;
             }
-            ReplayCheck::Replayed if !recorded.is_empty() => {
+            ReplayCheck::Replayed if recorded > 0 => {
                 "another signature of this request was already used"
             }
             ReplayCheck::Replayed => match &v.replay_key {
@@ -347,12 +336,15 @@ fn check_replay(
             }
             ReplayCheck::Unavailable => "the replay check could not record this signature",
         };
-        for id in recorded {
-            replay.release(id, now);
+        for (id, _) in &ids[..recorded] {
+            replay.release(*id, now);
         }
-        return failed_after_verifying(v, Reason::Replayed, detail);
+        return (
+            failed_after_verifying(v, Reason::Replayed, detail),
+            Vec::new(),
+        );
     }
-    verdict
+    (verdict, ids)
 }
 
 /// A signature that verified but failed a later check (body digest, replay): the failure names
