@@ -3,6 +3,8 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
+mod common;
+
 use wba_filter::config::Config;
 use wba_filter::host::RecordingHost;
 use wba_filter::key_cache::KeyCache;
@@ -77,34 +79,13 @@ fn carrying(mut headers: Vec<(String, String)>, sigs: &[&SignedHeaders]) -> Vec<
     headers
 }
 
-/// One request through the filter's request path: its status (200 when passed) and the
-/// reason (or result) it got.
+/// One request through the filter at [`NOW`].
 fn send(config: &Config, replay: &MemoryReplay, headers: Vec<(String, String)>) -> (u16, String) {
-    let mut host = RecordingHost::new(headers, NOW);
-    let action = on_request_headers(
-        &mut host,
-        config,
-        &mut KeyCache::new(config),
-        &mut &*replay,
-        true,
-    );
-    let status = match action {
-        Action::Continue => 200,
-        Action::Stop => host.sent.as_ref().map_or(0, |s| s.status),
-        other => panic!("{other:?}"),
-    };
-    let reason = host
-        .header_values("x-web-bot-auth-reason")
-        .first()
-        .map_or_else(
-            || host.header_values("x-web-bot-auth-result")[0].to_string(),
-            |r| r.to_string(),
-        );
-    (status, reason)
+    common::through_filter(config, replay, headers, NOW)
 }
 
 fn table() -> MemoryReplay {
-    MemoryReplay::new(4096, [3; 32])
+    common::replay_table()
 }
 
 fn bytes_of(headers: &[(String, String)]) -> usize {

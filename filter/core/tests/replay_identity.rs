@@ -4,17 +4,17 @@
 #![cfg(not(target_arch = "wasm32"))]
 #![allow(clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::Value;
 
 use wba_filter::config::Config;
-use wba_filter::host::RecordingHost;
-use wba_filter::key_cache::KeyCache;
 use wba_filter::private_key::PrivateKey;
 use wba_filter::replay::MemoryReplay;
 use wba_filter::request::HttpRequest;
-use wba_filter::request_filter::{on_request_headers, request_from_headers, Action};
+use wba_filter::request_filter::request_from_headers;
 use wba_filter::sign::{sign_request, SignOptions, SignatureKey as _, SignedHeaders};
 
 const NOW: i64 = 1_800_000_000;
@@ -96,33 +96,13 @@ fn carrying(sigs: &[&SignedHeaders]) -> Vec<(String, String)> {
     h
 }
 
-/// One request through the filter: its status (200 when passed) and the reason it got.
+/// One request through the filter at [`NOW`].
 fn send(config: &Config, replay: &MemoryReplay, headers: Vec<(String, String)>) -> (u16, String) {
-    let mut host = RecordingHost::new(headers, NOW);
-    let action = on_request_headers(
-        &mut host,
-        config,
-        &mut KeyCache::new(config),
-        &mut &*replay,
-        true,
-    );
-    let status = match action {
-        Action::Continue => 200,
-        Action::Stop => host.sent.as_ref().map_or(0, |s| s.status),
-        other => panic!("{other:?}"),
-    };
-    let reason = host
-        .header_values("x-web-bot-auth-reason")
-        .first()
-        .map_or_else(
-            || host.header_values("x-web-bot-auth-result")[0].to_string(),
-            |r| r.to_string(),
-        );
-    (status, reason)
+    common::through_filter(config, replay, headers, NOW)
 }
 
 fn table() -> MemoryReplay {
-    MemoryReplay::new(4096, [3; 32])
+    common::replay_table()
 }
 
 /// The signature bytes of a one-signature `Signature` field, replaced by `f` of them.

@@ -14,9 +14,14 @@ use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
 
 use wba_filter::agent_url::AgentId;
+use wba_filter::config::Config;
+use wba_filter::host::RecordingHost;
 use wba_filter::jwk::{Jwk, Key};
+use wba_filter::key_cache::KeyCache;
 use wba_filter::keyring::KeyRing;
+use wba_filter::replay::MemoryReplay;
 use wba_filter::request::HttpRequest;
+use wba_filter::request_filter::{on_request_headers, Action};
 use wba_filter::sign::{sign_request, SignOptions};
 use wba_filter::verdict::{Outcome, Verdict, Verified};
 
@@ -238,4 +243,41 @@ pub fn assert_tampers_fail<T>(
             "{origin}/{what}"
         );
     }
+}
+
+/// A replay table for [`through_filter`].
+pub fn replay_table() -> MemoryReplay {
+    MemoryReplay::new(4096, [3; 32])
+}
+
+/// One request through the filter's request path at `now`, with the keys of `config` and the
+/// replay table `replay`: its status (200 when passed on) and the reason it got (or its result
+/// when it has none).
+pub fn through_filter(
+    config: &Config,
+    replay: &MemoryReplay,
+    headers: Vec<(String, String)>,
+    now: i64,
+) -> (u16, String) {
+    let mut host = RecordingHost::new(headers, now);
+    let action = on_request_headers(
+        &mut host,
+        config,
+        &mut KeyCache::new(config),
+        &mut &*replay,
+        true,
+    );
+    let status = match action {
+        Action::Continue => 200,
+        Action::Stop => host.sent.as_ref().map_or(0, |s| s.status),
+        other => panic!("{other:?}"),
+    };
+    let reason = host
+        .header_values("x-web-bot-auth-reason")
+        .first()
+        .map_or_else(
+            || host.header_values("x-web-bot-auth-result")[0].to_string(),
+            |r| r.to_string(),
+        );
+    (status, reason)
 }
