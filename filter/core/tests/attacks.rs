@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::{ed25519_key as ed25519, pinned_config as config};
+
 use wba_filter::config::Config;
 use wba_filter::host::RecordingHost;
 use wba_filter::key_cache::KeyCache;
@@ -17,23 +19,6 @@ use wba_filter::verify::{verify_traced, Trace};
 
 const NOW: i64 = 1_800_000_000;
 const AGENT: &str = "https://agent.example";
-
-fn ed25519(seed: u8) -> PrivateKey {
-    PrivateKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]))
-}
-
-/// The filter pinning `keys` for the agent, in enforce mode with replay protection.
-fn config(keys: &[&PrivateKey], extra: &str) -> Config {
-    let jwks: Vec<String> = keys.iter().map(|k| k.public_jwk().to_json()).collect();
-    Config::from_json(
-        format!(
-            r#"{{"mode":"enforce",{extra}"agents":[{{"name":"A","url":"{AGENT}","keys":[{}]}}]}}"#,
-            jwks.join(",")
-        )
-        .as_bytes(),
-    )
-    .unwrap()
-}
 
 fn head(path: &str) -> Vec<(String, String)> {
     [

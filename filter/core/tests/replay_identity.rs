@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::{ed25519_key as ed25519, pinned_config as config};
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::Value;
@@ -28,23 +30,6 @@ fn ecdsa() -> PrivateKey {
 fn rsa() -> PrivateKey {
     let jwk = serde_json::from_str::<Value>(RSA_KEYS).unwrap()["rsa2048"].clone();
     PrivateKey::from_jwk(&jwk).unwrap()
-}
-
-fn ed25519(seed: u8) -> PrivateKey {
-    PrivateKey::Ed25519(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]))
-}
-
-/// The filter pinning `keys` for the agent, in enforce mode with replay protection.
-fn config(keys: &[&PrivateKey], extra: &str) -> Config {
-    let jwks: Vec<String> = keys.iter().map(|k| k.public_jwk().to_json()).collect();
-    Config::from_json(
-        format!(
-            r#"{{"mode":"enforce",{extra}"agents":[{{"name":"A","url":"{AGENT}","keys":[{}]}}]}}"#,
-            jwks.join(",")
-        )
-        .as_bytes(),
-    )
-    .unwrap()
 }
 
 fn head() -> Vec<(String, String)> {

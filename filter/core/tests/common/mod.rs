@@ -19,9 +19,11 @@ use wba_filter::host::RecordingHost;
 use wba_filter::jwk::{Jwk, Key};
 use wba_filter::key_cache::KeyCache;
 use wba_filter::keyring::KeyRing;
+use wba_filter::private_key::PrivateKey;
 use wba_filter::replay::MemoryReplay;
 use wba_filter::request::HttpRequest;
 use wba_filter::request_filter::{on_request_headers, Action};
+use wba_filter::sign::SignatureKey as _;
 use wba_filter::sign::{sign_request, SignOptions};
 use wba_filter::verdict::{Outcome, Verdict, Verified};
 
@@ -243,6 +245,25 @@ pub fn assert_tampers_fail<T>(
             "{origin}/{what}"
         );
     }
+}
+
+/// The Ed25519 private key of `seed`, as the signer takes any key.
+pub fn ed25519_key(seed: u8) -> PrivateKey {
+    PrivateKey::Ed25519(signing_key(seed))
+}
+
+/// The filter pinning `keys` for [`AGENT`], in enforce mode with replay protection; `extra` is
+/// more of the configuration's members, each followed by a comma.
+pub fn pinned_config(keys: &[&PrivateKey], extra: &str) -> Config {
+    let jwks: Vec<String> = keys.iter().map(|k| k.public_jwk().to_json()).collect();
+    Config::from_json(
+        format!(
+            r#"{{"mode":"enforce",{extra}"agents":[{{"name":"A","url":"{AGENT}","keys":[{}]}}]}}"#,
+            jwks.join(",")
+        )
+        .as_bytes(),
+    )
+    .unwrap()
 }
 
 /// A replay table for [`through_filter`].
