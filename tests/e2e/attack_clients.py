@@ -6,11 +6,10 @@ requests can be built)."""
 
 import base64
 import json
-import re
 import socket
 import threading
 
-from harness import Response, parse_raw_response
+from harness import Response, parse_raw_response, read_raw
 
 # ---------------------------------------------------------------------------- upstream
 
@@ -127,23 +126,10 @@ def h1_bytes(method, path, headers, host, body=b"", length=True):
 
 
 def read_h1_response(sock):
-    """One HTTP/1.1 response (with a Content-Length, as Envoy's and our upstream's are) from a
-    socket, as a `Response`; `None` when the connection closed first."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            return parse_raw_response(data) if data else None
-        data += chunk
-    head_end = data.index(b"\r\n\r\n") + 4
-    m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", data[:head_end])
-    want = head_end + (int(m.group(1)) if m else 0)
-    while len(data) < want:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    return parse_raw_response(data[:want])
+    """One HTTP/1.1 response from a socket, as a `Response`; `None` when the connection closed
+    first."""
+    data = read_raw(sock)
+    return parse_raw_response(data) if data else None
 
 
 def h1_request(port, method, path, headers, host, body=b"", timeout=10):

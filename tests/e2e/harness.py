@@ -355,21 +355,43 @@ def raw_request(port, head, body=b"", timeout=10):
 
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
         sock.sendall(head.encode("latin-1") + b"\r\n\r\n" + body)
+        return read_raw(sock)
+
+
+def read_raw(sock):
+    """The bytes of one HTTP/1.1 response on `sock`: its head, and its body up to its
+    Content-Length (Envoy's and our upstreams' responses have one); what came when the
+    connection closed first. A timeout set on `sock` raises `socket.timeout`."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head_end = data.index(b"\r\n\r\n") + 4
+    length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", data[:head_end])
+    want = head_end + (int(length.group(1)) if length else 0)
+    while len(data) < want:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data[:want]
+
+
+def read_response(sock, timeout=15):
+    """The response on `sock` as a `Response`, or one with status 0 when none came within
+    `timeout` seconds."""
+    import socket
+
+    sock.settimeout(timeout)
+    try:
+        data = read_raw(sock)
+    except socket.timeout:
         data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
-        head_end = data.index(b"\r\n\r\n") + 4
-        length = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", data[:head_end])
-        want = head_end + (int(length.group(1)) if length else 0)
-        while len(data) < want:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-        return data
+    if not data:
+        return parse_raw_response(b"HTTP/1.1 000 No Response\r\ncontent-length: 0\r\n\r\n")
+    return parse_raw_response(data)
 
 
 def parse_raw_response(data):

@@ -21,7 +21,7 @@ from harness import (
     LoopbackServer,
     QuietHandler,
     bootstrap,
-    parse_raw_response,
+    read_response,
     request,
     sign,
     wait_for,
@@ -106,26 +106,6 @@ def signed_head(key, port, path, body_digest, extra=(), agent=AGENT, components=
         lines.append(f"Content-Length: {length}")
     lines += [f"{n}: {v}" for n, v in list(h.items()) + list(extra)]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def read_response(sock):
-    data = b""
-    sock.settimeout(15)
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            break
-        if not chunk:
-            break
-        data += chunk
-        if b"\r\n\r\n" in data:
-            head = data[: data.index(b"\r\n\r\n")].lower()
-            if b"content-length:" in head:
-                length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
-                if len(data) >= data.index(b"\r\n\r\n") + 4 + length:
-                    break
-    return parse_raw_response(data)
 
 
 def test_a_signed_body_that_matches_verifies_and_arrives_intact(parts, key):

@@ -27,7 +27,7 @@ from harness import (
     LoopbackServer,
     QuietHandler,
     bootstrap,
-    parse_raw_response,
+    read_response,
     sign,
     wait_for,
 )
@@ -137,30 +137,6 @@ def head(key, port, path, body_digest=None, agent=AGENT, components=COVERED, len
 def chunked(body, trailers=()):
     out = b"%x\r\n" % len(body) + body + b"\r\n" if body else b""
     return out + b"0\r\n" + b"".join(f"{n}: {v}\r\n".encode() for n, v in trailers) + b"\r\n"
-
-
-def read_response(sock, timeout=15):
-    """The response on `sock`, or one with status 0 when none came within `timeout` seconds."""
-    data = b""
-    sock.settimeout(timeout)
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            break
-        if not chunk:
-            break
-        data += chunk
-        if b"\r\n\r\n" in data:
-            end = data.index(b"\r\n\r\n")
-            lowered = data[:end].lower()
-            if b"content-length:" in lowered:
-                length = int(lowered.split(b"content-length:")[1].split(b"\r\n")[0])
-                if len(data) >= end + 4 + length:
-                    break
-    if not data:
-        return parse_raw_response(b"HTTP/1.1 000 No Response\r\ncontent-length: 0\r\n\r\n")
-    return parse_raw_response(data)
 
 
 def exchange(port, *parts, pause=0.0):
