@@ -4,7 +4,7 @@
 //! the proxy's header limit (Envoy: 60 KiB). Each count (labels, components, parameters) and
 //! each item's size is bounded, and a field past a bound is refused (`malformed`): every item is
 //! checked before it is built, and the parse stops at the first one past a bound, so nothing past
-//! it is built ([`parse_dictionary`]; [`screen_dictionary`] and [`screen_item`] check without
+//! it is built ([`parse_dictionary`]; [`screen_item`] checks an item without
 //! building anything). Legitimate signatures are far inside them: a Web Bot Auth signature covers
 //! a handful of components and carries six parameters; an RSA-8192 signature is 1,024 bytes.
 
@@ -94,18 +94,6 @@ pub enum Screened {
     /// Not valid RFC 9651 syntax (of the type screened for).
     Syntax,
     Exceeded(Exceeded),
-}
-
-/// Checks that `value` is a Dictionary within `bounds`, without building it: stops at the
-/// first syntax error or the first item past a bound.
-pub fn screen_dictionary(value: &str, bounds: &Bounds) -> Result<(), Screened> {
-    let screen = Screen::new(bounds);
-    let parsed = sfv::Parser::new(value).parse_dictionary_with_visitor(DictScreen {
-        screen: &screen,
-        members: 0,
-        dict: Discard,
-    });
-    screen.result(parsed.is_ok())
 }
 
 /// Parses `value` as a Dictionary within `bounds`, in one pass: each item is checked before it
@@ -205,42 +193,20 @@ impl<'b> Screen<'b> {
     }
 }
 
-/// Where a screened Dictionary goes: nowhere ([`Discard`]) or into a [`Dictionary`]
-/// ([`Build`]). Each checking visitor below wraps the sink's own visitor, which it calls only
-/// once the item passed its checks: nothing past a bound is built.
-trait Sink<'de> {
-    type Out;
-    fn entry(&mut self, key: &'de KeyRef) -> impl EntryVisitor<'de>;
-    fn finish(self) -> Self::Out;
-}
-
-/// Builds nothing: sfv's discarding visitor.
-struct Discard;
-
-impl<'de> Sink<'de> for Discard {
-    type Out = ();
-    fn entry(&mut self, _key: &'de KeyRef) -> impl EntryVisitor<'de> {
-        Ignored
-    }
-    fn finish(self) {}
-}
-
 /// Builds the Dictionary with sfv's own visitors, noting the first key defined twice.
 struct Build {
     dict: Dictionary,
     duplicate: Option<String>,
 }
 
-impl<'de> Sink<'de> for Build {
-    type Out = Self;
-    fn entry(&mut self, key: &'de KeyRef) -> impl EntryVisitor<'de> {
+impl Build {
+    /// sfv's own visitor for the entry `key` (the checking visitors below wrap it and call it
+    /// only once an item passed its checks: nothing past a bound is built).
+    fn entry<'de>(&mut self, key: &'de KeyRef) -> impl EntryVisitor<'de> + use<'_, 'de> {
         if self.duplicate.is_none() && self.dict.contains_key(key) {
             self.duplicate = Some(key.as_str().to_string());
         }
         Built(DictionaryVisitor::entry(&mut self.dict, key))
-    }
-    fn finish(self) -> Self {
-        self
     }
 }
 
@@ -265,14 +231,14 @@ impl<'de, E: EntryVisitor<'de>> EntryVisitor<'de> for Built<E> {
     }
 }
 
-struct DictScreen<'s, 'b, D> {
+struct DictScreen<'s, 'b> {
     screen: &'s Screen<'b>,
     members: usize,
-    dict: D,
+    dict: Build,
 }
 
-impl<'de, D: Sink<'de>> DictionaryVisitor<'de> for DictScreen<'_, '_, D> {
-    type Out = D::Out;
+impl<'de> DictionaryVisitor<'de> for DictScreen<'_, '_> {
+    type Out = Build;
     type Error = Stop;
 
     fn entry(&mut self, key: &'de KeyRef) -> Result<impl EntryVisitor<'de>, Self::Error> {
@@ -290,7 +256,7 @@ impl<'de, D: Sink<'de>> DictionaryVisitor<'de> for DictScreen<'_, '_, D> {
     }
 
     fn finish(self) -> Result<Self::Out, Self::Error> {
-        Ok(self.dict.finish())
+        Ok(self.dict)
     }
 }
 
@@ -406,6 +372,11 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
+    /// [`parse_dictionary`]'s verdict alone.
+    fn screened(value: &str, bounds: &Bounds) -> Result<(), Screened> {
+        parse_dictionary(value, bounds).map(|_| ())
+    }
+
     fn components(n: usize) -> String {
         let names: Vec<String> = (0..n).map(|i| format!("\"h{i}\"")).collect();
         format!("sig1=({});tag=\"web-bot-auth\"", names.join(" "))
@@ -414,24 +385,21 @@ mod tests {
     #[test]
     fn within_every_bound() {
         assert_eq!(
-            screen_dictionary(&components(MAX_COMPONENTS), &SIGNATURE_FIELDS),
+            screened(&components(MAX_COMPONENTS), &SIGNATURE_FIELDS),
             Ok(())
         );
         let labels: Vec<String> = (0..MAX_LABELS).map(|i| format!("l{i}=:AA==:")).collect();
-        assert_eq!(
-            screen_dictionary(&labels.join(", "), &SIGNATURE_FIELDS),
-            Ok(())
-        );
+        assert_eq!(screened(&labels.join(", "), &SIGNATURE_FIELDS), Ok(()));
         let params: String = (0..MAX_PARAMETERS).map(|i| format!(";p{i}=1")).collect();
         assert_eq!(
-            screen_dictionary(&format!("s=(\"a\"){params}"), &SIGNATURE_FIELDS),
+            screened(&format!("s=(\"a\"){params}"), &SIGNATURE_FIELDS),
             Ok(())
         );
     }
 
     #[test]
     fn each_bound_is_refused_one_past_it() {
-        let e = |v: &str| screen_dictionary(v, &SIGNATURE_FIELDS);
+        let e = |v: &str| screened(v, &SIGNATURE_FIELDS);
         assert_eq!(
             e(&components(MAX_COMPONENTS + 1)),
             Err(Screened::Exceeded(Exceeded::InnerItems(MAX_COMPONENTS)))
@@ -493,13 +461,13 @@ mod tests {
     #[test]
     fn syntax_is_told_apart_and_items_screen_too() {
         assert_eq!(
-            screen_dictionary("sig1=(\"a\"", &SIGNATURE_FIELDS),
+            screened("sig1=(\"a\"", &SIGNATURE_FIELDS),
             Err(Screened::Syntax)
         );
         // A bound crossed before a later syntax error is what is reported: the pass stopped.
         let v = format!("{}, (((", components(MAX_COMPONENTS + 1));
         assert!(matches!(
-            screen_dictionary(&v, &SIGNATURE_FIELDS),
+            screened(&v, &SIGNATURE_FIELDS),
             Err(Screened::Exceeded(_))
         ));
         assert_eq!(
